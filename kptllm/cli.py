@@ -1,0 +1,133 @@
+"""The `kptllm` command line.
+
+    kptllm tiny OUT_DIR [--seed N]
+    kptllm predict --model M --image IMG [--bbox x,y,w,h]
+                   (--keypoints "nose,left eye" | --point x,y | --support IMG --support-points "x,y;x,y" [--support-bbox ...])
+                   [--names "a,b"] [--json]
+
+User mistakes print one line to stderr and exit with status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs."""
+
+
+def _numbers(text: str, count: int, what: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{what} must be {count} comma-separated numbers, got {text!r}") from None
+    if len(values) != count:
+        raise UserError(f"{what} must be {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _points(text: str) -> list[tuple[float, float]]:
+    items = [p for p in text.split(";") if p.strip()]
+    if not items:
+        raise UserError("--support-points is empty")
+    return [_numbers(p, 2, "a support point") for p in items]
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not any(names):
+        raise UserError("no keypoint names given")
+    return names
+
+
+def _print_results(results, as_json: bool) -> None:
+    rows = [{"name": r.name, "x": None if r.xy is None else round(r.xy[0], 2),
+             "y": None if r.xy is None else round(r.xy[1], 2), "score": round(r.score, 4),
+             "text": r.text, "parsed": r.parsed, "error": r.error, "raw": r.raw} for r in results]
+    if as_json:
+        print(json.dumps({"keypoints": rows}, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        where = "-" if row["x"] is None else f"({row['x']:.1f}, {row['y']:.1f})"
+        status = "" if row["parsed"] else f"  [unparsed: {row['error']}; raw={row['raw']!r}]"
+        print(f"{row['name'] or '?'}\t{where}\tscore={row['score']:.3f}{status}")
+
+
+def _predict(args) -> None:
+    from .predictor import KeypointPredictor
+
+    modes = sum(x is not None for x in (args.keypoints, args.point, args.support))
+    if modes != 1:
+        raise UserError("give exactly one of --keypoints, --point or --support")
+    if args.support is not None and args.support_points is None:
+        raise UserError("--support needs --support-points")
+    if not os.path.exists(args.model) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UserError(f"model not found: {args.model}")
+    if not os.path.isfile(args.image):
+        raise UserError(f"image not found: {args.image}")
+    try:
+        predictor = KeypointPredictor.from_pretrained(args.model, device=args.device)
+    except OSError as err:
+        raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
+    predictor.set_image(args.image, bbox=None if args.bbox is None else _numbers(args.bbox, 4, "--bbox"))
+    if args.keypoints is not None:
+        results = predictor.detect(_names(args.keypoints))
+    elif args.point is not None:
+        results = [predictor.describe(_numbers(args.point, 2, "--point"))]
+    else:
+        results = predictor.detect_from_example(
+            args.support, _points(args.support_points),
+            support_bbox=None if args.support_bbox is None else _numbers(args.support_bbox, 4, "--support-bbox"),
+            names=None if args.names is None else _names(args.names))
+    _print_results(results, args.json)
+
+
+def _tiny(args) -> None:
+    from .build import save_tiny
+
+    save_tiny(args.out_dir, seed=args.seed)
+    print(f"wrote a tiny random KptLLM++ model to {args.out_dir}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kptllm", description="Generic keypoint comprehension with KptLLM++.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("tiny", help="write a small randomly initialised model (tests, smoke runs)")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=_tiny)
+
+    predict = commands.add_parser("predict", help="run one of the three keypoint tasks on an image")
+    predict.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    predict.add_argument("--image", required=True, help="query image")
+    predict.add_argument("--bbox", help="object box x,y,w,h in pixels (default: whole image)")
+    predict.add_argument("--keypoints", help='task (c): comma-separated names, e.g. "nose,left eye"')
+    predict.add_argument("--point", help="task (a): x,y of a point on the image")
+    predict.add_argument("--support", help="task (b): support image with marked keypoints")
+    predict.add_argument("--support-points", help='task (b): "x,y;x,y" on the support image')
+    predict.add_argument("--support-bbox", help="task (b): object box on the support image")
+    predict.add_argument("--names", help="task (b)+(c): comma-separated names of the support points")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(run=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (UserError, ValueError) as err:
+        print(f"kptllm: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""`KeypointPredictor`: the three keypoint tasks on one image, SAM-predictor style.
+
+    p = KeypointPredictor.from_pretrained("path-or-hub-id")
+    p.set_image(image, bbox=None)          # encodes the image and its text prefix once
+    p.describe((x, y))                     # (a) what is this keypoint?
+    p.detect(["left eye", "nose"])         # (c) where are these keypoints?
+    p.detect_from_example(support_image, [(x, y), ...], support_bbox=None)   # (b), 1..5 supports
+
+All coordinates in and out are pixels of the original image (after EXIF orientation). All keypoints
+of one call are decoded as one batch that shares the cached image prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .generation import generate_with_prefix, prefill
+from .modeling import KptLLMForKeypoints
+from .processor import KptLLMProcessor, PreparedImage
+from .protocol import ParsedAnswer, Task, build_conversation, parse_answer
+
+MAX_KEYPOINTS_PER_CALL = 100
+MAX_SHOTS = 5
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class KeypointResult:
+    """One keypoint answer.
+
+    Attributes:
+        index: position in the request.
+        task: "semantic", "visual", "text" or "visual_text".
+        query: the keypoint name/description asked for (text tasks), else None.
+        text: the semantics the model gave (None when the answer did not parse).
+        xy: (x, y) in pixels of the original query image; None for semantic answers or unparsed ones.
+        xy_normalized: (x, y) in the model crop frame, each in [0, 1]; None likewise.
+        score: confidence in [0, 1]: geometric mean of the probabilities of the coordinate tokens
+            (detection) or of all answer tokens (semantic); 0 when the answer did not parse.
+        parsed: whether the answer followed the protocol.
+        error: why it did not parse, else None.
+        raw: the raw generated answer.
+    """
+
+    index: int
+    task: str
+    query: str | None
+    text: str | None
+    xy: tuple[float, float] | None
+    xy_normalized: tuple[float, float] | None
+    score: float
+    parsed: bool
+    error: str | None
+    raw: str
+
+    @property
+    def name(self) -> str | None:
+        """The requested name when there was one, else the semantics the model gave."""
+        return self.query if self.query is not None else self.text
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "name": self.name}
+
+
+@dataclass
+class _ImageState:
+    prepared: PreparedImage
+    features: torch.Tensor  # [1, N, Dv] patch tokens (the support features for task (a))
+    prefix_len: int
+    prefix_cache: object
+
+
+def _as_point(value, what: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a pair of numbers (x, y); got {value!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError(f"{what} has non-finite coordinates: {value!r}")
+    return x, y
+
+
+def _is_point(value) -> bool:
+    return (isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2
+            and all(isinstance(v, (int, float, np.number)) for v in value))
+
+
+def _check_count(count: int) -> None:
+    if count == 0:
+        raise ValueError("no keypoints requested")
+    if count > MAX_KEYPOINTS_PER_CALL:
+        raise ValueError(f"{count} keypoints requested; the limit per call is {MAX_KEYPOINTS_PER_CALL}")
+
+
+class KeypointPredictor:
+    """Runs a `KptLLMForKeypoints` on images given in pixels. Not thread-safe (it caches one image)."""
+
+    def __init__(self, model: KptLLMForKeypoints, processor: KptLLMProcessor, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+        self.model = model.eval()
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+        self._image: _ImageState | None = None
+
+    @classmethod
+    def from_pretrained(cls, path_or_id, device=None, dtype=None, **kwargs) -> "KeypointPredictor":
+        """Load a saved model + tokenizer. Default device: CUDA if available, else CPU; default dtype:
+        bfloat16 on a GPU that supports it, else float32."""
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype).to(device)
+        return cls(model, KptLLMProcessor.from_pretrained(path_or_id, config=model.config), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.projector.weight.device
+
+    # ----------------------------------------------------------------- image
+    @torch.no_grad()
+    def set_image(self, image, bbox=None) -> None:
+        """Encode the query image (path, PIL or numpy, any mode) around `bbox` (COCO xywh pixels; None = whole image).
+
+        The visual tokens and the KV cache of the shared text prefix are computed here, once.
+        """
+        prepared = self.processor.prepare_image(image, bbox)
+        features = self.model.encode_images(prepared.pixel_values[None].to(self.device))
+        prefix_ids = self.processor.encode_conversation(build_conversation(Task.TEXT, text="x")).prefix_ids
+        ids = torch.tensor([prefix_ids], device=self.device)
+        embeds = self.model.embed_inputs(ids, image_tokens=self.model.project_image(features))
+        self._image = _ImageState(prepared, features, len(prefix_ids), prefill(self.model.language_model, embeds))
+
+    def reset_image(self) -> None:
+        self._image = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._image is not None
+
+    def _state(self) -> _ImageState:
+        if self._image is None:
+            raise RuntimeError("call set_image() first")
+        return self._image
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the current image."""
+        state = self._state()
+        return state.prepared.width, state.prepared.height
+
+    def _point_in_crop(self, point, prepared: PreparedImage, what: str) -> tuple[float, float]:
+        x, y = _as_point(point, what)
+        if not (0 <= x <= prepared.width and 0 <= y <= prepared.height):
+            raise ValueError(f"{what} ({x:g}, {y:g}) is outside the {prepared.width}x{prepared.height} image")
+        if not prepared.crop.contains((x, y)):
+            raise ValueError(f"{what} ({x:g}, {y:g}) is outside the model crop around the bbox")
+        u, v = prepared.crop.to_crop((x, y))
+        return float(u), float(v)
+
+    # ----------------------------------------------------------------- tasks
+    @torch.no_grad()
+    def describe(self, points):
+        """Task (a): what keypoint is at `points` on the current image.
+
+        `points`: one (x, y) pixel point -> one KeypointResult; a list of points -> a list.
+        """
+        single = _is_point(points)
+        points = [points] if single else list(points)
+        _check_count(len(points))
+        state = self._state()
+        normalized = [self._point_in_crop(p, state.prepared, f"point {i}") for i, p in enumerate(points)]
+        kpt_tokens = self.model.encode_prompts(
+            state.features, torch.tensor(normalized, device=self.device),
+            torch.zeros(len(points), dtype=torch.long, device=self.device),
+            torch.arange(len(points), device=self.device), len(points))
+        results = self._answer(Task.SEMANTIC, [None] * len(points), kpt_tokens)
+        return results[0] if single else results
+
+    @torch.no_grad()
+    def detect(self, names: str | Sequence[str]) -> list[KeypointResult]:
+        """Task (c): locate keypoints given by name or description (e.g. "left eye")."""
+        names = [names] if isinstance(names, str) else list(names)
+        _check_count(len(names))
+        self._state()
+        return self._answer(Task.TEXT, names, None)
+
+    @torch.no_grad()
+    def detect_from_example(self, support_image, support_points, support_bbox=None, names=None) -> list[KeypointResult]:
+        """Task (b) (and (b)+(c) when `names` is given): find the keypoints marked on support image(s).
+
+        Args:
+            support_image: one image, or a list of 1..5 images (K-shot).
+            support_points: for one image, a list of (x, y) pixel points; for a list of images, one such
+                list per image, all of the same length; `None` marks a keypoint not visible on that
+                support. The prompt features of one keypoint are averaged over the supports showing it.
+            support_bbox: None, one xywh box (one image) or a list of boxes/None (one per image).
+            names: optional list of keypoint names/descriptions, one per keypoint (visual + text prompt).
+        """
+        state = self._state()
+        many = isinstance(support_image, (list, tuple))
+        images = list(support_image) if many else [support_image]
+        point_lists = [list(p) for p in support_points] if many else [list(support_points)]
+        if not 1 <= len(images) <= MAX_SHOTS:
+            raise ValueError(f"give 1 to {MAX_SHOTS} support images, got {len(images)}")
+        if len(point_lists) != len(images):
+            raise ValueError(f"{len(images)} support images but {len(point_lists)} lists of support points")
+        count = len(point_lists[0])
+        _check_count(count)
+        if any(len(p) != count for p in point_lists):
+            raise ValueError("every support image needs the same number of points (use None for a hidden keypoint)")
+        boxes = (list(support_bbox) if many and support_bbox is not None else
+                 [support_bbox] if not many else [None] * len(images))
+        if len(boxes) != len(images):
+            raise ValueError(f"{len(images)} support images but {len(boxes)} support boxes")
+        if names is not None:
+            names = [names] if isinstance(names, str) else list(names)
+            if len(names) != count:
+                raise ValueError(f"{count} support points but {len(names)} names")
+
+        prepared = [self.processor.prepare_image(img, box) for img, box in zip(images, boxes)]
+        points, support_ids, slot_ids = [], [], []
+        for shot, (plist, prep) in enumerate(zip(point_lists, prepared)):
+            for k, point in enumerate(plist):
+                if point is None:
+                    continue
+                points.append(self._point_in_crop(point, prep, f"support point {k} of support {shot}"))
+                support_ids.append(shot)
+                slot_ids.append(k)
+        missing = sorted(set(range(count)) - set(slot_ids))
+        if missing:
+            raise ValueError(f"keypoints {missing} are not visible on any support image")
+        features = self.model.encode_images(torch.stack([p.pixel_values for p in prepared]).to(self.device))
+        as_tensor = lambda v, dtype=torch.long: torch.tensor(v, device=self.device, dtype=dtype)  # noqa: E731
+        kpt_tokens = self.model.encode_prompts(features, as_tensor(points, torch.float32), as_tensor(support_ids),
+                                               as_tensor(slot_ids), count)
+        task = Task.VISUAL if names is None else Task.VISUAL_TEXT
+        return self._answer(task, names if names is not None else [None] * count, kpt_tokens)
+
+    # ----------------------------------------------------------------- decoding
+    def _answer(self, task: Task, texts: list[str | None], kpt_tokens: torch.Tensor | None) -> list[KeypointResult]:
+        state = self._state()
+        conversations = [build_conversation(task, text=t) for t in texts]  # validates the texts first
+        suffixes = []
+        for k, conversation in enumerate(conversations):
+            ids = torch.tensor([self.processor.encode_conversation(conversation).query_ids], device=self.device)
+            kpt = None if kpt_tokens is None else kpt_tokens[k:k + 1]
+            suffixes.append(self.model.embed_inputs(ids, kpt_tokens=kpt)[0])
+        generated = generate_with_prefix(self.model.language_model, state.prefix_cache, state.prefix_len, suffixes,
+                                         self.processor.eos_token_id, self.max_new_tokens)
+        return [self._result(k, task, texts[k], ids, probs, state)
+                for k, (ids, probs) in enumerate(zip(generated.token_ids, generated.token_probs))]
+
+    def _result(self, index: int, task: Task, query, ids: list[int], probs: list[float],
+                state: _ImageState) -> KeypointResult:
+        raw = self.processor.decode(ids)
+        parsed = parse_answer(raw, task)
+        query = None if query is None else " ".join(query.split())
+        if not isinstance(parsed, ParsedAnswer):
+            return KeypointResult(index, task.value, query, None, None, None, 0.0, False, parsed.reason.value, raw)
+        xy = xy_norm = None
+        if parsed.xy is not None:
+            xy_norm = (float(parsed.xy[0]), float(parsed.xy[1]))
+            px, py = state.prepared.crop.to_image(xy_norm)
+            xy = (float(px), float(py))
+        score = self._score(ids, probs, coordinates_only=task.has_coordinates)
+        return KeypointResult(index, task.value, query, parsed.semantics, xy, xy_norm, score, True, None, raw)
+
+    def _score(self, ids: list[int], probs: list[float], coordinates_only: bool) -> float:
+        """Geometric mean of token probabilities: the digit tokens after '[' for detections, all tokens otherwise."""
+        selected = probs
+        if coordinates_only:
+            selected, seen_bracket = [], False
+            for token_id, prob in zip(ids, probs):
+                piece = self.processor.tokenizer.decode([token_id])
+                seen_bracket = seen_bracket or "[" in piece
+                if seen_bracket and any(c.isdigit() for c in piece):
+                    selected.append(prob)
+        if not selected:
+            return 0.0
+        return float(math.exp(sum(math.log(max(p, 1e-12)) for p in selected) / len(selected)))

@@ -1,0 +1,133 @@
+"""`KptLLMProcessor`: images -> normalised crop tensors, conversations -> token ids (and back).
+
+It owns the crop (bbox -> padded square -> resize) and its inverse, and the tokenisation of the text
+protocol's pieces. Training and inference both go through `encode_conversation`, so they see the
+same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .configuration import KptLLMConfig
+from .image import SquareCrop, crop_image, load_image, square_crop
+from .protocol import IMAGE_TOKEN, KPT_TOKEN, SPECIAL_TOKENS, Conversation
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PreparedImage:
+    """A loaded image and its model input. `pixel_values [3, S, S]` float32; `crop` maps pixels <-> crop frame."""
+
+    pixel_values: torch.Tensor
+    crop: SquareCrop
+    width: int
+    height: int
+
+
+@dataclass
+class EncodedConversation:
+    """Token ids of the three pieces; `prefix_ids` starts with BOS and has `<image>` expanded to N ids."""
+
+    prefix_ids: list[int]
+    query_ids: list[int]
+    answer_ids: list[int]  # ends with EOS; empty at inference
+
+
+def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Register `<image>` and `<kpt>` as special tokens (no-op when present) and make sure a pad token exists."""
+    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+
+
+class KptLLMProcessor:
+    """Image and text preprocessing for one model configuration."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: KptLLMConfig):
+        add_placeholder_tokens(tokenizer)
+        self.tokenizer = tokenizer
+        self.image_size = config.image_size
+        self.crop_padding = config.crop_padding
+        self.num_image_tokens = config.num_image_tokens
+        self.mean = torch.tensor(config.image_mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(config.image_std, dtype=torch.float32)[:, None, None]
+        # Fill outside the image with the mean colour: zero after normalisation.
+        self.fill = tuple(int(round(255 * m)) for m in config.image_mean)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.kpt_token_id = tokenizer.convert_tokens_to_ids(KPT_TOKEN)
+        if config.image_token_id is not None and config.image_token_id != self.image_token_id:
+            raise ValueError("the tokenizer's <image> id does not match the model config")
+        if config.kpt_token_id is not None and config.kpt_token_id != self.kpt_token_id:
+            raise ValueError("the tokenizer's <kpt> id does not match the model config")
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        if self.eos_token_id is None:
+            raise ValueError("the tokenizer needs an EOS token")
+
+    @classmethod
+    def from_pretrained(cls, path, config: KptLLMConfig | None = None) -> "KptLLMProcessor":
+        config = config if config is not None else KptLLMConfig.from_pretrained(path)
+        return cls(AutoTokenizer.from_pretrained(path), config)
+
+    def save_pretrained(self, path) -> None:
+        self.tokenizer.save_pretrained(path)
+
+    # ----------------------------------------------------------------- images
+    def prepare_image(self, image, bbox=None) -> PreparedImage:
+        """Load `image` (path / PIL / numpy, any mode) and cut the model input around `bbox` (xywh; None = whole image)."""
+        rgb = load_image(image)
+        crop = square_crop(rgb.size, bbox, self.image_size, self.crop_padding)
+        return PreparedImage(self.normalize(crop_image(rgb, crop, self.fill)), crop, rgb.width, rgb.height)
+
+    def normalize(self, crop) -> torch.Tensor:
+        """RGB `S x S` PIL crop -> `[3, S, S]` float32 normalised with the encoder's mean/std."""
+        array = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (array - self.mean) / self.std
+
+    # ----------------------------------------------------------------- text
+    def _tokens(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_conversation(self, conversation: Conversation) -> EncodedConversation:
+        prefix = self._tokens(conversation.prefix)
+        if prefix.count(self.image_token_id) != 1:
+            raise ValueError("the prefix must contain exactly one <image> token")
+        at = prefix.index(self.image_token_id)
+        prefix = prefix[:at] + [self.image_token_id] * self.num_image_tokens + prefix[at + 1:]
+        if self.tokenizer.bos_token_id is not None:
+            prefix = [self.tokenizer.bos_token_id] + prefix
+        answer = [] if conversation.answer is None else self._tokens(conversation.answer) + [self.eos_token_id]
+        return EncodedConversation(prefix, self._tokens(conversation.query), answer)
+
+    def training_features(self, conversation: Conversation) -> dict[str, list[int]]:
+        """`input_ids` and `labels` (IGNORE_INDEX everywhere but the answer and its EOS) of one sequence."""
+        if conversation.answer is None:
+            raise ValueError("a training conversation needs an answer")
+        enc = self.encode_conversation(conversation)
+        context = enc.prefix_ids + enc.query_ids
+        return {"input_ids": context + enc.answer_ids, "labels": [IGNORE_INDEX] * len(context) + enc.answer_ids}
+
+    def pad(self, sequences: list[list[int]], value: int) -> torch.Tensor:
+        """Right-pad to `[B, L_max]`."""
+        width = max(len(s) for s in sequences)
+        return torch.tensor([s + [value] * (width - len(s)) for s in sequences], dtype=torch.long)
+
+    def collate_text(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Batch `training_features` outputs: input_ids, attention_mask, labels (right padding)."""
+        ids = [f["input_ids"] for f in features]
+        return {
+            "input_ids": self.pad(ids, self.pad_token_id),
+            "attention_mask": self.pad([[1] * len(s) for s in ids], 0),
+            "labels": self.pad([f["labels"] for f in features], IGNORE_INDEX),
+        }
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,65 @@
+"""Prompt feature extractor (paper Sec. 3.3, Eq. 2): z_p = CrossAttnLayers(F_p, F_s).
+
+The prompt feature is the query; the support image's patch tokens, with the positional encoding of
+their grid centres added to the keys, are keys and values. Each prompt token attends independently,
+so many prompts on one support image are processed as one sequence of queries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .position import grid_centres, sine_cosine_encoding
+
+
+class CrossAttentionLayer(nn.Module):
+    """Pre-norm cross-attention + MLP block. `queries [B, Q, D]`, `memory [B, N, D]`, `memory_pos [B|1, N, D]`."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_memory = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        memory = self.norm_memory(memory)
+        attended, _ = self.attn(self.norm_query(queries), memory + memory_pos, memory, need_weights=False)
+        queries = queries + attended
+        return queries + self.mlp(self.norm_mlp(queries))
+
+
+class PromptFeatureExtractor(nn.Module):
+    """Keypoint-specific features from support features.
+
+    forward(prompt_features [P, Dv], support_features [M, N, Dv], support_ids [P]) -> [P, D_llm]
+    where `support_ids[i]` says on which support image prompt i was given.
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, pe_dim: int, grid: tuple[int, int], num_layers: int, num_heads: int):
+        super().__init__()
+        self.pe_dim = pe_dim
+        self.grid = tuple(grid)
+        self.position_proj = nn.Linear(pe_dim, vision_dim)
+        self.layers = nn.ModuleList(CrossAttentionLayer(vision_dim, num_heads) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(vision_dim)
+        self.out_proj = nn.Linear(vision_dim, llm_dim)
+
+    def forward(self, prompt_features: torch.Tensor, support_features: torch.Tensor, support_ids: torch.Tensor) -> torch.Tensor:
+        num_tokens = support_features.shape[1]
+        if num_tokens != self.grid[0] * self.grid[1]:
+            raise ValueError(f"support features have {num_tokens} tokens, expected a {self.grid} grid")
+        centres = grid_centres(*self.grid, device=support_features.device)
+        memory_pos = self.position_proj(sine_cosine_encoding(centres, self.pe_dim).to(support_features.dtype))[None]
+        out = torch.empty(prompt_features.shape[0], self.out_proj.out_features,
+                          device=prompt_features.device, dtype=self.out_proj.weight.dtype)
+        for support in support_ids.unique().tolist():
+            rows = (support_ids == support).nonzero(as_tuple=True)[0]
+            queries = prompt_features[rows][None]  # [1, Pm, Dv]
+            memory = support_features[support][None]  # [1, N, Dv]
+            for layer in self.layers:
+                queries = layer(queries, memory, memory_pos)
+            out[rows] = self.out_proj(self.norm(queries[0]))
+        return out

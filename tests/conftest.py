@@ -1,0 +1,47 @@
+"""Shared fixtures: offline environment, tiny models, the real test images in ../shared/data/real."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.realdata import real_instances  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, processor) of a tiny random KptLLM++ (seed 0), in eval mode."""
+    from kptllm.build import build_tiny
+
+    model, processor = build_tiny(seed=0)
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A folder holding the saved tiny model (seed 0) and its tokenizer."""
+    from kptllm.build import save_tiny
+
+    out = tmp_path_factory.mktemp("tiny")
+    save_tiny(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_dir):
+    from kptllm import KeypointPredictor
+
+    torch.manual_seed(0)
+    return KeypointPredictor.from_pretrained(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def instances():
+    """Every annotated instance of ../shared/data/real (see tests/realdata.py)."""
+    found = real_instances()
+    assert len(found) >= 20, "../shared/data/real is missing or incomplete"
+    return found

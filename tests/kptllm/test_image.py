@@ -1,0 +1,157 @@
+"""Image loading (modes, EXIF, sizes) and the crop transform and its inverse."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kptllm.image import MAX_IMAGE_PIXELS, SquareCrop, crop_image, load_image, square_crop
+from kptllm.protocol import Task, format_answer, parse_answer
+
+
+def _rgb_array(w=40, h=30):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1", "YCbCr", "RGB"])
+def test_every_pil_mode_becomes_rgb(mode):
+    base = Image.fromarray(_rgb_array())
+    image = base.convert(mode) if mode not in ("I;16", "I", "F") else base.convert("L").convert(mode)
+    out = load_image(image)
+    assert out.mode == "RGB" and out.size == (40, 30)
+
+
+def test_sixteen_bit_uses_full_range():
+    array = np.array([[0, 65535], [32768, 257 * 10]], dtype=np.uint16)
+    out = np.asarray(load_image(Image.fromarray(array)))
+    assert out[..., 0].tolist() == [[0, 255], [128, 10]]
+    from_numpy = np.asarray(load_image(array))
+    assert from_numpy[..., 0].tolist() == [[0, 255], [128, 10]]
+
+
+def test_transparent_pixels_composite_over_white():
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)
+    out = np.asarray(load_image(rgba))
+    assert out[0, 0].tolist() == [255, 0, 0] and out[1, 1].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((4, 4), dtype=np.uint8), np.zeros((4, 4, 1), dtype=np.uint8), np.ones((4, 4, 3), dtype=np.float32),
+    np.zeros((4, 4), dtype=bool), np.zeros((1, 1, 3), dtype=np.uint8),
+])
+def test_numpy_inputs(array):
+    assert load_image(array).size == (array.shape[1], array.shape[0])
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((4, 4, 2), dtype=np.uint8), "HxW"), (np.zeros((4,), dtype=np.uint8), "HxW"),
+    (np.full((2, 2, 3), 2.0, dtype=np.float32), r"\[0, 1\]"), (np.full((2, 2), np.nan), r"\[0, 1\]"),
+    (np.zeros((2, 2), dtype=np.int64), "dtype"), (np.zeros((0, 5, 3), dtype=np.uint8), "no pixels"),
+])
+def test_bad_arrays(array, message):
+    with pytest.raises(ValueError, match=message):
+        load_image(array)
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_image(tmp_path / "missing.jpg")
+    (tmp_path / "garbage.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_image(tmp_path / "garbage.png")
+    good = tmp_path / "good.png"
+    Image.fromarray(_rgb_array(200, 200)).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError, match="cannot read"):
+        load_image(truncated)
+    with pytest.raises(ValueError, match="unsupported image type"):
+        load_image(12)
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (400, 300)).save(path)
+    monkeypatch.setattr("kptllm.image.MAX_IMAGE_PIXELS", 400 * 300 - 1)
+    with pytest.raises(ValueError, match="limit"):
+        load_image(path)
+    with pytest.raises(ValueError, match="limit"):
+        load_image(Image.new("L", (400, 300)))
+    assert MAX_IMAGE_PIXELS >= 50_000_000
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((20, 60, 3), dtype=np.uint8)  # wide image, red block at the left end
+    array[:, :10] = (255, 0, 0)
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 CW when displayed
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    out = load_image(path)
+    assert out.size == (20, 60)  # tall after orientation
+    top = np.asarray(out)[:10].mean(axis=(0, 1))
+    assert top[0] > 200 and top[1] < 60  # the red block is now on top
+
+
+def test_crop_is_a_padded_square_centred_on_the_box():
+    crop = square_crop((640, 480), (100, 50, 200, 100), size=224, padding=1.25)
+    assert crop.side == pytest.approx(250) and crop.size == 224
+    assert (crop.x0 + crop.side / 2, crop.y0 + crop.side / 2) == pytest.approx((200, 100))
+    whole = square_crop((640, 480), None, size=224, padding=1.25)
+    assert (whole.x0, whole.y0, whole.side) == pytest.approx((0, -80, 640))
+
+
+@pytest.mark.parametrize("bbox, message", [
+    ((1, 2, 3), "4 numbers"), ((0, 0, -5, 10), "positive"), ((0, 0, 10, 0), "positive"),
+    ((700, 0, 10, 10), "does not overlap"), ((-50, -50, 10, 10), "does not overlap"),
+    ((0, float("nan"), 10, 10), "non-finite"), ("abcd", "4 numbers"),
+])
+def test_bad_boxes(bbox, message):
+    with pytest.raises(ValueError, match=message):
+        square_crop((640, 480), bbox, size=224, padding=1.25)
+
+
+def test_box_partly_outside_is_filled():
+    image = Image.new("RGB", (100, 100), (200, 200, 200))
+    crop = square_crop(image.size, (-50, -50, 100, 100), size=32, padding=1.0)
+    out = np.asarray(crop_image(image, crop, fill=(1, 2, 3)))
+    assert out[0, 0].tolist() == [1, 2, 3] and out[-1, -1].tolist() == [200, 200, 200]
+
+
+def test_crop_resamples_the_right_region():
+    array = np.zeros((100, 100, 3), dtype=np.uint8)
+    array[40:60, 20:30] = 255  # a white patch
+    crop = square_crop((100, 100), (20, 40, 10, 20), size=64, padding=1.0)
+    out = np.asarray(crop_image(Image.fromarray(array), crop))
+    # the box fills the middle half-width of the crop, its full height
+    assert out[32, 32].tolist() == [255, 255, 255]
+    assert out[32, 4].tolist() == [0, 0, 0] and out[32, 60].tolist() == [0, 0, 0]
+
+
+def test_crop_round_trip_on_real_images_is_sub_pixel(instances):
+    """Pixels -> crop frame -> pixels is exact; through the 3-decimal text it stays under a pixel."""
+    checked = 0
+    for inst in instances:
+        image = load_image(inst.image)
+        crop = square_crop(image.size, inst.bbox, size=224, padding=1.25)
+        for x, y, v in inst.keypoints:
+            if v <= 0:
+                continue
+            uv = crop.to_crop((x, y))
+            assert np.allclose(crop.to_image(uv), (x, y), atol=1e-9)
+            if not crop.contains((x, y)):
+                continue
+            parsed = parse_answer(format_answer("k", tuple(uv)), Task.TEXT)
+            back = crop.to_image(parsed.xy)
+            assert np.abs(back - (x, y)).max() <= crop.side * 0.0005 + 1e-6
+            assert np.abs(back - (x, y)).max() < 1.0, (inst.dataset, crop.side)
+            checked += 1
+    assert checked > 500
+
+
+def test_square_crop_inverse_is_affine():
+    crop = SquareCrop(x0=-12.5, y0=30.0, side=77.0, size=224)
+    pts = np.array([[0, 0], [1, 1], [0.25, 0.75]])
+    assert np.allclose(crop.to_crop(crop.to_image(pts)), pts)
