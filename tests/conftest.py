@@ -40,6 +40,22 @@ def predictor(tiny_dir):
 
 
 @pytest.fixture(scope="session")
+def coco_person(instances):
+    """COCO 000000000785: one person with the first 7 keypoints visible."""
+    return next(i for i in instances if i.dataset == "coco" and i.image.name == "000000000785.jpg")
+
+
+@pytest.fixture(scope="session")
+def trained(coco_person):
+    """(predictor, visible keypoints) of a tiny model overfitted on `coco_person` (about 20 s on 2 CPU cores)."""
+    from kptllm import KeypointPredictor
+    from tests.helpers import overfit_tiny
+
+    model, processor, visible = overfit_tiny(coco_person)
+    return KeypointPredictor(model, processor), visible
+
+
+@pytest.fixture(scope="session")
 def instances():
     """Every annotated instance of ../shared/data/real (see tests/realdata.py)."""
     found = real_instances()

@@ -1,0 +1,69 @@
+"""The `kptllm` command: tiny model, predictions as JSON, user mistakes without tracebacks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kptllm.cli import main
+
+IMAGE = "assets/examples/coco_000000000785.jpg"
+
+
+def _run(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "kptllm", *args], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_tiny_then_predict_json(tmp_path):
+    out = tmp_path / "tiny"
+    assert _run("tiny", str(out), "--seed", "1").returncode == 0
+    done = _run("predict", "--model", str(out), "--image", IMAGE, "--bbox", "280,44,218,346",
+                "--keypoints", "nose, left eye", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["keypoints"]
+    assert [r["name"] for r in rows] == ["nose", "left eye"]
+    for row in rows:
+        assert set(row) >= {"name", "x", "y", "score", "text", "parsed"} and 0 <= row["score"] <= 1
+
+
+def test_predict_point_and_support_in_process(tiny_dir, capsys):
+    assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, "--point", "360,90", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["keypoints"]) == 1
+    assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, "--support", IMAGE,
+                 "--support-points", "360,90;380,80", "--support-bbox", "280,44,218,346", "--names", "a,b"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keypoints", "nose", "--point", "1,2"], "exactly one"),
+    ([], "exactly one"),
+    (["--point", "1"], "2 comma-separated"),
+    (["--point", "a,b"], "2 comma-separated"),
+    (["--point", "99999,5"], "outside"),
+    (["--keypoints", " , "], "no keypoint names"),
+    (["--keypoints", "nose", "--bbox", "1,2,3"], "4 comma-separated"),
+    (["--support", IMAGE], "--support-points"),
+    (["--support", IMAGE, "--support-points", ";"], "empty"),
+])
+def test_user_mistakes_exit_2_without_traceback(tiny_dir, capsys, args, message):
+    assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_files(tmp_path, tiny_dir, capsys):
+    assert main(["predict", "--model", str(tmp_path / "nope"), "--image", IMAGE, "--keypoints", "nose"]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tiny_dir), "--image", str(tmp_path / "x.jpg"), "--keypoints", "nose"]) == 2
+    assert "image not found" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("kptllm") or os.path.join(os.path.dirname(sys.executable), "kptllm")
+    done = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "predict" in done.stdout

@@ -1,0 +1,186 @@
+"""KeypointPredictor: the three tasks on real images, batching, caching, and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kptllm import MAX_KEYPOINTS_PER_CALL, KeypointPredictor, KeypointResult
+from kptllm.predictor import MAX_SHOTS
+from kptllm.protocol import MAX_TEXT_CHARS
+
+
+def _assert_well_formed(result: KeypointResult, task: str, size, crop):
+    assert isinstance(result, KeypointResult) and result.task == task
+    assert 0.0 <= result.score <= 1.0 and math.isfinite(result.score)
+    assert isinstance(result.raw, str)
+    if not result.parsed:
+        assert result.error and result.text is None and result.xy is None and result.score == 0.0
+        return
+    assert result.error is None and result.text
+    if task == "semantic":
+        assert result.xy is None and result.xy_normalized is None
+        return
+    u, v = result.xy_normalized
+    assert 0 <= u <= 1 and 0 <= v <= 1
+    assert np.allclose(crop.to_image((u, v)), result.xy)
+
+
+def _one_per_dataset(instances):
+    seen, out = set(), []
+    for inst in instances:
+        if inst.dataset not in seen:
+            seen.add(inst.dataset)
+            out.append(inst)
+    return out
+
+
+def test_all_three_tasks_on_every_real_dataset(predictor, instances):
+    support = instances[0]
+    for inst in _one_per_dataset(instances):
+        predictor.set_image(inst.image, inst.bbox)
+        state = predictor._state()
+        crop, size = state.prepared.crop, predictor.image_size
+        visible = [(x, y) for x, y, v in inst.keypoints if v > 0 and crop.contains((x, y))][:3]
+        assert visible, inst.dataset
+        described = predictor.describe(visible)
+        assert len(described) == len(visible)
+        for r in described:
+            _assert_well_formed(r, "semantic", size, crop)
+        single = predictor.describe(visible[0])
+        assert isinstance(single, KeypointResult)
+        for r in predictor.detect(["nose", "left front paw"]):
+            _assert_well_formed(r, "text", size, crop)
+        support_points = [(x, y) for x, y, v in support.keypoints if v > 0][:2]
+        for r in predictor.detect_from_example(support.image, support_points, support_bbox=support.bbox):
+            _assert_well_formed(r, "visual", size, crop)
+    results = predictor.detect(["nose"])
+    assert results[0].query == "nose" and results[0].name == "nose" and "name" in results[0].to_dict()
+
+
+def test_trained_model_answers_all_three_tasks(trained, coco_person):
+    predictor, visible = trained
+    predictor.set_image(coco_person.image, coco_person.bbox)
+    names = [n for n, _ in visible]
+    crop_side = predictor._state().prepared.crop.side
+    for result, (name, xy) in zip(predictor.detect(names), visible):
+        assert result.parsed and result.text == name and result.query == name
+        assert np.abs(np.subtract(result.xy, xy)).max() <= crop_side * 0.0005 + 1e-6  # exact up to 3 decimals
+        assert result.score > 0.5
+    described = predictor.describe([xy for _, xy in visible])
+    assert [r.text for r in described] == names
+    assert all(r.parsed and r.score > 0.5 for r in described)
+    from_example = predictor.detect_from_example(coco_person.image, [xy for _, xy in visible],
+                                                 support_bbox=coco_person.bbox)
+    assert [r.text for r in from_example] == names
+    assert all(np.abs(np.subtract(r.xy, xy)).max() < 1.0 for r, (_, xy) in zip(from_example, visible))
+
+
+def test_kshot_and_visual_plus_text(trained, coco_person):
+    predictor, visible = trained
+    predictor.set_image(coco_person.image, coco_person.bbox)
+    points = [xy for _, xy in visible]
+    hidden = [None] + points[1:]
+    results = predictor.detect_from_example([coco_person.image, coco_person.image], [points, hidden],
+                                            support_bbox=[coco_person.bbox, coco_person.bbox])
+    assert len(results) == len(points) and all(r.task == "visual" for r in results)
+    # identical supports average to the same prompt: the answers equal the 1-shot answers
+    one_shot = predictor.detect_from_example(coco_person.image, points, support_bbox=coco_person.bbox)
+    assert [r.raw for r in results] == [r.raw for r in one_shot]
+    named = predictor.detect_from_example(coco_person.image, points[:2], support_bbox=coco_person.bbox,
+                                          names=["nose", "left eye"])
+    assert [r.task for r in named] == ["visual_text"] * 2 and [r.query for r in named] == ["nose", "left eye"]
+
+
+def test_image_is_encoded_once_and_keypoints_are_batched(predictor, coco_person):
+    calls = {"vision": 0, "llm": 0}
+    hooks = [predictor.model.vision_model.register_forward_hook(lambda *a: calls.__setitem__("vision", calls["vision"] + 1)),
+             predictor.model.language_model.register_forward_hook(lambda *a: calls.__setitem__("llm", calls["llm"] + 1))]
+    try:
+        predictor.set_image(coco_person.image, coco_person.bbox)
+        assert calls == {"vision": 1, "llm": 1}  # visual tokens + the shared text prefix
+        predictor.detect(["nose"])
+        one = calls["llm"] - 1
+        predictor.detect(["nose", "left eye", "right eye", "left ear", "right ear", "left shoulder", "right shoulder",
+                          "left elbow", "right elbow", "left wrist", "right wrist", "left hip", "right hip",
+                          "left knee", "right knee", "left ankle", "right ankle"])
+        seventeen = calls["llm"] - 1 - one
+        assert seventeen == one  # one batched decode, not 17
+        predictor.describe([(350, 100), (360, 120)])
+        assert calls["vision"] == 1  # the cached image features serve task (a)
+        predictor.detect_from_example([coco_person.image] * 3, [[(350, 100)]] * 3, support_bbox=[coco_person.bbox] * 3)
+        assert calls["vision"] == 2  # all supports in one encoder call
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_from_pretrained_picks_device_and_dtype(tiny_dir):
+    loaded = KeypointPredictor.from_pretrained(tiny_dir)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loaded.device.type == expected
+    assert loaded.model.projector.weight.dtype == (torch.bfloat16 if expected == "cuda" else torch.float32)
+    half = KeypointPredictor.from_pretrained(tiny_dir, device="cpu", dtype=torch.bfloat16)
+    half.set_image(np.zeros((50, 80, 3), dtype=np.uint8))
+    result = half.detect("nose")[0]
+    assert 0 <= result.score <= 1
+
+
+def test_predictions_are_deterministic_and_survive_save_load(predictor, tiny_dir, coco_person):
+    other = KeypointPredictor.from_pretrained(tiny_dir, device="cpu")
+    for p in (predictor, other):
+        p.set_image(coco_person.image, coco_person.bbox)
+    assert [r.raw for r in predictor.detect(["nose", "tail"])] == [r.raw for r in other.detect(["nose", "tail"])]
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((1, 1, 3), dtype=np.uint8), Image.new("LA", (30, 50)), Image.new("I;16", (64, 48)),
+    Image.new("P", (20, 20)), np.full((10, 5), 1.0, dtype=np.float32),
+])
+def test_odd_images_work(predictor, image):
+    predictor.set_image(image)
+    assert len(predictor.detect(["nose"])) == 1
+    w, h = predictor.image_size
+    assert len(predictor.describe([(w / 2, h / 2)])) == 1
+
+
+def test_bad_inputs_give_clear_errors(predictor, coco_person):
+    predictor.reset_image()
+    assert not predictor.is_image_set
+    with pytest.raises(RuntimeError, match="set_image"):
+        predictor.detect(["nose"])
+    with pytest.raises(ValueError, match="does not overlap"):
+        predictor.set_image(coco_person.image, bbox=(5000, 5000, 10, 10))
+    with pytest.raises(ValueError, match="positive"):
+        predictor.set_image(coco_person.image, bbox=(0, 0, 0, 10))
+    predictor.set_image(coco_person.image, coco_person.bbox)
+    w, h = predictor.image_size
+    cases = [
+        (lambda: predictor.describe((w + 10, 5)), "outside the"),
+        (lambda: predictor.describe((-1, 5)), "outside the"),
+        (lambda: predictor.describe((1, 1)), "outside the model crop"),
+        (lambda: predictor.describe((float("nan"), 5)), "pair of numbers|non-finite"),
+        (lambda: predictor.describe([(1, 2, 3)]), "pair of numbers"),
+        (lambda: predictor.describe([]), "no keypoints"),
+        (lambda: predictor.detect([]), "no keypoints"),
+        (lambda: predictor.detect([""]), "empty"),
+        (lambda: predictor.detect(["eye [0.1, 0.2]"]), "reserved"),
+        (lambda: predictor.detect(["x" * (MAX_TEXT_CHARS + 1)]), "limit"),
+        (lambda: predictor.detect(["nose"] * (MAX_KEYPOINTS_PER_CALL + 1)), "limit per call"),
+        (lambda: predictor.detect_from_example([coco_person.image] * (MAX_SHOTS + 1), [[(350, 100)]] * (MAX_SHOTS + 1)),
+         "1 to 5"),
+        (lambda: predictor.detect_from_example([coco_person.image] * 2, [[(350, 100)]]), "lists of support points"),
+        (lambda: predictor.detect_from_example([coco_person.image] * 2, [[(350, 100)], [(350, 100), (360, 90)]]),
+         "same number"),
+        (lambda: predictor.detect_from_example([coco_person.image], [[None]]), "not visible on any"),
+        (lambda: predictor.detect_from_example(coco_person.image, [(350, 100)], names=["a", "b"]), "names"),
+        (lambda: predictor.detect_from_example(coco_person.image, [(350, 100)], support_bbox=(0, 0, -1, 1)), "positive"),
+        (lambda: predictor.detect_from_example("/nonexistent.jpg", [(350, 100)]), "not found"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert predictor.is_image_set  # a bad call keeps the cached image
+    assert len(predictor.detect(["nose"])) == 1
