@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; KPTLLM_SHARED points elsewhere (e.g. on a machine where it was copied).
+SHARED = Path(os.environ.get("KPTLLM_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 REAL = SHARED / "data" / "real"
 
 

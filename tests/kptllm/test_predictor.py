@@ -122,6 +122,9 @@ def test_from_pretrained_picks_device_and_dtype(tiny_dir):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert loaded.device.type == expected
     assert loaded.model.projector.weight.dtype == (torch.bfloat16 if expected == "cuda" else torch.float32)
+    loaded.set_image(np.zeros((50, 80, 3), dtype=np.uint8))  # the default device and dtype run all three tasks
+    assert len(loaded.detect(["nose", "tail"])) == 2 and loaded.describe((40, 25)).task == "semantic"
+    assert len(loaded.detect_from_example(np.zeros((30, 30), dtype=np.uint8), [(10, 10), None][:1])) == 1
     half = KeypointPredictor.from_pretrained(tiny_dir, device="cpu", dtype=torch.bfloat16)
     half.set_image(np.zeros((50, 80, 3), dtype=np.uint8))
     result = half.detect("nose")[0]
