@@ -129,7 +129,7 @@ class KeypointPredictor:
         """
         prepared = self.processor.prepare_image(image, bbox)
         features = self.model.encode_images(prepared.pixel_values[None].to(self.device))
-        prefix_ids = self.processor.encode_conversation(build_conversation(Task.TEXT, text="x")).prefix_ids
+        prefix_ids = self.processor.encode_prefix()
         ids = torch.tensor([prefix_ids], device=self.device)
         embeds = self.model.embed_inputs(ids, image_tokens=self.model.project_image(features))
         self._image = _ImageState(prepared, features, len(prefix_ids), prefill(self.model.language_model, embeds))

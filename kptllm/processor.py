@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .configuration import KptLLMConfig
 from .image import SquareCrop, crop_image, load_image, square_crop
-from .protocol import IMAGE_TOKEN, KPT_TOKEN, SPECIAL_TOKENS, Conversation
+from .protocol import IMAGE_TOKEN, KPT_TOKEN, PREFIX, SPECIAL_TOKENS, Conversation
 
 IGNORE_INDEX = -100
 
@@ -96,16 +96,18 @@ class KptLLMProcessor:
     def _tokens(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode_conversation(self, conversation: Conversation) -> EncodedConversation:
-        prefix = self._tokens(conversation.prefix)
-        if prefix.count(self.image_token_id) != 1:
+    def encode_prefix(self, prefix: str = PREFIX) -> list[int]:
+        """BOS + the prefix tokens with its one `<image>` expanded to the N visual-token placeholders."""
+        ids = self._tokens(prefix)
+        if ids.count(self.image_token_id) != 1:
             raise ValueError("the prefix must contain exactly one <image> token")
-        at = prefix.index(self.image_token_id)
-        prefix = prefix[:at] + [self.image_token_id] * self.num_image_tokens + prefix[at + 1:]
-        if self.tokenizer.bos_token_id is not None:
-            prefix = [self.tokenizer.bos_token_id] + prefix
+        at = ids.index(self.image_token_id)
+        ids = ids[:at] + [self.image_token_id] * self.num_image_tokens + ids[at + 1:]
+        return ids if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id] + ids
+
+    def encode_conversation(self, conversation: Conversation) -> EncodedConversation:
         answer = [] if conversation.answer is None else self._tokens(conversation.answer) + [self.eos_token_id]
-        return EncodedConversation(prefix, self._tokens(conversation.query), answer)
+        return EncodedConversation(self.encode_prefix(conversation.prefix), self._tokens(conversation.query), answer)
 
     def training_features(self, conversation: Conversation) -> dict[str, list[int]]:
         """`input_ids` and `labels` (IGNORE_INDEX everywhere but the answer and its EOS) of one sequence."""

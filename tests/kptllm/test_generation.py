@@ -8,7 +8,7 @@ from kptllm.protocol import Task, build_conversation
 
 def _embeds(predictor, task, texts, kpt_tokens=None):
     processor, model = predictor.processor, predictor.model
-    prefix = processor.encode_conversation(build_conversation(Task.TEXT, text="x")).prefix_ids
+    prefix = processor.encode_prefix()
     state = predictor._state()
     prefix_embeds = model.embed_inputs(torch.tensor([prefix]), image_tokens=model.project_image(state.features))
     suffixes = []
