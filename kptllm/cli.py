@@ -119,14 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args) -> int:
+    """Run a parsed command: user mistakes -> one line on stderr and status 2; a closed pipe is not an error."""
     try:
         args.run(args)
     except (UserError, ValueError) as err:
         print(f"kptllm: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `kptllm episodes ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

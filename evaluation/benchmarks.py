@@ -1,0 +1,238 @@
+"""Benchmarks: which work units a benchmark has, how a model answers one, and how answers become metrics.
+
+A work unit is the smallest resumable piece: one GT instance (text-prompt benchmarks, semantic
+understanding) or one query of one MP-100 episode (visual prompts). `predict` turns a unit into a
+json-able prediction; `score` turns all predictions into metric values and breakdowns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kptllm import catalog
+
+from .data import KeypointDataset, ap10k_cross_species, clean_bbox, make_episodes
+from .metrics import CAPE_THRESHOLDS, cape_pck, keypoint_ap, pck, semantic_accuracy
+
+# benchmark name -> (catalog key of its keypoints, protocol text)
+GENERIC = {
+    "coco": ("coco", "COCO val, GT boxes, text prompts of the 17 COCO keypoints; OKS AP with COCO sigmas"),
+    "humanart": ("humanart", "Human-Art, GT boxes, text prompts; OKS AP"),
+    "ap10k": ("ap10k", "AP-10K, GT boxes, text prompts; OKS AP with AP-10K sigmas"),
+    "macaque": ("macaque", "MacaquePose, GT boxes, text prompts; OKS AP"),
+    "animalpose": ("animalpose", "AnimalPose (unseen), GT boxes, text prompts; PCK@0.2 of max(w, h) (X-Pose protocol)"),
+    "animal_kingdom": ("animal_kingdom", "Animal Kingdom, GT boxes, text prompts; PCK@0.2 of max(w, h) and AP"),
+    "carfusion": ("carfusion", "CarFusion, GT boxes, text prompts; PCK@0.2 of max(w, h) (no OKS sigmas defined)"),
+    "ap10k-different-order": ("ap10k", "AP-10K cross-species (CLAMP): test family Canidae; OKS AP"),
+    "ap10k-same-order": ("ap10k", "AP-10K cross-species (CLAMP): test family Felidae; OKS AP"),
+}
+BENCHMARKS = ["mp100", *GENERIC]
+TASKS = {"mp100": ("visual", "semantic"), **{name: ("text",) for name in GENERIC}}
+
+
+@dataclass
+class Benchmark:
+    """A benchmark bound to its annotation file and run settings."""
+
+    name: str
+    dataset: KeypointDataset
+    task: str
+    shots: int = 1
+    episodes: int = 200
+    seed: int = 1
+    units: list[dict] = field(default_factory=list)
+
+    @property
+    def protocol(self) -> str:
+        if self.name == "mp100":
+            if self.task == "semantic":
+                return ("MP-100 keypoint semantic understanding: each labelled keypoint of each test instance of the "
+                        "categories with named keypoints; accuracy of the named keypoint")
+            return (f"MP-100 {self.shots}-shot episodes (POMNet/CapeFormer sampler, seed {self.seed}, {self.episodes} "
+                    f"episodes x 15 queries per category); PCK of max(w, h) of the sanitised query box, keypoints "
+                    "visible in the query and every support")
+        return GENERIC[self.name][1]
+
+
+def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None, shots: int = 1,
+                    episodes: int = 200, seed: int = 1) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    task = task or TASKS[name][0]
+    if task not in TASKS[name]:
+        raise ValueError(f"benchmark {name} supports tasks {', '.join(TASKS[name])}, not {task!r}")
+    bench = Benchmark(name, dataset, task, shots, episodes, seed)
+    if name == "mp100" and task == "visual":
+        for number, episode in enumerate(make_episodes(dataset, shots, episodes=episodes, seed=seed)):
+            for query in episode.query_ids:
+                bench.units.append({"episode": number, "category_id": episode.category_id,
+                                    "support_ids": list(episode.support_ids), "query_id": query})
+    else:
+        if name.startswith("ap10k-"):
+            annotations = ap10k_cross_species(dataset, name.split("-", 1)[1].replace("-", "_"), "test")
+        else:
+            annotations = [a for a in dataset.annotations if not a.iscrowd]
+        for ann in annotations:
+            if ann.num_keypoints == 0 or dataset.images[ann.image_id].path is None:
+                continue
+            if task == "semantic" and all(n.isdigit() for n in dataset.category_of(ann).keypoint_names):
+                continue  # index-named categories have no semantics to name
+            bench.units.append({"ann_id": ann.id})
+    return bench
+
+
+def unit_key(unit: dict) -> str:
+    return f"{unit['episode']}:{unit['query_id']}" if "episode" in unit else str(unit["ann_id"])
+
+
+def _keypoint_names(bench: Benchmark, ann) -> list[str]:
+    if bench.name in GENERIC:
+        return list(catalog.get(GENERIC[bench.name][0]).names)
+    return [catalog.readable_name(n) for n in bench.dataset.category_of(ann).keypoint_names]
+
+
+def _as_rows(results, count: int) -> list[list[float]]:
+    """[K, 3] rows x, y, score; unparsed keypoints become (0, 0, 0)."""
+    rows = [[0.0, 0.0, 0.0] for _ in range(count)]
+    for index, r in results:
+        if r.parsed and r.xy is not None:
+            rows[index] = [float(r.xy[0]), float(r.xy[1]), float(r.score)]
+    return rows
+
+
+def predict(bench: Benchmark, predictor, unit: dict) -> dict:
+    """Run the model on one unit; returns a json-able prediction."""
+    ds = bench.dataset
+    if "episode" in unit:
+        query = ds.annotation(unit["query_id"])
+        supports = [ds.annotation(i) for i in unit["support_ids"]]
+        count = len(query.keypoints)
+        shown = [k for k in range(count) if any(s.visible[k] for s in supports)]
+        predictor.set_image(ds.images[query.image_id].path, query.bbox)
+        results = []
+        if shown:
+            points = [[(float(s.keypoints[k, 0]), float(s.keypoints[k, 1])) if s.visible[k] else None for k in shown]
+                      for s in supports]
+            results = predictor.detect_from_example([ds.images[s.image_id].path for s in supports], points,
+                                                    support_bbox=[s.bbox for s in supports])
+        return {"key": unit_key(unit), "keypoints": _as_rows(zip(shown, results), count),
+                "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
+    ann = ds.annotation(unit["ann_id"])
+    predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
+    if bench.task == "semantic":
+        labelled = [k for k in range(len(ann.keypoints)) if ann.visible[k]]
+        results = predictor.describe([(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled])
+        names = _keypoint_names(bench, ann)
+        return {"key": unit_key(unit), "indices": labelled, "predicted": [r.text for r in results],
+                "expected": [names[k] for k in labelled]}
+    names = _keypoint_names(bench, ann)
+    results = predictor.detect(names)
+    return {"key": unit_key(unit), "keypoints": _as_rows(enumerate(results), len(names)),
+            "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
+
+
+def score(bench: Benchmark, predictions: list[dict]) -> dict:
+    """Metric values, counts and breakdowns of a finished run."""
+    if bench.task == "semantic":
+        return _score_semantic(bench, predictions)
+    if bench.name == "mp100":
+        return _score_cape(bench, predictions)
+    return _score_generic(bench, predictions)
+
+
+def _score_semantic(bench, predictions):
+    predicted = [p for pred in predictions for p in pred["predicted"]]
+    expected = [e for pred in predictions for e in pred["expected"]]
+    per_category = {}
+    for unit, pred in zip(bench.units, predictions):
+        name = bench.dataset.category_of(bench.dataset.annotation(unit["ann_id"])).name
+        per_category.setdefault(name, ([], []))
+        per_category[name][0].extend(pred["predicted"])
+        per_category[name][1].extend(pred["expected"])
+    return {"metrics": {"accuracy": semantic_accuracy(predicted, expected)},
+            "counts": {"instances": len(predictions), "keypoints": len(expected),
+                       "unparsed": sum(p is None for p in predicted)},
+            "per_category": {k: {"accuracy": semantic_accuracy(*v), "keypoints": len(v[1])} for k, v in per_category.items()}}
+
+
+def _score_cape(bench, predictions):
+    ds = bench.dataset
+    by_category: dict[int, list] = {}
+    for unit, pred in zip(bench.units, predictions):
+        query = ds.annotation(unit["query_id"])
+        supports = np.stack([ds.annotation(i).visible for i in unit["support_ids"]])
+        image = ds.images[query.image_id]
+        box = clean_bbox(query.bbox, image.width, image.height) or query.bbox
+        by_category.setdefault(unit["category_id"], []).append(
+            (np.asarray(pred["keypoints"])[:, :2], query.keypoints[:, :2], query.visible, supports, box))
+
+    def cape(items):
+        return cape_pck(np.stack([i[0] for i in items]), np.stack([i[1] for i in items]),
+                        np.stack([i[2] for i in items]), np.stack([i[3] for i in items]),
+                        np.array([i[4] for i in items]))
+
+    per_category = {ds.categories[cid].name: cape(items) for cid, items in by_category.items()}
+    # categories differ in K, so cape_pck runs per category; the overall score is the mean over all
+    # queries, as in the reference (per-category means weighted by their query counts)
+    total = sum(s.num_queries for s in per_category.values())
+    overall = {thr: sum(s.pck[thr] * s.num_queries for s in per_category.values()) / max(total, 1)
+               for thr in CAPE_THRESHOLDS}
+    metrics = {f"PCK@{thr:g}": v for thr, v in overall.items()}
+    metrics["mPCK"] = float(np.mean(list(overall.values())))
+    return {"metrics": metrics,
+            "counts": {"queries": len(predictions), "episodes": len({u["episode"] for u in bench.units}),
+                       "categories": len(per_category), "prompted_keypoints": sum(len(p["parsed"]) for p in predictions),
+                       "unparsed": sum(not ok for p in predictions for ok in p["parsed"])},
+            "per_category": {name: {**{f"PCK@{t:g}": v for t, v in s.pck.items()}, "queries": s.num_queries}
+                             for name, s in per_category.items()}}
+
+
+def _score_generic(bench, predictions):
+    ds = bench.dataset
+    kset = catalog.get(GENERIC[bench.name][0])
+    pred = np.array([p["keypoints"] for p in predictions], dtype=np.float64).reshape(len(predictions), -1, 3)
+    anns = [ds.annotation(u["ann_id"]) for u in bench.units]
+    gt = np.stack([a.keypoints for a in anns]) if anns else np.zeros((0, kset.num_keypoints, 3))
+    side = np.array([[max(a.bbox[2:]), max(a.bbox[2:])] for a in anns]).reshape(-1, 2)
+    per_kpt, pck02, _ = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.2) if anns else ([], 0.0, 0)
+    metrics = {"PCK@0.2": pck02}
+    if kset.sigmas is not None:
+        results = [{"image_id": a.image_id, "category_id": a.category_id, "keypoints": p.reshape(-1).tolist(),
+                    "score": float(p[:, 2].mean())} for a, p in zip(anns, pred) if p[:, 2].max() > 0]
+        subset = {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+                             for i in ds.images.values()],
+                  "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names)}
+                                 for c in ds.categories.values()],
+                  "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
+                                   "keypoints": a.keypoints.reshape(-1).tolist(), "bbox": list(a.bbox), "area": a.area,
+                                   "iscrowd": int(a.iscrowd), "num_keypoints": a.num_keypoints} for a in anns]}
+        metrics.update(keypoint_ap(subset, results, sigmas=kset.sigmas))
+    unparsed = sum(not ok for p in predictions for ok in p["parsed"])
+    return {"metrics": metrics,
+            "counts": {"instances": len(anns), "keypoints": int((gt[..., 2] > 0).sum()), "unparsed": unparsed},
+            "per_keypoint": {name: float(v) for name, v in zip(kset.names, per_kpt)},
+            "per_category": _per_category_pck(ds, anns, pred, gt, side)}
+
+
+def _per_category_pck(ds, anns, pred, gt, side):
+    out = {}
+    for cid in sorted({a.category_id for a in anns}):
+        rows = [i for i, a in enumerate(anns) if a.category_id == cid]
+        _, value, _ = pck(pred[rows, :, :2], gt[rows, :, :2], gt[rows, :, 2] > 0, side[rows], 0.2)
+        out[ds.categories[cid].name] = {"PCK@0.2": value, "instances": len(rows)}
+    return out
+
+
+def coco_results(bench: Benchmark, predictions: list[dict]) -> list[dict]:
+    """Raw predictions as COCO keypoint results (one per query instance / GT instance)."""
+    out = []
+    for unit, pred in zip(bench.units, predictions):
+        if "keypoints" not in pred:
+            continue
+        ann = bench.dataset.annotation(unit.get("query_id", unit.get("ann_id")))
+        rows = np.asarray(pred["keypoints"], dtype=np.float64)
+        out.append({"image_id": ann.image_id, "category_id": ann.category_id, "keypoints": rows.reshape(-1).tolist(),
+                    "score": float(rows[:, 2].mean()) if len(rows) else 0.0, "annotation_id": ann.id})
+    return out

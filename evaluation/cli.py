@@ -1,0 +1,91 @@
+"""The full `kptllm` command: the library's commands (`tiny`, `predict`) plus evaluation.
+
+    kptllm episodes --annotations FILE --shots S [--episodes N] [--queries Q] [--seed X]
+    kptllm eval --model M --benchmark NAME --annotations FILE --images DIR [--task T] [--shots S] [--limit N] --out DIR
+    kptllm results [--benchmark NAME] [--results DIR] [--csv]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from kptllm.cli import UserError, build_parser, run
+
+
+def _episodes(args) -> None:
+    from .data import KeypointDataset, make_episodes
+
+    dataset = KeypointDataset.load(args.annotations)
+    for episode in make_episodes(dataset, args.shots, episodes=args.episodes, queries=args.queries, seed=args.seed):
+        print(json.dumps(episode.to_json()))
+
+
+def _eval(args) -> None:
+    from .runner import run_benchmark
+
+    try:
+        record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
+                               shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
+                               chunk_size=args.chunk_size)
+    except OSError as err:
+        raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
+    print(json.dumps({"benchmark": record["benchmark"], "task": record["task"], "metrics": record["metrics"],
+                      "counts": record["counts"], "record": f"{args.out}/record.json"}, indent=1))
+
+
+def _results(args) -> None:
+    import pandas as pd
+
+    from .results import results_table, side_by_side
+
+    table = results_table(args.results, benchmark=args.benchmark)
+    if args.csv:
+        table.to_csv(sys.stdout, index=False)
+        return
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
+        print(side_by_side(table).to_string())
+
+
+def build_full_parser():
+    from .benchmarks import BENCHMARKS
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")  # the sub-command group
+
+    episodes = commands.add_parser("episodes", help="print MP-100 episodes, one JSON line each")
+    episodes.add_argument("--annotations", required=True)
+    episodes.add_argument("--shots", type=int, required=True)
+    episodes.add_argument("--episodes", type=int, default=200, help="per category (default 200)")
+    episodes.add_argument("--queries", type=int, default=15)
+    episodes.add_argument("--seed", type=int, default=1, help="1 reproduces the reference sampler")
+    episodes.set_defaults(run=_episodes)
+
+    evaluate = commands.add_parser("eval", help="run a model on a benchmark (resumable)")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    evaluate.add_argument("--annotations", required=True)
+    evaluate.add_argument("--images", required=True, help="image folder")
+    evaluate.add_argument("--task", choices=["semantic", "visual", "text"])
+    evaluate.add_argument("--shots", type=int, default=1)
+    evaluate.add_argument("--episodes", type=int, default=200)
+    evaluate.add_argument("--seed", type=int, default=1)
+    evaluate.add_argument("--limit", type=int, help="only the first N work units")
+    evaluate.add_argument("--chunk-size", type=int, default=32, help="work units per resumable chunk")
+    evaluate.add_argument("--out", required=True)
+    evaluate.set_defaults(run=_eval)
+
+    results = commands.add_parser("results", help="paper numbers and measured numbers side by side")
+    results.add_argument("--benchmark")
+    results.add_argument("--results", default="results", help="folder searched for record.json files")
+    results.add_argument("--csv", action="store_true", help="the long table as CSV")
+    results.set_defaults(run=_results)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_full_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

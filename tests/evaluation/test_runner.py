@@ -1,0 +1,115 @@
+"""`kptllm eval` end to end on real images: a valid record, resumable with identical numbers; `kptllm results`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from evaluation.cli import main
+from evaluation.runner import run_benchmark
+from tests.realdata import REAL
+
+COCO_JSON = REAL / "coco" / "test_coco.json"
+
+
+@pytest.fixture(scope="module")
+def mp100_like(tmp_path_factory):
+    """An MP-100-style file (20 instances of one category, 0-based skeleton) built on the real COCO images."""
+    data = json.loads(COCO_JSON.read_text())
+    people = [a for a in data["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0]
+    anns = [dict(people[i % len(people)], id=1000 + i) for i in range(20)]
+    category = dict(data["categories"][0], skeleton=[[a - 1, b - 1] for a, b in data["categories"][0]["skeleton"]])
+    out = tmp_path_factory.mktemp("mp100") / "mp100_split1_test.json"
+    out.write_text(json.dumps({"images": data["images"], "annotations": anns, "categories": [category]}))
+    return out
+
+
+def _record_keys(record):
+    assert {"model", "checkpoint_sha256", "benchmark", "protocol", "task", "metrics", "counts", "per_category",
+            "elapsed_s", "hardware", "date", "code_version"} <= set(record)
+
+
+def test_text_benchmark_record_and_resume(tiny_dir, tmp_path, monkeypatch):
+    full = run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "full"),
+                         limit=6, chunk_size=2, progress=False)
+    _record_keys(full)
+    assert full["checkpoint_sha256"] and len(full["checkpoint_sha256"]) == 64
+    assert set(full["metrics"]) >= {"PCK@0.2", "AP", "AR"} and full["counts"]["instances"] == 6
+    assert len(full["per_keypoint"]) == 17
+    predictions = json.loads((tmp_path / "full" / "predictions.json").read_text())
+    assert len(predictions) == 6 and all(len(p["keypoints"]) == 51 for p in predictions)
+    assert json.loads((tmp_path / "full" / "record.json").read_text())["metrics"] == full["metrics"]
+
+    # kill a run half-way, then start it again
+    import evaluation.runner as runner
+
+    calls = {"n": 0}
+    real_predict = runner.predict
+
+    def dying_predict(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_predict(*args)
+
+    monkeypatch.setattr(runner, "predict", dying_predict)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
+                      limit=6, chunk_size=2, progress=False)
+    assert len(list((tmp_path / "resumed" / "chunks").glob("*.json"))) == 1
+    monkeypatch.setattr(runner, "predict", real_predict)
+    resumed = run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
+                            limit=6, chunk_size=2, progress=False)
+    assert resumed["chunks_reused"] == 1 and resumed["chunks"] == 3
+    for key in ("metrics", "counts", "per_keypoint", "per_category"):
+        assert resumed[key] == full[key], key
+    with pytest.raises(ValueError, match="other settings"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
+                      limit=5, chunk_size=2, progress=False)
+
+
+def test_trained_model_scores_what_it_learned(trained, tmp_path, coco_person):
+    predictor, visible = trained
+    record = run_benchmark("trained-tiny", "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path),
+                           limit=1, predictor=predictor, progress=False)
+    learned = [name for name, _ in visible]
+    assert all(record["per_keypoint"][name] == 1.0 for name in learned)  # PCK@0.2 of the memorised keypoints
+    assert record["metrics"]["PCK@0.2"] >= len(learned) / 17
+
+
+def test_mp100_visual_and_semantic(tiny_dir, tmp_path, mp100_like):
+    visual = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(tmp_path / "v"),
+                           shots=1, episodes=1, limit=4, progress=False)
+    _record_keys(visual)
+    assert set(visual["metrics"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "PCK@0.2", "PCK@0.25", "mPCK"}
+    assert all(0 <= v <= 1 for v in visual["metrics"].values()) and visual["counts"]["queries"] == 4
+    assert "1-shot" in visual["protocol"]
+    semantic = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(tmp_path / "s"),
+                             task="semantic", limit=2, progress=False)
+    assert set(semantic["metrics"]) == {"accuracy"} and semantic["counts"]["keypoints"] > 0
+
+
+def test_bad_runs(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run_benchmark(str(tiny_dir), "imagenet", str(COCO_JSON), str(REAL / "coco"), str(tmp_path))
+    with pytest.raises(ValueError, match="supports tasks"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), task="visual")
+    with pytest.raises(ValueError, match="no work units"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path))
+
+
+def test_cli_eval_and_results(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "results" / "coco-tiny"
+    assert main(["eval", "--model", str(tiny_dir), "--benchmark", "coco", "--annotations", str(COCO_JSON),
+                 "--images", str(REAL / "coco"), "--limit", "2", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["benchmark"] == "coco" and "AP" in summary["metrics"]
+    assert main(["results", "--benchmark", "coco", "--results", str(tmp_path / "results")]) == 0
+    printed = capsys.readouterr().out
+    assert "KptLLM++" in printed and tiny_dir.name in printed and "78.1" in printed
+    assert main(["results", "--csv", "--results", str(tmp_path / "results")]) == 0
+    csv = capsys.readouterr().out
+    assert csv.startswith("source,") and "measured" in csv and "paper" in csv
+    assert main(["results", "--benchmark", "nope"]) == 2
+    assert main(["eval", "--model", str(tmp_path / "none"), "--benchmark", "coco", "--annotations", str(COCO_JSON),
+                 "--images", str(REAL / "coco"), "--out", str(tmp_path / "x")]) == 2
