@@ -201,13 +201,17 @@ def _score_generic(bench, predictions):
     if kset.sigmas is not None:
         results = [{"image_id": a.image_id, "category_id": a.category_id, "keypoints": p.reshape(-1).tolist(),
                     "score": float(p[:, 2].mean())} for a, p in zip(anns, pred) if p[:, 2].max() > 0]
+        # ground truth: the evaluated instances plus what COCOeval ignores on their images (crowd regions,
+        # instances without labelled keypoints), so a --limit run is scored like the full protocol
+        evaluated_images = {a.image_id for a in anns}
+        ignored = [a for a in ds.annotations if a.image_id in evaluated_images and (a.iscrowd or a.num_keypoints == 0)]
         subset = {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
-                             for i in ds.images.values()],
+                             for i in ds.images.values() if i.id in evaluated_images],
                   "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names)}
                                  for c in ds.categories.values()],
                   "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
                                    "keypoints": a.keypoints.reshape(-1).tolist(), "bbox": list(a.bbox), "area": a.area,
-                                   "iscrowd": int(a.iscrowd), "num_keypoints": a.num_keypoints} for a in anns]}
+                                   "iscrowd": int(a.iscrowd), "num_keypoints": a.num_keypoints} for a in anns + ignored]}
         metrics.update(keypoint_ap(subset, results, sigmas=kset.sigmas))
     unparsed = sum(not ok for p in predictions for ok in p["parsed"])
     return {"metrics": metrics,

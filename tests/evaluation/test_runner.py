@@ -113,3 +113,30 @@ def test_cli_eval_and_results(tiny_dir, tmp_path, capsys):
     assert main(["results", "--benchmark", "nope"]) == 2
     assert main(["eval", "--model", str(tmp_path / "none"), "--benchmark", "coco", "--annotations", str(COCO_JSON),
                  "--images", str(REAL / "coco"), "--out", str(tmp_path / "x")]) == 2
+
+
+class _Oracle:
+    """A predictor that answers with the ground truth of the instance whose box it was given."""
+
+    def __init__(self, dataset_path):
+        from evaluation.data import KeypointDataset
+
+        self.by_box = {tuple(a.bbox): a for a in KeypointDataset.load(dataset_path).annotations}
+
+    def set_image(self, image, bbox=None):
+        self.ann = self.by_box[tuple(bbox)]
+
+    def detect(self, names):
+        from kptllm import KeypointResult
+
+        return [KeypointResult(k, "text", n, n, (float(x), float(y)), (0.5, 0.5), 1.0, bool(v > 0), None, "")
+                for k, (n, (x, y, v)) in enumerate(zip(names, self.ann.keypoints))]
+
+
+def test_oracle_predictions_score_perfectly(tmp_path):
+    """The runner's COCO results and ground truth assembly: GT answers give AP = AR = PCK = 1."""
+    record = run_benchmark("oracle", "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path),
+                           predictor=_Oracle(COCO_JSON), progress=False)
+    assert record["metrics"]["PCK@0.2"] == 1.0
+    assert record["metrics"]["AP"] == pytest.approx(1.0) and record["metrics"]["AR"] == pytest.approx(1.0)
+    assert np.allclose(list(record["per_keypoint"].values()), 1.0)
