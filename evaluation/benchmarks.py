@@ -13,6 +13,8 @@ import numpy as np
 
 from kptllm import catalog
 
+from kptllm.image import square_crop
+
 from .data import KeypointDataset, ap10k_cross_species, clean_bbox, make_episodes
 from .metrics import CAPE_THRESHOLDS, cape_pck, keypoint_ap, pck, semantic_accuracy
 
@@ -93,6 +95,13 @@ def _keypoint_names(bench: Benchmark, ann) -> list[str]:
     return [catalog.readable_name(n) for n in bench.dataset.category_of(ann).keypoint_names]
 
 
+def _promptable(predictor, image, bbox, point) -> bool:
+    """Whether a point can be a prompt: inside the image and inside the model crop around `bbox`."""
+    crop = square_crop((image.width, image.height), bbox, predictor.processor.image_size, predictor.processor.crop_padding)
+    x, y = point
+    return 0 <= x <= image.width and 0 <= y <= image.height and crop.contains(point)
+
+
 def _as_rows(results, count: int) -> list[list[float]]:
     """[K, 3] rows x, y, score; unparsed keypoints become (0, 0, 0)."""
     rows = [[0.0, 0.0, 0.0] for _ in range(count)]
@@ -109,12 +118,14 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
         query = ds.annotation(unit["query_id"])
         supports = [ds.annotation(i) for i in unit["support_ids"]]
         count = len(query.keypoints)
-        shown = [k for k in range(count) if any(s.visible[k] for s in supports)]
+        usable = [[bool(s.visible[k]) and _promptable(predictor, ds.images[s.image_id], s.bbox, tuple(s.keypoints[k, :2]))
+                   for k in range(count)] for s in supports]
+        shown = [k for k in range(count) if any(u[k] for u in usable)]
         predictor.set_image(ds.images[query.image_id].path, query.bbox)
         results = []
         if shown:
-            points = [[(float(s.keypoints[k, 0]), float(s.keypoints[k, 1])) if s.visible[k] else None for k in shown]
-                      for s in supports]
+            points = [[(float(s.keypoints[k, 0]), float(s.keypoints[k, 1])) if u[k] else None for k in shown]
+                      for s, u in zip(supports, usable)]
             results = predictor.detect_from_example([ds.images[s.image_id].path for s in supports], points,
                                                     support_bbox=[s.bbox for s in supports])
         return {"key": unit_key(unit), "keypoints": _as_rows(zip(shown, results), count),
@@ -122,8 +133,11 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
     ann = ds.annotation(unit["ann_id"])
     predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
     if bench.task == "semantic":
-        labelled = [k for k in range(len(ann.keypoints)) if ann.visible[k]]
-        results = predictor.describe([(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled])
+        image = ds.images[ann.image_id]
+        labelled = [k for k in range(len(ann.keypoints))
+                    if ann.visible[k] and _promptable(predictor, image, ann.bbox, tuple(ann.keypoints[k, :2]))]
+        points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
+        results = predictor.describe(points) if points else []
         names = _keypoint_names(bench, ann)
         return {"key": unit_key(unit), "indices": labelled, "predicted": [r.text for r in results],
                 "expected": [names[k] for k in labelled]}

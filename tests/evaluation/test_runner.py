@@ -89,6 +89,25 @@ def test_mp100_visual_and_semantic(tiny_dir, tmp_path, mp100_like):
     assert set(semantic["metrics"]) == {"accuracy"} and semantic["counts"]["keypoints"] > 0
 
 
+def test_keypoints_outside_image_or_crop_are_not_prompted(tiny_dir, tmp_path, mp100_like):
+    data = json.loads(mp100_like.read_text())
+    for ann in data["annotations"]:
+        kpts = ann["keypoints"]
+        kpts[0:3] = [-500.0, -500.0, 2]  # labelled, but outside the image
+        labelled = [i for i in range(1, len(kpts) // 3) if kpts[3 * i + 2] > 0]
+        kpts[3 * labelled[0]:3 * labelled[0] + 2] = [ann["bbox"][0] + 3 * ann["bbox"][2], ann["bbox"][1]]  # outside the crop
+        ann["keypoints"] = kpts
+    odd = tmp_path / "mp100_split1_test.json"
+    odd.write_text(json.dumps(data))
+    semantic = run_benchmark(str(tiny_dir), "mp100", str(odd), str(REAL / "coco"), str(tmp_path / "s"),
+                             task="semantic", limit=2, progress=False)
+    chunk = json.loads(next((tmp_path / "s" / "chunks").glob("*.json")).read_text())["predictions"]
+    assert all(0 not in p["indices"] for p in chunk) and semantic["counts"]["keypoints"] > 0
+    visual = run_benchmark(str(tiny_dir), "mp100", str(odd), str(REAL / "coco"), str(tmp_path / "v"),
+                           episodes=1, limit=2, progress=False)
+    assert visual["counts"]["queries"] == 2
+
+
 def test_bad_runs(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_benchmark(str(tiny_dir), "imagenet", str(COCO_JSON), str(REAL / "coco"), str(tmp_path))

@@ -168,11 +168,10 @@ def test_other_backbones_give_patch_tokens(vision_config, grid):
 def test_build_from_pretrained_parts_in_folders(tmp_path, instances):
     """The hub path (`vision=..., llm=...`) exercised on local folders of saved backbones."""
     tokenizer = train_tiny_tokenizer()
-    tokenizer_without_placeholders = tokenizer  # build_from_parts must also cope when they are missing
     vision, language_model = tiny_parts(tokenizer, seed=5)
     vision.save_pretrained(tmp_path / "vision")
     language_model.save_pretrained(tmp_path / "llm")
-    tokenizer_without_placeholders.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
     model, processor = build_from_parts(str(tmp_path / "vision"), str(tmp_path / "llm"), image_size=64,
                                         prompt_pe_dim=32, prompt_extractor_heads=2, lora_r=4, lora_alpha=8)
     reference = AutoModel.from_pretrained(tmp_path / "vision")
