@@ -73,10 +73,11 @@ _TINY_WORDS = (
 )
 
 
-def train_tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+def train_tiny_tokenizer(vocab_size: int = 600, placeholders: bool = True) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained in-process on the protocol text and keypoint words.
 
-    Digits are split one per token (as Llama does), and `<image>`, `<kpt>` are special tokens.
+    Digits are split one per token (as Llama does). With `placeholders`, `<image>` and `<kpt>` are special
+    tokens; without, it stands in for a pretrained LLM's tokenizer that has never seen them.
     """
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -88,12 +89,13 @@ def train_tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
         conversation = build_conversation(task, text="left eye", semantics="left eye", xy=(0.5, 0.25))
         corpus += [conversation.prefix, conversation.query, conversation.answer]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                  special_tokens=["<unk>", "<s>", "</s>", "<pad>", *SPECIAL_TOKENS],
+                                  special_tokens=["<unk>", "<s>", "</s>", "<pad>", *(SPECIAL_TOKENS if placeholders else ())],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(corpus * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>", pad_token="<pad>")
-    add_placeholder_tokens(fast)
+    if placeholders:
+        add_placeholder_tokens(fast)
     return fast
 
 

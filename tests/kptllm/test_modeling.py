@@ -167,7 +167,8 @@ def test_other_backbones_give_patch_tokens(vision_config, grid):
 
 def test_build_from_pretrained_parts_in_folders(tmp_path, instances):
     """The hub path (`vision=..., llm=...`) exercised on local folders of saved backbones."""
-    tokenizer = train_tiny_tokenizer()
+    tokenizer = train_tiny_tokenizer(placeholders=False)  # like Vicuna's: no <image> / <kpt> yet
+    assert "<image>" not in tokenizer.get_vocab()
     vision, language_model = tiny_parts(tokenizer, seed=5)
     vision.save_pretrained(tmp_path / "vision")
     language_model.save_pretrained(tmp_path / "llm")
@@ -180,7 +181,11 @@ def test_build_from_pretrained_parts_in_folders(tmp_path, instances):
         key = key.replace("q_proj.bias", "q_proj.base_layer.bias").replace("v_proj.bias", "v_proj.base_layer.bias")
         assert torch.equal(model.vision_model.state_dict()[key], param), name
     llm = AutoModelForCausalLM.from_pretrained(tmp_path / "llm")
-    assert torch.equal(model.language_model.get_input_embeddings().weight, llm.get_input_embeddings().weight)
+    old_rows = llm.get_input_embeddings().weight
+    new_rows = model.language_model.get_input_embeddings().weight
+    assert new_rows.shape[0] == old_rows.shape[0] + 2 == len(processor.tokenizer)  # resized for the placeholders
+    assert torch.equal(new_rows[: old_rows.shape[0]], old_rows)
+    assert model.language_model.get_output_embeddings().weight.shape[0] == new_rows.shape[0]
     assert model.config.lora_r == 4 and model.config.image_token_id == processor.image_token_id
     batch = collate_samples(processor, _samples(processor, instances))
     assert torch.isfinite(model(**batch).loss)
