@@ -81,6 +81,10 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     `predictor` may be passed in (an already loaded `KeypointPredictor`); otherwise it is loaded from `model`.
     """
     started = time.perf_counter()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
     dataset = KeypointDataset.load(annotations, image_root=images)
     bench: Benchmark = build_benchmark(benchmark, dataset, task, shots, episodes, seed)
     units = bench.units[:limit] if limit else bench.units

@@ -113,8 +113,28 @@ def test_bad_runs(tiny_dir, tmp_path):
         run_benchmark(str(tiny_dir), "imagenet", str(COCO_JSON), str(REAL / "coco"), str(tmp_path))
     with pytest.raises(ValueError, match="supports tasks"):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), task="visual")
+    with pytest.raises(ValueError, match="limit"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), limit=0)
+    with pytest.raises(ValueError, match="chunk size"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), chunk_size=0)
+    with pytest.raises(ValueError, match="not found"):
+        run_benchmark(str(tiny_dir), "coco", str(tmp_path / "none.json"), str(REAL / "coco"), str(tmp_path))
     with pytest.raises(ValueError, match="no work units"):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path))
+
+
+def test_cli_episodes(capsys, tmp_path):
+    from tests.realdata import SHARED
+
+    mp100 = str(SHARED / "data" / "mp100" / "mp100_split1_test.json")
+    assert main(["episodes", "--annotations", mp100, "--shots", "5", "--episodes", "3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 * 20 and all(len(e["support_ids"]) == 5 and len(e["query_ids"]) == 15 for e in lines)
+    assert main(["episodes", "--annotations", mp100, "--shots", "5", "--episodes", "3"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == lines
+    assert main(["episodes", "--annotations", str(tmp_path / "no.json"), "--shots", "1"]) == 2
+    assert main(["episodes", "--annotations", mp100, "--shots", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
 
 
 def test_cli_eval_and_results(tiny_dir, tmp_path, capsys):
