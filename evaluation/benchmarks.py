@@ -208,7 +208,10 @@ def _score_generic(bench, predictions):
     kset = catalog.get(GENERIC[bench.name][0])
     pred = np.array([p["keypoints"] for p in predictions], dtype=np.float64).reshape(len(predictions), -1, 3)
     anns = [ds.annotation(u["ann_id"]) for u in bench.units]
-    gt = np.stack([a.keypoints for a in anns]) if anns else np.zeros((0, kset.num_keypoints, 3))
+    k = kset.num_keypoints  # Human-Art files also carry 21 keypoints: the benchmark scores the first 17 (COCO's)
+    if any(len(a.keypoints) < k for a in anns):
+        raise ValueError(f"{bench.name} needs {k} keypoints per annotation")
+    gt = np.stack([a.keypoints[:k] for a in anns]) if anns else np.zeros((0, k, 3))
     side = np.array([[max(a.bbox[2:]), max(a.bbox[2:])] for a in anns]).reshape(-1, 2)
     per_kpt, pck02, _ = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.2) if anns else ([], 0.0, 0)
     metrics = {"PCK@0.2": pck02}
@@ -219,13 +222,15 @@ def _score_generic(bench, predictions):
         # instances without labelled keypoints), so a --limit run is scored like the full protocol
         evaluated_images = {a.image_id for a in anns}
         ignored = [a for a in ds.annotations if a.image_id in evaluated_images and (a.iscrowd or a.num_keypoints == 0)]
+        labelled = lambda a: int((a.keypoints[:k, 2] > 0).sum())  # noqa: E731
         subset = {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
                              for i in ds.images.values() if i.id in evaluated_images],
-                  "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names)}
+                  "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names[:k])}
                                  for c in ds.categories.values()],
                   "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
-                                   "keypoints": a.keypoints.reshape(-1).tolist(), "bbox": list(a.bbox), "area": a.area,
-                                   "iscrowd": int(a.iscrowd), "num_keypoints": a.num_keypoints} for a in anns + ignored]}
+                                   "keypoints": a.keypoints[:k].reshape(-1).tolist(), "bbox": list(a.bbox),
+                                   "area": a.area, "iscrowd": int(a.iscrowd), "num_keypoints": labelled(a)}
+                                  for a in anns + ignored]}
         metrics.update(keypoint_ap(subset, results, sigmas=kset.sigmas))
     unparsed = sum(not ok for p in predictions for ok in p["parsed"])
     return {"metrics": metrics,
