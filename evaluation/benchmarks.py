@@ -95,11 +95,12 @@ def _keypoint_names(bench: Benchmark, ann) -> list[str]:
     return [catalog.readable_name(n) for n in bench.dataset.category_of(ann).keypoint_names]
 
 
-def _promptable(predictor, image, bbox, point) -> bool:
-    """Whether a point can be a prompt: inside the image and inside the model crop around `bbox`."""
-    crop = square_crop((image.width, image.height), bbox, predictor.processor.image_size, predictor.processor.crop_padding)
-    x, y = point
-    return 0 <= x <= image.width and 0 <= y <= image.height and crop.contains(point)
+def _promptable(predictor, image, ann) -> list[bool]:
+    """Per keypoint of `ann`: labelled, inside the image and inside the model crop around its box (usable as a prompt)."""
+    crop = square_crop((image.width, image.height), ann.bbox, predictor.processor.image_size,
+                       predictor.processor.crop_padding)
+    return [bool(v > 0) and 0 <= x <= image.width and 0 <= y <= image.height and crop.contains((x, y))
+            for x, y, v in ann.keypoints]
 
 
 def _as_rows(results, count: int) -> list[list[float]]:
@@ -118,8 +119,7 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
         query = ds.annotation(unit["query_id"])
         supports = [ds.annotation(i) for i in unit["support_ids"]]
         count = len(query.keypoints)
-        usable = [[bool(s.visible[k]) and _promptable(predictor, ds.images[s.image_id], s.bbox, tuple(s.keypoints[k, :2]))
-                   for k in range(count)] for s in supports]
+        usable = [_promptable(predictor, ds.images[s.image_id], s) for s in supports]
         shown = [k for k in range(count) if any(u[k] for u in usable)]
         predictor.set_image(ds.images[query.image_id].path, query.bbox)
         results = []
@@ -133,9 +133,7 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
     ann = ds.annotation(unit["ann_id"])
     predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
     if bench.task == "semantic":
-        image = ds.images[ann.image_id]
-        labelled = [k for k in range(len(ann.keypoints))
-                    if ann.visible[k] and _promptable(predictor, image, ann.bbox, tuple(ann.keypoints[k, :2]))]
+        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann)) if ok]
         points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
         results = predictor.describe(points) if points else []
         names = _keypoint_names(bench, ann)

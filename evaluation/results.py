@@ -33,7 +33,6 @@ PAPER_NAMES = {
     ("ap10k-different-order", "text"): ("text_prompt", "AP-10K", "train Bovidae test Canidae"),
     ("ap10k-same-order", "text"): ("text_prompt", "AP-10K", "train Canidae test Felidae"),
 }
-BENCHMARK_OF_DATASET = {v[1]: k[0] for k, v in PAPER_NAMES.items()}
 
 
 def paper_results() -> pd.DataFrame:

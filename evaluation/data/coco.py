@@ -82,6 +82,9 @@ def clean_bbox(bbox, width: int, height: int) -> tuple[float, float, float, floa
     return None
 
 
+_READ_FIELDS = {"id", "image_id", "category_id", "keypoints", "bbox", "area", "iscrowd", "segmentation"}
+
+
 def _resolve(root: Path | None, file_name: str) -> Path | None:
     """The image on disk: root/file_name, else with leading folders dropped one by one (dataset prefixes)."""
     if root is None:
@@ -138,12 +141,11 @@ class KeypointDataset:
                 bbox, bbox_source = tuple(float(v) for v in box), "file"
             else:
                 bbox, bbox_source = _box_from(keypoints, image.width, image.height)
-            known = {"id", "image_id", "category_id", "keypoints", "bbox", "area", "iscrowd", "segmentation"}
             self.annotations.append(Annotation(
                 id=ann.get("id", len(self.annotations)), image_id=ann["image_id"], category_id=ann["category_id"],
                 keypoints=keypoints, bbox=bbox, bbox_source=bbox_source,
                 area=float(ann.get("area", bbox[2] * bbox[3])), iscrowd=bool(ann.get("iscrowd", 0)),
-                extra={k: v for k, v in ann.items() if k not in known}))
+                extra={k: v for k, v in ann.items() if k not in _READ_FIELDS}))
         self.categories: dict[int, Category] = {}
         for cid, c in raw_categories.items():
             count = counts.get(cid, len(c.get("keypoints") or []))

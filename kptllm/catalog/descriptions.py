@@ -95,7 +95,7 @@ def readable_name(source: str) -> str:
 
 
 def describe_keypoint(source: str, subject: str | None = None) -> str:
-    """One sentence saying where the keypoint is, e.g. "The centre of the subject's left eye."."""
+    """One sentence saying where the keypoint is, e.g. "The centre of the person's left eye." (subject="person")."""
     name = readable_name(source)
     if name.isdigit():
         owner = f"the {subject}" if subject else "the object"
