@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check behind the GPU rows of docs/BENCHMARKS.md (run on a lent H100 through the device tool):
 # CUDA/bf16 paths of the predictor tests, then the batching benchmark at small and paper size.
-# Expects transformers/peft wheels in .whl (the GPU image has older ones) and ../shared/data/real copied
-# to .gpu_shared/data/real.
+# Expects transformers/peft wheels in .whl (the GPU image has older ones).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 KPTLLM_SHARED=$PWD/.gpu_shared TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"

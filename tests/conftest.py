@@ -1,4 +1,4 @@
-"""Shared fixtures: offline environment, tiny models, the real test images in ../shared/data/real."""
+"""Shared fixtures: offline environment, tiny models, the real test images in tests/data/real."""
 
 import os
 
@@ -57,7 +57,7 @@ def trained(coco_person):
 
 @pytest.fixture(scope="session")
 def instances():
-    """Every annotated instance of ../shared/data/real (see tests/realdata.py)."""
+    """Every annotated instance of tests/data/real (see tests/realdata.py)."""
     found = real_instances()
-    assert len(found) >= 20, "../shared/data/real is missing or incomplete"
+    assert len(found) >= 20, "tests/data/real is missing or incomplete"
     return found

@@ -1,15 +1,14 @@
-"""Reading the real test images of ../shared/data/real for tests (the full COCO reader lives in `evaluation`)."""
+"""Reading the real test images of tests/data/real (see tests/data/README.md; the full COCO reader lives in `evaluation`)."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# ../shared beside the checkout; KPTLLM_SHARED points elsewhere (e.g. on a machine where it was copied).
-SHARED = Path(os.environ.get("KPTLLM_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
-REAL = SHARED / "data" / "real"
+DATA = Path(__file__).resolve().parent / "data"
+REAL = DATA / "real"
+MP100_SPLIT1_TEST = DATA / "mp100" / "mp100_split1_test.json"
 
 
 @dataclass

@@ -12,9 +12,9 @@ from evaluation.data import (KeypointDataset, ap10k_cross_species, cape_objects,
                              skeleton_to_zero_based)
 from kptllm import catalog
 from kptllm.protocol import MAX_TEXT_CHARS, clean_text
-from tests.realdata import REAL, SHARED
+from tests.realdata import MP100_SPLIT1_TEST, REAL
 
-MP100 = SHARED / "data" / "mp100" / "mp100_split1_test.json"
+MP100 = MP100_SPLIT1_TEST
 
 
 def _coco_files():

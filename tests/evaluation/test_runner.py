@@ -124,9 +124,9 @@ def test_bad_runs(tiny_dir, tmp_path):
 
 
 def test_cli_episodes(capsys, tmp_path):
-    from tests.realdata import SHARED
+    from tests.realdata import MP100_SPLIT1_TEST
 
-    mp100 = str(SHARED / "data" / "mp100" / "mp100_split1_test.json")
+    mp100 = str(MP100_SPLIT1_TEST)
     assert main(["episodes", "--annotations", mp100, "--shots", "5", "--episodes", "3"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3 * 20 and all(len(e["support_ids"]) == 5 and len(e["query_ids"]) == 15 for e in lines)
