@@ -3,6 +3,8 @@
     kptllm episodes --annotations FILE --shots S [--episodes N] [--queries Q] [--seed X]
     kptllm eval --model M --benchmark NAME --annotations FILE --images DIR [--task T] [--shots S] [--limit N] --out DIR
     kptllm results [--benchmark NAME] [--results DIR] [--csv]
+    kptllm train --config CONFIG --output DIR [--resume] [--dry-run]
+    kptllm synth --out DIR --n N --seed S
 """
 
 from __future__ import annotations
@@ -47,6 +49,42 @@ def _results(args) -> None:
         print(side_by_side(table).to_string())
 
 
+def _train(args) -> None:
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig.load(args.config)
+    for key in ("steps", "time_limit", "num_workers", "images_per_step", "save_every", "mixed_precision"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(config.train, key, value)
+    if args.dry_run:
+        from .training.model import build_model, count_parameters
+
+        model, _ = build_model(config.model, meta=True)
+        trainable, total = count_parameters(model)
+        print(f"model: {config.model.get('type', 'scratch')}  trainable {trainable:,}  total {total:,} parameters")
+        for spec in config.data.get("sources", []):
+            print("data:", json.dumps(spec))
+        print("tasks:", json.dumps(config.data.get("tasks")))
+        return
+    if not args.output:
+        raise UserError("train needs --output DIR (or --dry-run)")
+    try:
+        result = train(config, args.output, resume=args.resume, progress=not args.no_progress)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(result))
+
+
+def _synth(args) -> None:
+    from .data.keypointworld import write_dataset
+
+    if args.n < 1:
+        raise UserError("--n must be >= 1")
+    path = write_dataset(args.out, args.n, args.seed)
+    print(json.dumps({"annotations": str(path), "images": str(path.parent / "images"), "n": args.n, "seed": args.seed}))
+
+
 def build_full_parser():
     from .benchmarks import BENCHMARKS
 
@@ -80,6 +118,25 @@ def build_full_parser():
     results.add_argument("--results", default="results", help="folder searched for record.json files")
     results.add_argument("--csv", action="store_true", help="the long table as CSV")
     results.set_defaults(run=_results)
+    training = commands.add_parser("train", help="train a model from a YAML config (resumable; accelerate-aware)")
+    training.add_argument("--config", required=True)
+    training.add_argument("--output", help="run folder: metrics.jsonl, loss.png, checkpoint/, model/")
+    training.add_argument("--resume", action="store_true", help="continue the run in --output")
+    training.add_argument("--dry-run", action="store_true", help="build on the meta device, print sizes and data")
+    training.add_argument("--steps", type=int, help="override train.steps")
+    training.add_argument("--time-limit", type=float, help="seconds; save and stop when reached")
+    training.add_argument("--num-workers", type=int, help="data loader workers")
+    training.add_argument("--images-per-step", type=int, help="override train.images_per_step (per process)")
+    training.add_argument("--save-every", type=int)
+    training.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
+    training.add_argument("--no-progress", action="store_true")
+    training.set_defaults(run=_train)
+
+    synth = commands.add_parser("synth", help="render KeypointWorld images + a COCO annotation file")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, required=True, help="number of images")
+    synth.add_argument("--seed", type=int, required=True)
+    synth.set_defaults(run=_synth)
     return parser
 
 

@@ -73,8 +73,8 @@ _TINY_WORDS = (
 )
 
 
-def train_tiny_tokenizer(vocab_size: int = 600, placeholders: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained in-process on the protocol text and keypoint words.
+def train_tiny_tokenizer(vocab_size: int = 600, placeholders: bool = True, extra_text=()) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in-process on the protocol text, keypoint words and `extra_text`.
 
     Digits are split one per token (as Llama does). With `placeholders`, `<image>` and `<kpt>` are special
     tokens; without, it stands in for a pretrained LLM's tokenizer that has never seen them.
@@ -84,7 +84,7 @@ def train_tiny_tokenizer(vocab_size: int = 600, placeholders: bool = True) -> Pr
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tokenizer.decoder = decoders.ByteLevel()
     corpus = [SYSTEM, ASSISTANT, _TINY_WORDS, " ".join(w.capitalize() for w in _TINY_WORDS.split()),
-              "[0.412, 0.305] [1.000, 0.000] 0123456789"]
+              "[0.412, 0.305] [1.000, 0.000] 0123456789", *extra_text]
     for task in Task:
         conversation = build_conversation(task, text="left eye", semantics="left eye", xy=(0.5, 0.25))
         corpus += [conversation.prefix, conversation.query, conversation.answer]

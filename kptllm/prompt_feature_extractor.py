@@ -53,13 +53,16 @@ class PromptFeatureExtractor(nn.Module):
             raise ValueError(f"support features have {num_tokens} tokens, expected a {self.grid} grid")
         centres = grid_centres(*self.grid, device=support_features.device)
         memory_pos = self.position_proj(sine_cosine_encoding(centres, self.pe_dim).to(support_features.dtype))[None]
-        out = torch.empty(prompt_features.shape[0], self.out_proj.out_features,
-                          device=prompt_features.device, dtype=self.out_proj.weight.dtype)
-        for support in support_ids.unique().tolist():
-            rows = (support_ids == support).nonzero(as_tuple=True)[0]
-            queries = prompt_features[rows][None]  # [1, Pm, Dv]
-            memory = support_features[support][None]  # [1, N, Dv]
-            for layer in self.layers:
-                queries = layer(queries, memory, memory_pos)
-            out[rows] = self.out_proj(self.norm(queries[0]))
-        return out
+        # Group the prompts by support image into one padded batch [M, Q_max, Dv]: one call for all
+        # supports (the padding rows attend like any other query and are dropped; queries never mix).
+        order = torch.argsort(support_ids, stable=True)
+        sorted_ids = support_ids[order]
+        counts = torch.bincount(support_ids, minlength=support_features.shape[0])
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(order), device=order.device) - starts[sorted_ids]
+        queries = prompt_features.new_zeros(support_features.shape[0], int(counts.max()), prompt_features.shape[-1])
+        queries[sorted_ids, slot] = prompt_features[order].to(queries.dtype)
+        for layer in self.layers:
+            queries = layer(queries, support_features, memory_pos)
+        features = self.out_proj(self.norm(queries[sorted_ids, slot]))
+        return features[torch.argsort(order)]

@@ -1,0 +1,225 @@
+"""Training data: a weighted mixture of keypoint sources -> batches of KptLLM++ training sequences.
+
+    mixture = TrainingMixture(processor, [KeypointWorldSource(), CocoSource("ap10k.json", "images/")], weights=[3, 1])
+    batch = mixture.collate([mixture[i] for i in range(8)])   # -> the tensors KptLLMForKeypoints.forward takes
+
+Item `i` of a mixture is a deterministic function of (seed, i): one query instance plus the support
+instances its visual questions need, and up to `questions_per_image` questions about it, each with a
+task drawn from `task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an
+identify-then-detect answer ("left eye [0.412, 0.305]"). Determinism by index is what makes a resumed
+run see exactly the batches an uninterrupted run would.
+
+Augmentation: box jitter (the crop moves and zooms as a detector box would) and, for sources that allow
+it, a horizontal flip that mirrors image, box and points and swaps the source's flip pairs, so that a
+"left eye" stays the subject's left eye.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from kptllm.batch import KeypointSample, collate_samples
+from kptllm.catalog.descriptions import describe_keypoint
+from kptllm.image import load_image
+from kptllm.processor import KptLLMProcessor, PreparedImage
+from kptllm.protocol import Task
+
+from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, render_scene
+
+TASKS = (Task.TEXT, Task.VISUAL, Task.SEMANTIC, Task.VISUAL_TEXT)
+SUBJECTS = {"person": "person", "quadruped": "animal", "face": "person", "car": "car", "chair": "chair"}
+
+
+@dataclass
+class Instance:
+    """One annotated object. `keypoints [K, 3]` = (x, y, v) pixels; names are the keypoints' names."""
+
+    image: Image.Image
+    bbox: tuple[float, float, float, float]
+    keypoints: np.ndarray
+    names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    subject: str | None = None
+
+    def flipped(self) -> "Instance":
+        """The mirror image: x -> W - x, the box mirrored, left/right keypoints swapped."""
+        width = self.image.width
+        kpts = self.keypoints.copy()
+        labelled = kpts[:, 2] > 0
+        kpts[labelled, 0] = width - kpts[labelled, 0]
+        for a, b in self.flip_pairs:
+            kpts[[a, b]] = kpts[[b, a]]
+        x, y, w, h = self.bbox
+        return Instance(ImageOps.mirror(self.image), (width - x - w, y, w, h), kpts, self.names, self.flip_pairs,
+                        self.subject)
+
+
+class KeypointWorldSource:
+    """Procedural KeypointWorld scenes: a query object and support objects of the same category from other scenes."""
+
+    allows_flip = False  # a mirrored image breaks the world's left=warm / right=cool colour rule
+
+    def __init__(self, categories=CATEGORY_NAMES):
+        self.categories = tuple(categories)
+
+    def _instance(self, rng, category: str) -> Instance | None:
+        scene = render_scene(rng, categories=[category] if rng.random() < 0.5 else None)
+        objects = [o for o in scene.objects if o.category.name == category]
+        if not objects:
+            return None
+        obj = objects[int(rng.integers(len(objects)))]
+        cat = CATEGORIES[category]
+        return Instance(scene.image, obj.bbox, obj.keypoints, cat.keypoints, cat.flip_pairs, SUBJECTS.get(category))
+
+    def sample(self, rng, shots: int) -> tuple[Instance, list[Instance]]:
+        category = self.categories[int(rng.integers(len(self.categories)))]
+        found = []
+        while len(found) < 1 + shots:
+            instance = self._instance(rng, category)
+            if instance is not None:
+                found.append(instance)
+        return found[0], found[1:]
+
+
+class CocoSource:
+    """Instances of any COCO-format keypoint file; supports are other instances of the same category."""
+
+    allows_flip = True
+
+    def __init__(self, annotations, images, catalog_key: str | None = None, min_keypoints: int = 3):
+        from kptllm import catalog
+
+        from ..data import KeypointDataset
+
+        self.dataset = KeypointDataset.load(annotations, images)
+        self.by_category: dict[int, list] = {}
+        for ann in self.dataset.annotations:
+            if not ann.iscrowd and ann.num_keypoints >= min_keypoints and self.dataset.images[ann.image_id].path:
+                self.by_category.setdefault(ann.category_id, []).append(ann)
+        if not self.by_category:
+            raise ValueError(f"{annotations}: no usable instances (labelled keypoints and an image on disk)")
+        self.category_ids = sorted(self.by_category)
+        self.keypoint_set = catalog.get(catalog_key) if catalog_key else None
+
+    def _instance(self, ann) -> Instance:
+        category = self.dataset.category_of(ann)
+        names = self.keypoint_set.names if self.keypoint_set else category.keypoint_names
+        flips = self.keypoint_set.flip_pairs if self.keypoint_set else ()
+        image = load_image(self.dataset.images[ann.image_id].path)
+        return Instance(image, ann.bbox, ann.keypoints, tuple(names), tuple(flips), category.name)
+
+    def sample(self, rng, shots: int) -> tuple[Instance, list[Instance]]:
+        pool = self.by_category[self.category_ids[int(rng.integers(len(self.category_ids)))]]
+        picks = rng.choice(len(pool), size=min(len(pool), 1 + shots), replace=False)
+        instances = [self._instance(pool[int(k)]) for k in picks]
+        return instances[0], instances[1:]
+
+
+def _jitter_box(bbox, rng, amount: float) -> tuple[float, float, float, float]:
+    x, y, w, h = bbox
+    if amount <= 0:
+        return bbox
+    scale = float(np.exp(rng.uniform(-amount, amount)))
+    cx = x + w / 2 + rng.uniform(-amount, amount) * w / 2
+    cy = y + h / 2 + rng.uniform(-amount, amount) * h / 2
+    return (cx - w * scale / 2, cy - h * scale / 2, w * scale, h * scale)
+
+
+class TrainingMixture:
+    """Map-style dataset of training items (lists of `KeypointSample`); see the module docstring."""
+
+    def __init__(self, processor: KptLLMProcessor, sources, weights=None, seed: int = 0, questions_per_image: int = 8,
+                 task_weights: dict | None = None, description_prob: float = 0.2, flip_prob: float = 0.5,
+                 box_jitter: float = 0.1, max_shots: int = 3, length: int = 10 ** 12):
+        self.processor = processor
+        self.sources = list(sources)
+        weights = np.ones(len(self.sources)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if len(weights) != len(self.sources) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("give one non-negative weight per source, not all zero")
+        self.weights = weights / weights.sum()
+        task_weights = task_weights or {"text": 0.35, "visual": 0.25, "semantic": 0.25, "visual_text": 0.15}
+        unknown = set(task_weights) - {t.value for t in TASKS}
+        if unknown:
+            raise ValueError(f"unknown tasks in task_weights: {sorted(unknown)}")
+        self.tasks = [Task(t) for t in task_weights]
+        self.task_probs = np.asarray(list(task_weights.values()), dtype=np.float64)
+        self.task_probs /= self.task_probs.sum()
+        self.seed, self.questions_per_image = seed, questions_per_image
+        self.description_prob, self.flip_prob, self.box_jitter = description_prob, flip_prob, box_jitter
+        self.max_shots, self.length = max_shots, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _prepare(self, instance: Instance, rng) -> PreparedImage:
+        return self.processor.prepare_image(instance.image, _jitter_box(instance.bbox, rng, self.box_jitter))
+
+    def __getitem__(self, index: int) -> list[KeypointSample]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        source = self.sources[int(rng.choice(len(self.sources), p=self.weights))]
+        shots = 1 if rng.random() < 0.8 or self.max_shots < 2 else int(rng.integers(2, self.max_shots + 1))
+        query, supports = source.sample(rng, shots)
+        if source.allows_flip and rng.random() < self.flip_prob:
+            query = query.flipped()
+        q_prep = self._prepare(query, rng)
+        s_preps = [self._prepare(s, rng) for s in supports]
+        usable = [k for k in range(len(query.names))
+                  if query.keypoints[k, 2] > 0 and q_prep.crop.contains(query.keypoints[k, :2])]
+        rng.shuffle(usable)
+        samples = []
+        for k in usable[: self.questions_per_image]:
+            name = query.names[k]
+            xy = (float(query.keypoints[k, 0]), float(query.keypoints[k, 1]))
+            task = self.tasks[int(rng.choice(len(self.tasks), p=self.task_probs))]
+            if task in (Task.VISUAL, Task.VISUAL_TEXT):
+                shown = [(s, p) for s, p in zip(supports, s_preps)
+                         if s.keypoints[k, 2] > 0 and p.crop.contains(s.keypoints[k, :2])]
+                if not shown:
+                    task = Task.TEXT
+            text = None
+            if task.has_text_prompt:
+                text = (describe_keypoint(name, query.subject) if rng.random() < self.description_prob else name)
+            if task is Task.SEMANTIC:
+                samples.append(KeypointSample(task, q_prep, name, support_points=[xy]))
+            elif task is Task.TEXT:
+                samples.append(KeypointSample(task, q_prep, name, xy=xy, text=text))
+            else:
+                samples.append(KeypointSample(task, q_prep, name, xy=xy, text=text, supports=[p for _, p in shown],
+                                              support_points=[tuple(float(v) for v in s.keypoints[k, :2]) for s, _ in shown]))
+        return samples
+
+    def collate(self, items: list[list[KeypointSample]]) -> dict:
+        """Flatten items into one batch of sequences (`collate_samples`)."""
+        samples = [s for item in items for s in item]
+        if not samples:
+            raise ValueError("a batch without questions (every item had no usable keypoint)")
+        return collate_samples(self.processor, samples)
+
+
+def tokenizer_corpus() -> list[str]:
+    """Text the embedded model's tokenizer is trained on: every KeypointWorld name and description."""
+    lines = []
+    for category in CATEGORIES.values():
+        for name in category.keypoints:
+            lines += [name, describe_keypoint(name, SUBJECTS.get(category.name))]
+    return lines
+
+
+def list_sources(specs: list[dict], base: Path | None = None):
+    """Sources and weights from config entries: `{type: keypointworld|coco, weight, annotations, images, catalog}`."""
+    sources, weights = [], []
+    for spec in specs:
+        kind = spec.get("type")
+        if kind == "keypointworld":
+            sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES)))
+        elif kind == "coco":
+            root = Path(base or ".")
+            sources.append(CocoSource(root / spec["annotations"], root / spec["images"], spec.get("catalog")))
+        else:
+            raise ValueError(f"unknown data source type {kind!r} (use keypointworld or coco)")
+        weights.append(float(spec.get("weight", 1.0)))
+    return sources, weights

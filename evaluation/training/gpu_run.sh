@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Train the embedded KeypointWorld model on a lent GPU (device tool) within a fixed time budget.
+#   BUDGET=400 bash evaluation/training/gpu_run.sh       (carry: .whl with transformers/peft wheels)
+# 1. a 20-second probe measures steps/s; 2. the real run gets steps = rate x BUDGET, so its cosine
+# schedule ends when the budget does; 3. a held-out check; 4. the model goes to $OUT as a split tarball.
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-400}; WORKERS=${WORKERS:-15}; IMAGES=${IMAGES:-64}
+CONFIG=${CONFIG:-configs/keypointworld.yaml}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
+common="--config $CONFIG --num-workers $WORKERS --images-per-step $IMAGES --mixed-precision bf16 --no-progress"
+python3 -m evaluation.cli train $common --output /tmp/probe --steps 100000 --time-limit 20 --save-every 1000000 2>&1 | grep -v Writing
+rate=$(python3 -c "import json; r=[json.loads(l) for l in open('/tmp/probe/metrics.jsonl')]; a,b=r[len(r)//3],r[-1]; print((b['step']-a['step'])/(b['elapsed']-a['elapsed']))")
+steps=$(python3 -c "print(int($rate * $BUDGET * 0.97))")
+echo "probe: $rate steps/s -> $steps steps"
+python3 -m evaluation.cli train $common --output /tmp/run --steps $steps --time-limit $((BUDGET + 30)) --save-every 500 2>&1 | grep -v Writing
+tail -n 3 /tmp/run/metrics.jsonl
+python3 -m evaluation.training.validate --model /tmp/run/model --objects 60 --device cuda --dtype float32 2>&1 | grep -v Loading | tee $OUT/validate.json
+cp /tmp/run/metrics.jsonl /tmp/run/run.json $OUT/ 2>/dev/null; cp /tmp/run/loss.png $OUT/ 2>/dev/null
+tar -C /tmp/run -cf - model | split -b 15M - $OUT/model.tar.part-
+ls -la $OUT

@@ -1,0 +1,77 @@
+"""Building the model a training config asks for: from scratch, from pretrained parts, or from a checkpoint.
+
+    model:
+      type: scratch            # small model from configs + a tokenizer trained in-process (the embedded model)
+      vision: {model_type: dinov2, hidden_size: 192, ...}     # any AutoConfig model_type + fields
+      llm: {model_type: llama, hidden_size: 256, ...}
+      tokenizer_vocab: 800
+      kptllm: {image_size: 96, llm_tuning: full, vision_tuning: full, ...}   # KptLLMConfig fields
+    model: {type: pretrained, vision: facebook/dinov2-large, llm: lmsys/vicuna-7b-v1.5, kptllm: {...}}
+    model: {type: checkpoint, path: runs/kw/final}              # continue from one of ours
+
+`meta=True` builds the same architecture on the meta device (no memory, no download for `scratch`;
+`pretrained` then needs only the configs, given inline as `vision_config` / `llm_config`).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from kptllm.build import build_from_parts, train_tiny_tokenizer
+from kptllm.configuration import KptLLMConfig
+from kptllm.modeling import KptLLMForKeypoints
+from kptllm.processor import KptLLMProcessor
+from kptllm.protocol import SPECIAL_TOKENS
+
+
+def _config(spec: dict, **extra):
+    spec = dict(spec)
+    model_type = spec.pop("model_type")
+    return AutoConfig.for_model(model_type, **spec, **extra)
+
+
+def build_model(spec: dict, tokenizer_text=(), meta: bool = False):
+    """(model, processor) for a `model:` config section; processor is None for meta builds without a tokenizer."""
+    kind = spec.get("type", "scratch")
+    kptllm_kwargs = dict(spec.get("kptllm", {}))
+    if kind == "checkpoint":
+        model = KptLLMForKeypoints.from_pretrained(spec["path"])
+        model.apply_tuning_policy()
+        return model, KptLLMProcessor.from_pretrained(spec["path"], config=model.config)
+    if kind == "scratch":
+        tokenizer = train_tiny_tokenizer(vocab_size=int(spec.get("tokenizer_vocab", 800)), extra_text=tokenizer_text)
+        vision_config = _config(spec["vision"])
+        text_config = _config(spec["llm"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        config = KptLLMConfig(vision_config=vision_config, text_config=text_config,
+                              image_token_id=tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[0]),
+                              kpt_token_id=tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[1]), **kptllm_kwargs)
+        torch.manual_seed(int(spec.get("seed", 0)))
+        with torch.device("meta") if meta else torch.device("cpu"):
+            model = KptLLMForKeypoints(config)
+        return model, KptLLMProcessor(tokenizer, config)
+    if kind == "pretrained":
+        if meta:  # architecture only, from inline configs: nothing is downloaded
+            vision_config = _config(spec["vision_config"])
+            text_config = _config(spec["llm_config"])
+            vocab = text_config.vocab_size
+            config = KptLLMConfig(vision_config=vision_config, text_config=text_config, image_token_id=vocab,
+                                  kpt_token_id=vocab + 1, **kptllm_kwargs)
+            with torch.device("meta"):
+                vision = AutoModel.from_config(vision_config)
+                if getattr(vision_config, "model_type", "") == "clip":
+                    vision = AutoModel.from_config(vision_config.vision_config)
+                llm = AutoModelForCausalLM.from_config(text_config)
+                llm.resize_token_embeddings(vocab + 2)
+                model = KptLLMForKeypoints(config, vision_model=vision, language_model=llm)
+            return model, None
+        return build_from_parts(spec["vision"], spec["llm"], **kptllm_kwargs)
+    raise ValueError(f"unknown model type {kind!r} (use scratch, pretrained or checkpoint)")
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

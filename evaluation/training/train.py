@@ -1,0 +1,234 @@
+"""The training loop: one config runs on a CPU, one GPU, or many through `accelerate launch` / `torchrun`.
+
+    kptllm train --config configs/keypointworld.yaml --output runs/kw            # start (or --resume)
+    accelerate launch --num_processes 2 --cpu -m evaluation.cli train --config ... --output ...
+
+Read it top to bottom: build model + data, AdamW (lr 2e-4, no weight decay by default), warmup + cosine,
+then for each step: the batch of that step -> loss -> backward -> clip -> step. Every `log_every` steps a
+line goes to `OUTPUT/metrics.jsonl`; every `save_every` steps (and at the end, or when `time_limit`
+runs out) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
+and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUTPUT/checkpoint/` and
+appends to the same metrics log, so the loss curve goes on where it stopped. `OUTPUT/loss.png` is
+redrawn at each save.
+
+The batch of step s on process r is the items `(s * world + r) * B ... + B` of the mixture, each a
+deterministic function of its index, so a resumed or re-sharded run sees the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Sampler
+from transformers import get_cosine_schedule_with_warmup
+
+from .data import TrainingMixture, list_sources, tokenizer_corpus
+from .model import build_model, count_parameters
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 1000
+    images_per_step: int = 16  # per process; each gives up to `questions_per_image` sequences
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    num_workers: int = 0
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 500
+    time_limit: float | None = None  # seconds; save and stop when reached
+
+
+@dataclass
+class TrainConfig:
+    model: dict
+    data: dict
+    train: TrainSettings = field(default_factory=TrainSettings)
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file not found: {path}")
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or "model" not in raw or "data" not in raw:
+            raise ValueError(f"{path}: a training config needs 'model' and 'data' sections")
+        settings = raw.get("train", {}) or {}
+        unknown = set(settings) - set(TrainSettings.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown train settings {sorted(unknown)}")
+        if "betas" in settings:
+            settings["betas"] = tuple(settings["betas"])
+        return cls(raw["model"], raw["data"], TrainSettings(**settings), path)
+
+
+class StepSampler(Sampler):
+    """Yields, for steps `start..steps-1`, this process's list of item indices (see module docstring)."""
+
+    def __init__(self, start: int, steps: int, per_step: int, rank: int, world: int):
+        self.start, self.steps, self.per_step, self.rank, self.world = start, steps, per_step, rank, world
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            first = (step * self.world + self.rank) * self.per_step
+            yield list(range(first, first + self.per_step))
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+def build_mixture(config: TrainConfig, processor) -> TrainingMixture:
+    data = config.data
+    base = config.path.parent if config.path else None
+    sources, weights = list_sources(data.get("sources", [{"type": "keypointworld"}]), base)
+    return TrainingMixture(processor, sources, weights, seed=config.train.seed,
+                           questions_per_image=int(data.get("questions_per_image", 8)),
+                           task_weights=data.get("tasks"), description_prob=float(data.get("description_prob", 0.2)),
+                           flip_prob=float(data.get("flip_prob", 0.5)), box_jitter=float(data.get("box_jitter", 0.1)),
+                           max_shots=int(data.get("max_shots", 3)))
+
+
+def plot_loss(metrics_file: Path, out: Path) -> None:
+    """Loss curve PNG from metrics.jsonl (skipped quietly without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _save(accelerator, model, processor, output: Path, step: int) -> None:
+    """Training state to OUTPUT/checkpoint and a loadable model to OUTPUT/model, each swapped in atomically."""
+    for name, write in (("checkpoint", lambda d: accelerator.save_state(str(d))),
+                        ("model", lambda d: (accelerator.unwrap_model(model).save_pretrained(d), processor.save_pretrained(d)))):
+        tmp = output / f".{name}.tmp"
+        if accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        accelerator.wait_for_everyone()
+        if name == "checkpoint" or accelerator.is_main_process:
+            write(tmp)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if name == "checkpoint":
+                (tmp / "step.json").write_text(json.dumps({"step": step}))
+            final = output / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        plot_loss(output / "metrics.jsonl", output / "loss.png")
+
+
+def train(config: TrainConfig, output, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) training; returns {"step", "loss", "output"}."""
+    settings = config.train
+    output = Path(output)
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
+    checkpoint = output / "checkpoint"
+    if resume and not (checkpoint / "step.json").is_file():
+        raise ValueError(f"--resume: no checkpoint in {checkpoint}")
+    if not resume and (output / "metrics.jsonl").exists():
+        raise ValueError(f"{output} already holds a run: pass --resume to continue it, or another --output")
+
+    torch.manual_seed(settings.seed)
+    model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    mixture = build_mixture(config, processor)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    if settings.min_lr_ratio > 0:  # cosine to a floor instead of zero
+        floor = settings.min_lr_ratio
+        base = scheduler.lr_lambdas[0]
+        scheduler.lr_lambdas[0] = lambda s: max(floor, base(s)) if s >= settings.warmup_steps else base(s)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    start = 0
+    if resume:
+        accelerator.load_state(str(checkpoint))
+        start = json.loads((checkpoint / "step.json").read_text())["step"]
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        trainable, total = count_parameters(accelerator.unwrap_model(model))
+        (output / "run.json").write_text(json.dumps({
+            "config": str(config.path), "model": config.model, "data": config.data, "train": settings.__dict__,
+            "parameters": {"trainable": trainable, "total": total}, "processes": accelerator.num_processes,
+            "device": str(accelerator.device)}, indent=1, default=str))
+
+    loader = DataLoader(mixture, batch_sampler=StepSampler(start, settings.steps, settings.images_per_step,
+                                                           accelerator.process_index, accelerator.num_processes),
+                        collate_fn=mixture.collate, num_workers=settings.num_workers,
+                        persistent_workers=False, prefetch_factor=4 if settings.num_workers else None)
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps, initial=start, desc="train", dynamic_ncols=True)
+    model.train()
+    began, seen, window, last_loss = time.time(), 0, [], math.nan
+    step = start
+    metrics = output / "metrics.jsonl"
+    for step, batch in enumerate(loader, start=start + 1):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            loss = model(**batch).loss
+        accelerator.backward(loss)
+        if settings.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.append(loss.detach())
+        seen += batch["input_ids"].shape[0]
+        if step % settings.log_every == 0 or step == settings.steps:
+            mean = accelerator.reduce(torch.stack(window).mean(), reduction="mean")
+            last_loss, window = float(mean), []
+            if accelerator.is_main_process:
+                row = {"step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
+                       "elapsed": round(time.time() - began, 2), "sequences_per_s": round(seen / (time.time() - began), 2)}
+                with metrics.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if bar:
+                    bar.set_postfix(loss=f"{last_loss:.4f}")
+        if bar:
+            bar.update(1)
+        out_of_time = settings.time_limit is not None and time.time() - began > settings.time_limit
+        out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum") > 0)
+        if step % settings.save_every == 0 or step == settings.steps or out_of_time:
+            _save(accelerator, model, processor, output, step)
+        if out_of_time:
+            break
+    if bar:
+        bar.close()
+    if step == start:  # nothing ran (already finished): keep the files as they are
+        return {"step": step, "loss": None, "output": str(output)}
+    return {"step": step, "loss": last_loss, "output": str(output)}

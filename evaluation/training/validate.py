@@ -1,0 +1,82 @@
+"""Quick held-out check during and after training: KeypointWorld scenes from seeds training never uses.
+
+    python -m evaluation.training.validate --model runs/kw/model --images 40
+
+Training draws item i from `default_rng([train_seed, i])`; this check draws scene i from
+`default_rng([HELD_OUT_SEED, i])` (HELD_OUT_SEED is far from any training seed). Metrics: PCK@0.2 of
+max(w, h) of the object box for text- and visual-prompt detection (support = the same category in
+another held-out scene), accuracy of the named keypoint for semantic understanding. The benchmark
+of record is `kptllm eval --benchmark keypointworld`; this is its fast, dependency-free cousin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ..data.keypointworld import render_scene
+
+HELD_OUT_SEED = 900_001
+
+
+def _objects(count: int, seed: int):
+    found, i = [], 0
+    while len(found) < count:
+        scene = render_scene(np.random.default_rng([seed, i]))
+        found += [(scene.image, obj) for obj in scene.objects]
+        i += 1
+    return found[:count]
+
+
+def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold: float = 0.2) -> dict:
+    """PCK (text, visual) and semantic accuracy over `objects` held-out objects."""
+    pool = _objects(objects * 2, seed)
+    queries, supports = pool[:objects], pool[objects:]
+    hits = {"text": [], "visual": [], "semantic": []}
+    for n, (image, obj) in enumerate(queries):
+        predictor.set_image(image, obj.bbox)
+        crop = predictor._state().prepared.crop
+        names = obj.category.keypoints
+        norm = threshold * max(obj.bbox[2], obj.bbox[3])
+        inside = [k for k in range(len(names)) if obj.keypoints[k, 2] > 0 and crop.contains(obj.keypoints[k, :2])]
+        if not inside:
+            continue
+        for result, k in zip(predictor.detect([names[k] for k in inside]), inside):
+            ok = result.xy is not None and np.hypot(*(np.array(result.xy) - obj.keypoints[k, :2])) < norm
+            hits["text"].append(bool(ok))
+        for result, k in zip(predictor.describe([tuple(obj.keypoints[k, :2]) for k in inside]), inside):
+            hits["semantic"].append(result.text == names[k])
+        same = [s for s in supports if s[1].category.name == obj.category.name]
+        if same:
+            s_image, s_obj = same[n % len(same)]
+            s_crop = predictor.processor.prepare_image(s_image, s_obj.bbox).crop
+            both = [k for k in inside if s_obj.keypoints[k, 2] > 0 and s_crop.contains(s_obj.keypoints[k, :2])]
+            if both:
+                points = [tuple(s_obj.keypoints[k, :2]) for k in both]
+                for result, k in zip(predictor.detect_from_example(s_image, points, support_bbox=s_obj.bbox), both):
+                    ok = result.xy is not None and np.hypot(*(np.array(result.xy) - obj.keypoints[k, :2])) < norm
+                    hits["visual"].append(bool(ok))
+    return {f"{task}_{'accuracy' if task == 'semantic' else f'pck@{threshold}'}": (float(np.mean(v)) if v else None)
+            for task, v in hits.items()} | {"keypoints": {t: len(v) for t, v in hits.items()}}
+
+
+def main(argv=None) -> None:
+    from kptllm import KeypointPredictor
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--objects", type=int, default=40)
+    parser.add_argument("--device")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"])
+    args = parser.parse_args(argv)
+    import torch
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    predictor = KeypointPredictor.from_pretrained(args.model, device=args.device, dtype=dtype)
+    print(json.dumps(validate(predictor, args.objects)))
+
+
+if __name__ == "__main__":
+    main()
