@@ -26,6 +26,14 @@ def _episodes(args) -> None:
 def _eval(args) -> None:
     from .runner import run_benchmark
 
+    if args.model is None:
+        from kptllm.embedded import embedded_model_path
+
+        try:
+            args.model = str(embedded_model_path())
+        except FileNotFoundError as err:
+            raise UserError(str(err)) from None
+
     try:
         record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
                                shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
@@ -53,7 +61,7 @@ def _train(args) -> None:
     from .training.train import TrainConfig, train
 
     config = TrainConfig.load(args.config)
-    for key in ("steps", "time_limit", "num_workers", "images_per_step", "save_every", "mixed_precision"):
+    for key in ("log_every", "stop_after", "steps", "time_limit", "num_workers", "images_per_step", "save_every", "mixed_precision"):
         value = getattr(args, key)
         if value is not None:
             setattr(config.train, key, value)
@@ -100,7 +108,7 @@ def build_full_parser():
     episodes.set_defaults(run=_episodes)
 
     evaluate = commands.add_parser("eval", help="run a model on a benchmark (resumable)")
-    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--model", help="checkpoint folder or hub id (default: the embedded KeypointWorld model)")
     evaluate.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     evaluate.add_argument("--annotations", required=True)
     evaluate.add_argument("--images", required=True, help="image folder")
@@ -128,6 +136,8 @@ def build_full_parser():
     training.add_argument("--num-workers", type=int, help="data loader workers")
     training.add_argument("--images-per-step", type=int, help="override train.images_per_step (per process)")
     training.add_argument("--save-every", type=int)
+    training.add_argument("--log-every", type=int)
+    training.add_argument("--stop-after", type=int, help="save and stop after this step (schedule unchanged)")
     training.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     training.add_argument("--no-progress", action="store_true")
     training.set_defaults(run=_train)

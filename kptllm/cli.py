@@ -66,6 +66,13 @@ def _predict(args) -> None:
         raise UserError("give exactly one of --keypoints, --point or --support")
     if args.support is not None and args.support_points is None:
         raise UserError("--support needs --support-points")
+    if args.model is None:
+        from .embedded import embedded_model_path
+
+        try:
+            args.model = str(embedded_model_path())
+        except FileNotFoundError as err:
+            raise UserError(str(err)) from None
     if not os.path.exists(args.model) and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise UserError(f"model not found: {args.model}")
     if not os.path.isfile(args.image):
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(run=_tiny)
 
     predict = commands.add_parser("predict", help="run one of the three keypoint tasks on an image")
-    predict.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    predict.add_argument("--model", help="checkpoint folder or hub id (default: the embedded KeypointWorld model)")
     predict.add_argument("--image", required=True, help="query image")
     predict.add_argument("--bbox", help="object box x,y,w,h in pixels (default: whole image)")
     predict.add_argument("--keypoints", help='task (c): comma-separated names, e.g. "nose,left eye"')

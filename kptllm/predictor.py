@@ -107,9 +107,15 @@ class KeypointPredictor:
         self._image: _ImageState | None = None
 
     @classmethod
-    def from_pretrained(cls, path_or_id, device=None, dtype=None, **kwargs) -> "KeypointPredictor":
-        """Load a saved model + tokenizer. Default device: CUDA if available, else CPU; default dtype:
-        bfloat16 on a GPU that supports it, else float32."""
+    def from_pretrained(cls, path_or_id=None, device=None, dtype=None, **kwargs) -> "KeypointPredictor":
+        """Load a saved model + tokenizer (`None`: the embedded KeypointWorld model, see `kptllm.embedded`).
+
+        Default device: CUDA if available, else CPU; default dtype: bfloat16 on a GPU that supports it,
+        else float32."""
+        if path_or_id is None:
+            from .embedded import embedded_model_path
+
+            path_or_id = embedded_model_path()
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32

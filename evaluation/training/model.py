@@ -63,7 +63,7 @@ def build_model(spec: dict, tokenizer_text=(), meta: bool = False):
                 if getattr(vision_config, "model_type", "") == "clip":
                     vision = AutoModel.from_config(vision_config.vision_config)
                 llm = AutoModelForCausalLM.from_config(text_config)
-                llm.resize_token_embeddings(vocab + 2)
+                llm.resize_token_embeddings(vocab + 2, mean_resizing=False)
                 model = KptLLMForKeypoints(config, vision_model=vision, language_model=llm)
             return model, None
         return build_from_parts(spec["vision"], spec["llm"], **kptllm_kwargs)

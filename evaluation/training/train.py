@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch.utils.data import DataLoader, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
@@ -51,6 +51,7 @@ class TrainSettings:
     log_every: int = 10
     save_every: int = 500
     time_limit: float | None = None  # seconds; save and stop when reached
+    stop_after: int | None = None  # save and stop after this step (the schedule still spans `steps`)
 
 
 @dataclass
@@ -94,7 +95,10 @@ class StepSampler(Sampler):
 
 def build_mixture(config: TrainConfig, processor) -> TrainingMixture:
     data = config.data
-    base = config.path.parent if config.path else None
+    root = os.path.expandvars(str(data["root"])) if data.get("root") else None
+    if root is not None and "$" in root:
+        raise ValueError(f"data.root {data['root']!r}: set the environment variable it names")
+    base = Path(root) if root else (config.path.parent if config.path else None)
     sources, weights = list_sources(data.get("sources", [{"type": "keypointworld"}]), base)
     return TrainingMixture(processor, sources, weights, seed=config.train.seed,
                            questions_per_image=int(data.get("questions_per_image", 8)),
@@ -153,7 +157,9 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     """Run (or resume) training; returns {"step", "loss", "output"}."""
     settings = config.train
     output = Path(output)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
+    # Batches without keypoint prompts (text-only) leave the prompt modules without gradients: DDP must allow it.
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     checkpoint = output / "checkpoint"
     if resume and not (checkpoint / "step.json").is_file():
         raise ValueError(f"--resume: no checkpoint in {checkpoint}")
@@ -223,12 +229,19 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             bar.update(1)
         out_of_time = settings.time_limit is not None and time.time() - began > settings.time_limit
         out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum") > 0)
+        out_of_time = out_of_time or (settings.stop_after is not None and step >= settings.stop_after)
         if step % settings.save_every == 0 or step == settings.steps or out_of_time:
             _save(accelerator, model, processor, output, step)
         if out_of_time:
             break
     if bar:
         bar.close()
+    # Every process reports a checksum of its weights: data-parallel replicas must agree exactly.
+    local = torch.tensor([float(sum(p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()))],
+                         dtype=torch.float64, device=accelerator.device)
+    checksums = accelerator.gather(local).tolist()
+    if accelerator.is_main_process:
+        (output / "final_state.json").write_text(json.dumps({"step": step, "weight_checksums": checksums}))
     if step == start:  # nothing ran (already finished): keep the files as they are
         return {"step": step, "loss": None, "output": str(output)}
     return {"step": step, "loss": last_loss, "output": str(output)}

@@ -30,9 +30,40 @@ def _objects(count: int, seed: int):
     return found[:count]
 
 
-def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold: float = 0.2) -> dict:
-    """PCK (text, visual) and semantic accuracy over `objects` held-out objects."""
+def off_centre(image, obj, rng, fill=None):
+    """The same object pasted into a larger, non-square canvas at a random offset (box and keypoints shifted).
+
+    `fill`: the canvas colour; None = random. With the processor's fill colour (what the crop puts
+    outside an image) the model sees pixel-identical crops, so any change in the answers is a frame bug.
+    """
+    from PIL import Image
+
+    from ..data.keypointworld import SceneObject
+
+    width, height = int(image.width * rng.uniform(1.4, 2.2)), int(image.height * rng.uniform(1.1, 1.6))
+    dx, dy = int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1))
+    colour = tuple(int(v) for v in rng.integers(0, 256, 3)) if fill is None else tuple(fill)
+    canvas = Image.new("RGB", (width, height), colour)
+    canvas.paste(image, (dx, dy))
+    kpts = obj.keypoints.copy()
+    kpts[kpts[:, 2] > 0, :2] += (dx, dy)
+    x, y, w, h = obj.bbox
+    return canvas, SceneObject(obj.category, kpts, (x + dx, y + dy, w, h), obj.area)
+
+
+def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold: float = 0.2,
+             shift: bool = False, neutral_canvas: bool = False) -> dict:
+    """PCK (text, visual) and semantic accuracy over `objects` held-out objects.
+
+    `shift`: the same objects, each pasted off-centre into a larger non-square canvas (a crop or
+    inverse-map bug shows up as a drop against `shift=False`); `neutral_canvas` fills the canvas with
+    the processor's fill colour, so only the frames change, not the pixels the model sees.
+    """
     pool = _objects(objects * 2, seed)
+    if shift:
+        rng = np.random.default_rng([seed, 1])
+        fill = predictor.processor.fill if neutral_canvas else None
+        pool = [off_centre(image, obj, rng, fill) for image, obj in pool]
     queries, supports = pool[:objects], pool[objects:]
     hits = {"text": [], "visual": [], "semantic": []}
     for n, (image, obj) in enumerate(queries):
@@ -68,6 +99,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--objects", type=int, default=40)
+    parser.add_argument("--shift", action="store_true", help="objects off-centre in larger canvases")
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
@@ -75,7 +107,7 @@ def main(argv=None) -> None:
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     predictor = KeypointPredictor.from_pretrained(args.model, device=args.device, dtype=dtype)
-    print(json.dumps(validate(predictor, args.objects)))
+    print(json.dumps(validate(predictor, args.objects, shift=args.shift)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""KeypointWorld: deterministic, valid COCO, the left/right colour rule, and the training mixture's flips."""
+
+import json
+
+import numpy as np
+import pytest
+
+from evaluation.cli import main
+from evaluation.data import KeypointDataset
+from evaluation.data.keypointworld import CATEGORIES, render_scene, write_dataset
+from evaluation.training.data import CocoSource, Instance
+
+
+def test_scenes_are_deterministic_for_a_seed():
+    a, b = render_scene(np.random.default_rng([5, 1])), render_scene(np.random.default_rng([5, 1]))
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert all(np.array_equal(x.keypoints, y.keypoints) for x, y in zip(a.objects, b.objects))
+    c = render_scene(np.random.default_rng([5, 2]))
+    assert not np.array_equal(np.asarray(a.image)[:50, :50], np.asarray(c.image)[:50, :50])
+
+
+def test_every_category_appears_with_names_inside_the_image_and_box():
+    seen = set()
+    for i in range(60):
+        scene = render_scene(np.random.default_rng([11, i]))
+        for obj in scene.objects:
+            seen.add(obj.category.name)
+            labelled = obj.keypoints[:, 2] > 0
+            xy = obj.keypoints[labelled, :2]
+            assert (xy >= 0).all() and (xy[:, 0] < scene.image.width).all() and (xy[:, 1] < scene.image.height).all()
+            x, y, w, h = obj.bbox
+            assert w > 0 and h > 0
+    assert seen == set(CATEGORIES)
+    assert len(CATEGORIES["person"].keypoints) == 17 and CATEGORIES["person"].keypoints[1] == "left eye"
+
+
+def test_left_parts_are_warm_and_right_parts_cool():
+    """The world's rule that makes left/right learnable: sample the pixel under visible wrists and paws."""
+    checked = 0
+    for i in range(80):
+        scene = render_scene(np.random.default_rng([13, i]), categories=["person"], num_objects=1)
+        pixels = np.asarray(scene.image.convert("HSV"))
+        for obj in scene.objects:
+            for k, name in enumerate(obj.category.keypoints):
+                if name.endswith("wrist") and obj.keypoints[k, 2] == 2:
+                    x, y = obj.keypoints[k, :2].astype(int)
+                    hue = float(pixels[y, x, 0]) * 360 / 255
+                    assert (hue <= 45 or hue >= 350) if name.startswith("left") else (180 <= hue <= 250), (i, name, hue)
+                    checked += 1
+    assert checked > 20
+
+
+def test_synth_writes_a_coco_file_the_reader_loads(tmp_path):
+    assert main(["synth", "--out", str(tmp_path / "kw"), "--n", "4", "--seed", "3"]) == 0
+    data = KeypointDataset.load(tmp_path / "kw" / "annotations.json", tmp_path / "kw" / "images")
+    assert len(data.annotations) >= 4
+    assert all(data.images[a.image_id].path is not None for a in data.annotations)
+    first = json.loads((tmp_path / "kw" / "annotations.json").read_text())
+    write_dataset(tmp_path / "again", 4, 3)
+    assert json.loads((tmp_path / "again" / "annotations.json").read_text()) == first
+    assert main(["synth", "--out", str(tmp_path / "x"), "--n", "0", "--seed", "3"]) == 2
+
+
+def test_flip_swaps_left_and_right_on_a_real_coco_person():
+    from tests.realdata import REAL
+
+    source = CocoSource(REAL / "coco" / "test_coco.json", REAL / "coco", catalog_key="coco")
+    ann = next(a for a in source.dataset.annotations if a.keypoints[1, 2] > 0 and a.keypoints[2, 2] > 0)
+    inst = source._instance(ann)
+    flipped = inst.flipped()
+    width = inst.image.width
+    # the left eye of the mirror image is the mirrored right eye, and the image is mirrored too
+    assert flipped.keypoints[1, 0] == pytest.approx(width - inst.keypoints[2, 0])
+    assert flipped.keypoints[1, 1] == pytest.approx(inst.keypoints[2, 1])
+    assert flipped.keypoints[2, 0] == pytest.approx(width - inst.keypoints[1, 0])
+    assert flipped.keypoints[0, 0] == pytest.approx(width - inst.keypoints[0, 0])  # nose has no pair
+    x, y, w, h = inst.bbox
+    assert flipped.bbox == pytest.approx((width - x - w, y, w, h))
+    px = np.asarray(inst.image)[int(y + h / 2), int(x + w / 4)]
+    assert np.array_equal(np.asarray(flipped.image)[int(y + h / 2), width - 1 - int(x + w / 4)], px)
+    assert flipped.flipped().keypoints == pytest.approx(inst.keypoints)
+
+
+def test_flip_leaves_unlabelled_keypoints_at_zero():
+    from PIL import Image
+
+    kpts = np.array([[10.0, 5.0, 2], [0.0, 0.0, 0], [30.0, 5.0, 1]])
+    inst = Instance(Image.new("RGB", (40, 20)), (5, 2, 30, 10), kpts, ("nose", "left eye", "right eye"), ((1, 2),))
+    out = inst.flipped().keypoints
+    assert out.tolist() == [[30.0, 5.0, 2], [10.0, 5.0, 1], [0.0, 0.0, 0]]

@@ -1,0 +1,63 @@
+"""The embedded KeypointWorld model: loads with no argument, answers, and keeps its held-out accuracy.
+
+The thresholds are the accuracy measured for the shipped checkpoint (docs and the model card) minus a
+margin for the small sample; the off-centre check is what catches crop and inverse-map bugs: the same
+objects pasted at an offset into larger non-square canvases must score the same.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kptllm import KeypointPredictor
+from kptllm.embedded import EMBEDDED_MODEL_DIR, embedded_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return KeypointPredictor.from_pretrained(device="cpu")
+
+
+def test_the_embedded_model_ships_small_and_loads_with_no_argument(embedded):
+    assert embedded_model_path() == EMBEDDED_MODEL_DIR
+    weights = sum(f.stat().st_size for f in EMBEDDED_MODEL_DIR.glob("*.safetensors"))
+    assert weights <= 30 * 2 ** 20
+    assert (EMBEDDED_MODEL_DIR / "README.md").is_file()
+    assert embedded.model.projector.weight.dtype.is_floating_point
+
+
+def test_missing_embedded_model_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("KPTLLM_EMBEDDED_MODEL", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="embedded model"):
+        KeypointPredictor.from_pretrained()
+
+
+def test_main_job_prints_parsed_answers_without_a_model_argument():
+    example = json.loads((ROOT / "assets" / "examples" / "keypointworld.json").read_text())["keypointworld_person.jpg"]
+    bbox = ",".join(str(v) for v in example["bbox"])
+    out = subprocess.run([sys.executable, "-m", "evaluation.cli", "predict", "--image",
+                          str(ROOT / "assets" / "examples" / "keypointworld_person.jpg"), "--bbox", bbox,
+                          "--keypoints", "left shoulder,right knee", "--json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["keypoints"]
+    assert [r["parsed"] for r in rows] == [True, True]
+    assert [r["text"] for r in rows] == ["left shoulder", "right knee"]
+
+
+def test_held_out_accuracy_and_no_loss_off_centre(embedded):
+    from evaluation.training.validate import validate
+
+    plain = validate(embedded, objects=25)
+    shifted = validate(embedded, objects=25, shift=True, neutral_canvas=True)
+    assert plain["text_pck@0.2"] >= 0.55, plain
+    assert plain["visual_pck@0.2"] >= 0.30, plain
+    assert plain["semantic_accuracy"] >= 0.20, plain
+    assert shifted["text_pck@0.2"] >= plain["text_pck@0.2"] - 0.03, (plain, shifted)
+    assert shifted["visual_pck@0.2"] >= plain["visual_pck@0.2"] - 0.03, (plain, shifted)
+    assert shifted["semantic_accuracy"] >= plain["semantic_accuracy"] - 0.03, (plain, shifted)

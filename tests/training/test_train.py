@@ -1,0 +1,109 @@
+"""Training: loss goes down, resume continues the same curve, two CPU processes stay in sync."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from evaluation.cli import main
+from evaluation.training.data import TrainingMixture, KeypointWorldSource, tokenizer_corpus
+from evaluation.training.model import build_model
+from evaluation.training.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = """
+model:
+  type: scratch
+  tokenizer_vocab: 700
+  vision: {model_type: dinov2, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, patch_size: 16, image_size: 64}
+  llm: {model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256}
+  kptllm: {image_size: 64, prompt_pe_dim: 32, prompt_extractor_heads: 2, llm_tuning: full, vision_tuning: full, lora_dropout: 0.0}
+data:
+  sources: [{type: keypointworld}]
+  questions_per_image: 3
+  flip_prob: 0.0
+train: {steps: 6, images_per_step: 2, lr: 2.0e-3, warmup_steps: 1, log_every: 1, save_every: 100, num_workers: 0}
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_config):
+    config = TrainConfig.load(tiny_config)
+    torch.manual_seed(0)
+    model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    mixture = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=3, flip_prob=0.0)
+    batch = mixture.collate([mixture[i] for i in range(2)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
+    model.train()
+    first = None
+    for _ in range(15):
+        loss = model(**batch).loss
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.8 * first
+
+
+def test_resume_continues_the_same_loss_curve(tiny_config, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", "--config", str(tiny_config), "--output", str(straight), "--no-progress"]) == 0
+    assert main(["train", "--config", str(tiny_config), "--output", str(stopped), "--stop-after", "3", "--no-progress"]) == 0
+    assert len(_losses(stopped)) == 3
+    assert main(["train", "--config", str(tiny_config), "--output", str(stopped), "--resume", "--no-progress"]) == 0
+    assert _losses(stopped) == pytest.approx(_losses(straight), rel=1e-5)
+    assert (stopped / "loss.png").is_file() and (stopped / "model" / "config.json").is_file()
+    # the saved model is a normal checkpoint
+    from kptllm import KeypointPredictor
+
+    predictor = KeypointPredictor.from_pretrained(stopped / "model", device="cpu")
+    predictor.set_image(str(ROOT / "assets" / "examples" / "keypointworld_person.jpg"))
+    assert len(predictor.detect(["nose"])) == 1
+
+
+def test_a_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--output", str(run), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train", "--config", str(tiny_config), "--output", str(run), "--stop-after", "1", "--no-progress"]) == 0
+    assert main(["train", "--config", str(tiny_config), "--output", str(run), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_dry_run_of_the_paper_configs_prints_sizes_without_downloading(capsys):
+    for name, low, high in (("kptllm_pp.yaml", 6.5e9, 8e9), ("kptllm.yaml", 6.5e9, 8e9)):
+        assert main(["train", "--config", str(ROOT / "configs" / name), "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        line = next(l for l in out.splitlines() if "total" in l)
+        total = int(line.split("total")[1].split()[0].replace(",", ""))
+        assert low < total < high, (name, total)
+        assert "data:" in out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo on linux")
+def test_two_cpu_processes_through_torchrun_end_with_the_same_weights(tiny_config, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "evaluation.cli", "train",
+           "--config", str(tiny_config), "--output", str(run), "--steps", "3", "--no-progress"]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((run / "final_state.json").read_text())
+    assert len(state["weight_checksums"]) == 2
+    assert state["weight_checksums"][0] == state["weight_checksums"][1]
+    assert json.loads((run / "run.json").read_text())["processes"] == 2
