@@ -39,27 +39,41 @@ class KeypointSample:
 
 
 def collate_samples(processor: KptLLMProcessor, samples: list[KeypointSample]) -> dict[str, torch.Tensor]:
-    """Batch samples: input_ids, attention_mask, labels, pixel_values, and the kpt prompt tensors."""
+    """Batch samples: input_ids, attention_mask, labels, pixel_values, and the kpt prompt tensors.
+
+    Each distinct `PreparedImage` (by identity) is stored once: several questions about one image share
+    its row of `pixel_values` through `image_index [B]`, and supports are deduplicated the same way, so
+    the visual encoder runs once per image, not once per question.
+    """
     features, pixel_values, support_pixels = [], [], []
+    image_rows: dict[int, int] = {}
+    support_rows: dict[int, int] = {}
+    image_index = []
     kpt_points, kpt_support_ids, kpt_slot_ids = [], [], []
     num_slots = 0  # one <kpt> slot per prompted sample, in batch order
     for sample in samples:
         task = Task(sample.task)
         xy = None if sample.xy is None else tuple(float(v) for v in sample.query.crop.to_crop(sample.xy).clip(0, 1))
         features.append(processor.training_features(build_conversation(task, sample.text, sample.semantics, xy)))
-        pixel_values.append(sample.query.pixel_values)
+        if id(sample.query) not in image_rows:
+            image_rows[id(sample.query)] = len(pixel_values)
+            pixel_values.append(sample.query.pixel_values)
+        image_index.append(image_rows[id(sample.query)])
         if task.has_kpt_prompt:
             supports = [sample.query] if task is Task.SEMANTIC else sample.supports
             if not supports or len(sample.support_points) != len(supports):
                 raise ValueError(f"a {task.value} sample needs one support point per support image")
             for support, point in zip(supports, sample.support_points):
                 kpt_points.append([float(v) for v in support.crop.to_crop(point)])
-                kpt_support_ids.append(len(support_pixels))
+                if id(support) not in support_rows:
+                    support_rows[id(support)] = len(support_pixels)
+                    support_pixels.append(support.pixel_values)
+                kpt_support_ids.append(support_rows[id(support)])
                 kpt_slot_ids.append(num_slots)
-                support_pixels.append(support.pixel_values)
             num_slots += 1
     batch = processor.collate_text(features)
     batch["pixel_values"] = torch.stack(pixel_values)
+    batch["image_index"] = torch.tensor(image_index, dtype=torch.long)
     if kpt_points:
         batch["support_pixel_values"] = torch.stack(support_pixels)
         batch["kpt_points"] = torch.tensor(kpt_points, dtype=torch.float32)

@@ -151,6 +151,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         kpt_points: torch.Tensor | None = None,
         kpt_support_ids: torch.Tensor | None = None,
         kpt_slot_ids: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache=None,
@@ -163,12 +164,15 @@ class KptLLMForKeypoints(PreTrainedModel):
 
         Args:
             input_ids: `[B, L]` with `<image>` x N in rows that have a query image and one `<kpt>` per prompt.
-            pixel_values: `[B', 3, S, S]` query crops, one per row containing `<image>`.
+            pixel_values: `[B', 3, S, S]` query crops, one per row containing `<image>`; or, with
+                `image_index [B']`, the distinct crops `[U, 3, S, S]` and which one each such row shows.
             support_pixel_values: `[M, 3, S, S]` support crops (for task (a) pass the query crop again).
             kpt_points, kpt_support_ids, kpt_slot_ids: see `encode_prompts`; slot ids default to one point per slot.
         """
         if inputs_embeds is None:
             image_tokens = None if pixel_values is None else self.project_image(self.encode_images(pixel_values))
+            if image_tokens is not None and image_index is not None:
+                image_tokens = image_tokens[image_index]
             kpt_tokens = None
             if kpt_points is not None:
                 if support_pixel_values is None or kpt_support_ids is None:

@@ -107,3 +107,23 @@ def test_two_cpu_processes_through_torchrun_end_with_the_same_weights(tiny_confi
     assert len(state["weight_checksums"]) == 2
     assert state["weight_checksums"][0] == state["weight_checksums"][1]
     assert json.loads((run / "run.json").read_text())["processes"] == 2
+
+
+def test_shared_images_in_a_batch_are_encoded_once_with_the_same_loss(tiny_config):
+    """Questions about one image share its crop (`image_index`); the loss equals one crop per row."""
+    config = TrainConfig.load(tiny_config)
+    model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    mixture = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=4, flip_prob=0.0,
+                              task_weights={"visual": 0.5, "text": 0.5})
+    batch = mixture.collate([mixture[i] for i in range(3)])
+    rows = batch["input_ids"].shape[0]
+    assert batch["pixel_values"].shape[0] == 3 < rows
+    assert batch["support_pixel_values"].shape[0] < len(batch["kpt_points"])
+    expanded = dict(batch)
+    expanded["pixel_values"] = batch["pixel_values"][batch["image_index"]]
+    del expanded["image_index"]
+    expanded["support_pixel_values"] = batch["support_pixel_values"][batch["kpt_support_ids"]]
+    expanded["kpt_support_ids"] = torch.arange(len(batch["kpt_points"]))
+    model.eval()
+    with torch.no_grad():
+        assert model(**batch).loss.item() == pytest.approx(model(**expanded).loss.item(), rel=1e-5)
