@@ -30,8 +30,9 @@ GENERIC = {
     "ap10k-different-order": ("ap10k", "AP-10K cross-species (CLAMP): test family Canidae; OKS AP"),
     "ap10k-same-order": ("ap10k", "AP-10K cross-species (CLAMP): test family Felidae; OKS AP"),
 }
-BENCHMARKS = ["mp100", *GENERIC]
-TASKS = {"mp100": ("visual", "semantic"), **{name: ("text",) for name in GENERIC}}
+BENCHMARKS = ["mp100", *GENERIC, "keypointworld"]
+TASKS = {"mp100": ("visual", "semantic"), **{name: ("text",) for name in GENERIC},
+         "keypointworld": ("text", "visual", "semantic")}
 
 
 @dataclass
@@ -55,7 +56,32 @@ class Benchmark:
             return (f"MP-100 {self.shots}-shot episodes (POMNet/CapeFormer sampler, seed {self.seed}, {self.episodes} "
                     f"episodes x 15 queries per category); PCK of max(w, h) of the sanitised query box, keypoints "
                     "visible in the query and every support")
+        if self.name == "keypointworld":
+            return {"text": "KeypointWorld, GT boxes, the file's keypoint names as text prompts; PCK@0.2 of max(w, h) "
+                            "of the box over all labelled keypoints",
+                    "visual": f"KeypointWorld, {self.shots}-shot: supports are other instances of the query's category "
+                              f"(seed {self.seed}); PCK of max(w, h), keypoints visible in the query and every support",
+                    "semantic": "KeypointWorld, every labelled keypoint of every instance; accuracy of the named keypoint",
+                    }[self.task]
         return GENERIC[self.name][1]
+
+
+def _keypointworld_supports(dataset: KeypointDataset, shots: int, seed: int) -> list[dict]:
+    """One unit per instance: `shots` other instances of its category (deterministic in seed and ids)."""
+    by_category: dict[int, list[int]] = {}
+    for ann in dataset.annotations:
+        if not ann.iscrowd and ann.num_keypoints > 0 and dataset.images[ann.image_id].path is not None:
+            by_category.setdefault(ann.category_id, []).append(ann.id)
+    units = []
+    for category_id, ids in sorted(by_category.items()):
+        if len(ids) <= shots:
+            continue
+        for ann_id in ids:
+            others = [i for i in ids if i != ann_id]
+            rng = np.random.default_rng([seed, ann_id])
+            support = [others[int(k)] for k in rng.choice(len(others), size=shots, replace=False)]
+            units.append({"episode": ann_id, "category_id": category_id, "support_ids": support, "query_id": ann_id})
+    return units
 
 
 def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None, shots: int = 1,
@@ -66,7 +92,9 @@ def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None
     if task not in TASKS[name]:
         raise ValueError(f"benchmark {name} supports tasks {', '.join(TASKS[name])}, not {task!r}")
     bench = Benchmark(name, dataset, task, shots, episodes, seed)
-    if name == "mp100" and task == "visual":
+    if name == "keypointworld" and task == "visual":
+        bench.units = _keypointworld_supports(dataset, shots, seed)
+    elif name == "mp100" and task == "visual":
         for number, episode in enumerate(make_episodes(dataset, shots, episodes=episodes, seed=seed)):
             for query in episode.query_ids:
                 bench.units.append({"episode": number, "category_id": episode.category_id,
@@ -149,9 +177,39 @@ def score(bench: Benchmark, predictions: list[dict]) -> dict:
     """Metric values, counts and breakdowns of a finished run."""
     if bench.task == "semantic":
         return _score_semantic(bench, predictions)
+    if bench.name == "keypointworld":
+        scored = _score_cape(bench, predictions) if bench.task == "visual" else _score_keypointworld(bench, predictions)
+        scored["metrics"]["pck@0.2"] = scored["metrics"]["PCK@0.2"]
+        return scored
     if bench.name == "mp100":
         return _score_cape(bench, predictions)
     return _score_generic(bench, predictions)
+
+
+def _score_keypointworld(bench, predictions):
+    """Text prompts over categories with different keypoint sets: PCK@0.2 of max(w, h), pooled over all
+    labelled keypoints (strict <), with per-category and per-keypoint ("category/name") breakdowns."""
+    ds = bench.dataset
+    hits: dict[tuple[str, str], list[bool]] = {}
+    for unit, pred in zip(bench.units, predictions):
+        ann = ds.annotation(unit["ann_id"])
+        category = ds.category_of(ann)
+        rows = np.asarray(pred["keypoints"], dtype=np.float64)
+        norm = max(ann.bbox[2], ann.bbox[3])
+        for k, (x, y, v) in enumerate(ann.keypoints):
+            if v <= 0:
+                continue
+            ok = rows[k, 2] > 0 and np.hypot(rows[k, 0] - x, rows[k, 1] - y) / norm < 0.2
+            hits.setdefault((category.name, category.keypoint_names[k]), []).append(bool(ok))
+    every = [h for v in hits.values() for h in v]
+    per_category: dict[str, list[bool]] = {}
+    for (category, _), v in hits.items():
+        per_category.setdefault(category, []).extend(v)
+    return {"metrics": {"PCK@0.2": float(np.mean(every)) if every else 0.0},
+            "counts": {"instances": len(predictions), "keypoints": len(every),
+                       "unparsed": sum(not ok for p in predictions for ok in p["parsed"])},
+            "per_keypoint": {f"{c}/{n}": float(np.mean(v)) for (c, n), v in hits.items()},
+            "per_category": {c: {"PCK@0.2": float(np.mean(v)), "keypoints": len(v)} for c, v in per_category.items()}}
 
 
 def _score_semantic(bench, predictions):

@@ -89,7 +89,7 @@ def _synth(args) -> None:
 
     if args.n < 1:
         raise UserError("--n must be >= 1")
-    path = write_dataset(args.out, args.n, args.seed)
+    path = write_dataset(args.out, args.n, args.seed, offcentre=args.offcentre)
     print(json.dumps({"annotations": str(path), "images": str(path.parent / "images"), "n": args.n, "seed": args.seed}))
 
 
@@ -146,6 +146,8 @@ def build_full_parser():
     synth.add_argument("--out", required=True)
     synth.add_argument("--n", type=int, required=True, help="number of images")
     synth.add_argument("--seed", type=int, required=True)
+    synth.add_argument("--offcentre", action="store_true",
+                       help="the same scenes pasted off-centre into larger non-square canvases")
     synth.set_defaults(run=_synth)
     return parser
 

@@ -94,7 +94,7 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     out_dir = Path(out)
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
     settings = {"model": str(model), "checkpoint_sha256": checkpoint_hash(model), "benchmark": benchmark,
-                "task": bench.task, "shots": shots if benchmark == "mp100" else None, "episodes": episodes,
+                "task": bench.task, "shots": shots if bench.task == "visual" else None, "episodes": episodes,
                 "seed": seed, "limit": limit, "chunk_size": chunk_size,
                 "annotations_sha256": file_sha256(Path(annotations)), "units": len(units)}
     run_file = out_dir / "run.json"

@@ -61,3 +61,20 @@ def test_held_out_accuracy_and_no_loss_off_centre(embedded):
     assert shifted["text_pck@0.2"] >= plain["text_pck@0.2"] - 0.03, (plain, shifted)
     assert shifted["visual_pck@0.2"] >= plain["visual_pck@0.2"] - 0.03, (plain, shifted)
     assert shifted["semantic_accuracy"] >= plain["semantic_accuracy"] - 0.03, (plain, shifted)
+
+
+def test_kptllm_eval_on_held_out_keypointworld_and_off_centre_copies(tmp_path):
+    """The benchmark of record, through the CLI: held-out seeds, then the same scenes off-centre."""
+    from evaluation.cli import main
+
+    records = {}
+    for variant, extra in (("plain", []), ("offcentre", ["--offcentre"])):
+        data = tmp_path / variant
+        assert main(["synth", "--out", str(data), "--n", "12", "--seed", "515151", *extra]) == 0
+        assert main(["eval", "--benchmark", "keypointworld", "--task", "text", "--annotations",
+                     str(data / "annotations.json"), "--images", str(data / "images"), "--out", str(tmp_path / f"r-{variant}")]) == 0
+        records[variant] = json.loads((tmp_path / f"r-{variant}" / "record.json").read_text())
+    plain, moved = records["plain"]["metrics"]["pck@0.2"], records["offcentre"]["metrics"]["pck@0.2"]
+    assert plain >= 0.5, records["plain"]["metrics"]
+    assert abs(moved - plain) <= 0.06, (plain, moved)
+    assert records["plain"]["counts"]["unparsed"] == 0

@@ -489,10 +489,29 @@ def coco_categories() -> list[dict]:
              "skeleton": [[a + 1, b + 1] for a, b in c.skeleton]} for c in CATEGORIES.values()]
 
 
-def write_dataset(out, n: int, seed: int, quality: int = 95) -> Path:
+def off_centre(scene: Scene, rng) -> Scene:
+    """The same scene pasted at a random offset into a larger, non-square canvas of one random colour;
+    boxes and keypoints move with it. Scores on such a copy must match the original's: a model's crop and
+    its inverse map are the only things that change (and the colour beyond the old border)."""
+    image = scene.image
+    width, height = int(image.width * rng.uniform(1.4, 2.2)), int(image.height * rng.uniform(1.1, 1.6))
+    dx, dy = int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1))
+    canvas = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    canvas.paste(image, (dx, dy))
+    moved = Scene(canvas)
+    for obj in scene.objects:
+        kpts = obj.keypoints.copy()
+        kpts[kpts[:, 2] > 0, :2] += (dx, dy)
+        x, y, w, h = obj.bbox
+        moved.objects.append(SceneObject(obj.category, kpts, (x + dx, y + dy, w, h), obj.area))
+    return moved
+
+
+def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = False) -> Path:
     """Render `n` images with seed `seed` to `out/images/` and write `out/annotations.json` (COCO keypoints).
 
-    Deterministic: the same (n, seed) gives the same files. Returns the annotation file's path.
+    Deterministic: the same (n, seed) gives the same files. With `offcentre`, the same scenes pasted
+    off-centre into larger canvases (`off_centre`). Returns the annotation file's path.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -501,6 +520,8 @@ def write_dataset(out, n: int, seed: int, quality: int = 95) -> Path:
     images, annotations = [], []
     for i in range(n):
         scene = render_scene(np.random.default_rng([seed, i]))
+        if offcentre:
+            scene = off_centre(scene, np.random.default_rng([seed, i, 1]))
         name = f"kw_{seed}_{i:06d}.jpg"
         scene.image.save(out / "images" / name, quality=quality)
         images.append({"id": i + 1, "file_name": name, "width": scene.image.width, "height": scene.image.height})
@@ -509,7 +530,8 @@ def write_dataset(out, n: int, seed: int, quality: int = 95) -> Path:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": obj.category.id,
                                 "bbox": [round(v, 2) for v in obj.bbox], "area": obj.area, "iscrowd": 0,
                                 "num_keypoints": int((obj.keypoints[:, 2] > 0).sum()), "keypoints": flat})
-    data = {"info": {"description": f"KeypointWorld, {n} images, seed {seed}"}, "images": images,
+    what = f"KeypointWorld, {n} images, seed {seed}" + (", off-centre in larger canvases" if offcentre else "")
+    data = {"info": {"description": what}, "images": images,
             "annotations": annotations, "categories": coco_categories()}
     path = out / "annotations.json"
     path.write_text(json.dumps(data))
