@@ -490,13 +490,13 @@ def coco_categories() -> list[dict]:
 
 
 def off_centre(scene: Scene, rng) -> Scene:
-    """The same scene pasted at a random offset into a larger, non-square canvas of one random colour;
-    boxes and keypoints move with it. Scores on such a copy must match the original's: a model's crop and
-    its inverse map are the only things that change (and the colour beyond the old border)."""
+    """The same scene pasted at a random offset into a larger, non-square canvas with a fresh KeypointWorld
+    background (no objects); boxes and keypoints move with it. Scores on such a copy should match the
+    original's: the crop and its inverse map change, and what lies beyond the old border."""
     image = scene.image
     width, height = int(image.width * rng.uniform(1.4, 2.2)), int(image.height * rng.uniform(1.1, 1.6))
     dx, dy = int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1))
-    canvas = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    canvas = _background(rng, width, height)
     canvas.paste(image, (dx, dy))
     moved = Scene(canvas)
     for obj in scene.objects:
