@@ -44,6 +44,10 @@ def _upload(page, elem_id, path):
     page.locator(f"#{elem_id} img").first.wait_for()
 
 
+def _wait_text(page, elem_id, text):
+    page.wait_for_function("([id, t]) => (document.getElementById(id)?.innerText || '').includes(t)", arg=[elem_id, text])
+
+
 def _result_image(page, elem_id):
     page.locator(f"#{elem_id} img").first.wait_for()
     return page.locator(f"#{elem_id} img").first
@@ -60,7 +64,7 @@ def test_text_tab(page):
     page.locator("#text-names textarea").fill("nose\nleft shoulder\nright knee")
     page.locator("#text-run").click()
     _result_image(page, "text-result")
-    page.locator("#text-table").get_by_text("left shoulder").first.wait_for()
+    _wait_text(page, "text-table", "left shoulder")
     page.screenshot(path=str(page.shots / "text.png"), full_page=True)
 
 
@@ -71,7 +75,7 @@ def test_semantic_tab(page):
     box = image.bounding_box()
     image.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
     _result_image(page, "sem-result")
-    page.locator("#sem-answer h3").first.wait_for()
+    _wait_text(page, "sem-answer", "confidence")
     page.screenshot(path=str(page.shots / "semantic.png"), full_page=True)
 
 
@@ -90,7 +94,7 @@ def test_visual_tab(page):
     _upload(page, "vis-query", EXAMPLES / "keypointworld_person.jpg")
     page.locator("#vis-run").click()
     _result_image(page, "vis-result")
-    page.locator("#vis-table tbody tr").first.wait_for()
+    _wait_text(page, "vis-table", "1")
     page.screenshot(path=str(page.shots / "visual.png"), full_page=True)
 
 
@@ -105,7 +109,7 @@ def test_wild_tab(page):
 
 def test_benchmarks_tab(page):
     _tab(page, "Benchmarks")
-    page.locator("#bench-table").get_by_text("KptLLM++").first.wait_for()
+    _wait_text(page, "bench-table", "KptLLM++")
     page.locator("#bench-apply").click()
     page.locator("#bench-chart .js-plotly-plot, #bench-chart svg").first.wait_for()
     page.screenshot(path=str(page.shots / "benchmarks.png"), full_page=True)
