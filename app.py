@@ -1,12 +1,11 @@
-"""Entry point for local use and Hugging Face Spaces.
+"""Entry point for local use and Hugging Face Spaces: the Gradio demo (see demo/app.py).
 
-Until the Gradio demo lands (it will be built in `demo/` and launched from here), this forwards to the
-`kptllm` command line, e.g. `python app.py predict --model DIR --image IMG --keypoints "nose"`.
+    python app.py [--model PATH_OR_ID] [--host H] [--port P] [--share]
+
+The command line of the library is `kptllm` (`python -m kptllm`).
 """
 
-import sys
-
-from kptllm.cli import main
+from demo.app import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

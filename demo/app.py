@@ -1,0 +1,68 @@
+"""The Gradio app: `build_demo(loaded)` and `main()` (what `python app.py` runs).
+
+    python app.py [--model PATH_OR_ID] [--host H] [--port P] [--share]      # or KPTLLM_MODEL=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import gradio as gr
+
+from .model import LoadedModel, load_model
+from .tabs import benchmarks, semantic, text, visual, wild
+
+QUEUE_SIZE = 64  # waiting requests beyond this are refused ("queue full") instead of piling up
+MODEL_CONCURRENCY = 1  # the model handles one request at a time (its lock makes that so anyway)
+
+INTRO = """# KptLLM++ keypoint demo
+Three keypoint tasks with one model: **(a)** click a point and ask what keypoint it is, **(b)** mark keypoints
+on 1-5 example images and find them on another image, **(c)** name keypoints and find them. The **Benchmarks**
+tab puts the paper's numbers next to the numbers we measured."""
+
+
+def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = None, share_button: bool | None = None) -> gr.Blocks:
+    """The whole app around one loaded model. `detector`: a `kptllm.detection.GroundingDinoDetector` or None."""
+    if share_button is None:
+        share_button = bool(os.environ.get("SPACE_ID"))
+    with gr.Blocks(title="KptLLM++ keypoint demo") as demo:
+        with gr.Row():
+            gr.Markdown(INTRO)
+            if share_button:  # deep links need a public URL (Spaces or --share)
+                gr.DeepLinkButton(size="sm", scale=0, min_width=160)
+        gr.Markdown(loaded.summary, elem_id="model-summary")
+        with gr.Tabs():
+            with gr.Tab("Keypoint semantics (a)", id="semantic"):
+                semantic.build(loaded)
+            with gr.Tab("Visual prompt (b)", id="visual"):
+                visual.build(loaded)
+            with gr.Tab("Text prompt (c)", id="text"):
+                text.build(loaded)
+            with gr.Tab("In the wild", id="wild"):
+                wild.build(loaded, detector, detector_note)
+            with gr.Tab("Benchmarks", id="benchmarks"):
+                benchmarks.build()
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="KptLLM++ Gradio demo")
+    parser.add_argument("--model", default=None, help="checkpoint folder or hub id (default: $KPTLLM_MODEL, else the embedded KeypointWorld model)")
+    parser.add_argument("--detector", default=None, help="GroundingDINO folder or hub id for the In-the-wild tab "
+                        f"(default: $KPTLLM_DETECTOR, else the local copy of {wild.DEFAULT_DETECTOR} if cached)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: CUDA when available)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    loaded = load_model(args.model, device=args.device)
+    detector, note = wild.load_local_detector(args.detector or os.environ.get("KPTLLM_DETECTOR"), loaded.predictor.device)
+    demo = build_demo(loaded, detector, note, share_button=args.share or None)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                max_file_size="50mb", theme=gr.themes.Soft())

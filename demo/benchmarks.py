@@ -1,0 +1,110 @@
+"""Data behind the Benchmarks tab: paper numbers + measured records (with provenance), breakdowns, training curve.
+
+`load_results` is the one adapter to `evaluation.results`: it uses `load_records(root)` (provenance columns)
+when the installed evaluation package has it, else `measured_results` plus the record files themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation import results as ev
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "results"
+METRICS_JSONL = ROOT / "assets" / "kptllm-keypointworld" / "metrics.jsonl"
+PROVENANCE = ["model", "checkpoint_sha256", "date", "command", "annotations", "annotations_sha256", "code_version",
+              "hardware", "record"]
+COLUMNS = ["source", "task", "dataset", "setting", "method", "metric", "value"] + PROVENANCE
+
+
+def _command(record: dict) -> str:
+    """The `kptllm eval` command that produces such a record (reconstructed from its fields)."""
+    parts = ["kptllm eval", f"--model {record.get('model')}", f"--benchmark {record.get('benchmark')}"]
+    if record.get("task"):
+        parts.append(f"--task {record['task']}")
+    if record.get("shots"):
+        parts.append(f"--shots {record['shots']}")
+    if record.get("annotations"):
+        parts.append(f"--annotations {record['annotations']}")
+    if record.get("limit"):
+        parts.append(f"--limit {record['limit']}")
+    return " ".join(parts)
+
+
+def _record(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
+    """Paper rows + measured rows, one per metric value, in `COLUMNS` (provenance empty on paper rows)."""
+    paper = ev.paper_results()
+    measured = pd.DataFrame(columns=COLUMNS)
+    if results_dir is not None and Path(results_dir).exists():
+        if hasattr(ev, "load_records"):  # evaluation with provenance columns
+            measured = ev.load_records(results_dir)
+        else:
+            measured = ev.measured_results(results_dir)
+            metrics = set(measured["metric"])
+            measured = measured[~measured["metric"].map(lambda m: m != m.upper() and m.upper() in metrics)]
+        records = {p: _record(p) for p in measured["record"].dropna().unique()}
+        for column in ("model", "checkpoint_sha256", "annotations", "annotations_sha256", "code_version", "hardware", "date"):
+            from_file = measured["record"].map(lambda p, c=column: records.get(p, {}).get(c))
+            measured[column] = measured[column].where(measured[column].notna(), from_file) if column in measured else from_file
+        measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {})))
+        measured["source"] = "measured"
+        folder = measured["record"].map(lambda p: Path(p).parent.name)
+        measured["setting"] = measured["setting"].where(measured["setting"].fillna("") != "", folder)
+    table = pd.concat([paper, measured], ignore_index=True)
+    for column in COLUMNS:
+        if column not in table:
+            table[column] = None
+    table = table[COLUMNS].copy()
+    table["value"] = pd.to_numeric(table["value"], errors="coerce").round(2)
+    for column in ["task", "dataset", "setting", "method", "metric"]:
+        table[column] = table[column].fillna("").astype(str)
+    table.loc[table["task"] == "", "task"] = "keypointworld"
+    return table
+
+
+def filter_table(table: pd.DataFrame, tasks=(), datasets=(), metrics=(), methods=(), sources=()) -> pd.DataFrame:
+    keep = pd.Series(True, index=table.index)
+    for column, wanted in (("task", tasks), ("dataset", datasets), ("metric", metrics), ("method", methods),
+                           ("source", sources)):
+        if wanted:
+            keep &= table[column].isin(list(wanted))
+    return table[keep].reset_index(drop=True)
+
+
+def side_by_side(table: pd.DataFrame, methods) -> pd.DataFrame:
+    """Rows (task, dataset, setting, metric), one column per chosen method (2-3)."""
+    chosen = table[table["method"].isin(list(methods))]
+    if chosen.empty:
+        return pd.DataFrame(columns=["task", "dataset", "setting", "metric", *methods])
+    wide = chosen.pivot_table(index=["task", "dataset", "setting", "metric"], columns="method", values="value",
+                              aggfunc="last").reset_index()
+    wide.columns.name = None
+    return wide
+
+
+def breakdowns(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per category, per keypoint) of one record, values in percent; empty frames where it has none."""
+    record = _record(record_path) if record_path else {}
+    cats = [{"category": c, **{k: (round(v * 100, 2) if k != "keypoints" else v) for k, v in m.items()}}
+            for c, m in (record.get("per_category") or {}).items()]
+    kpts = []
+    for key, value in (record.get("per_keypoint") or {}).items():
+        category, _, name = key.rpartition("/")
+        kpts.append({"category": category, "keypoint": name, "value": round(value * 100, 2) if value is not None else None})
+    return pd.DataFrame(cats), pd.DataFrame(kpts, columns=["category", "keypoint", "value"])
+
+
+def training_curve(path: Path = METRICS_JSONL) -> pd.DataFrame:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return pd.DataFrame(rows)

@@ -1,0 +1,113 @@
+"""Tab: Benchmarks — paper numbers next to measured records, filters, side by side, breakdowns, provenance, training curve."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import plotly.express as px
+
+from .. import benchmarks as data
+
+MAX_BARS = 60
+
+
+def _choices(table: pd.DataFrame, column: str) -> list[str]:
+    return sorted(v for v in table[column].dropna().unique() if v != "")
+
+
+def bar_chart(rows: pd.DataFrame):
+    if rows.empty:
+        return px.bar(title="No rows match the filters")
+    rows = rows.head(MAX_BARS).copy()
+    rows["where"] = rows["dataset"] + " · " + rows["setting"] + " · " + rows["metric"]
+    figure = px.bar(rows, x="where", y="value", color="method", barmode="group", pattern_shape="source",
+                    hover_data=["task", "source"], title=f"{len(rows)} values (percent)")
+    figure.update_layout(xaxis_title="", yaxis_title="%", legend_title="method", height=460)
+    return figure
+
+
+def curve_chart(curve: pd.DataFrame):
+    if curve.empty:
+        return px.line(title="No training log")
+    curve = curve.assign(stage=curve.get("stage", 1).astype(str))
+    figure = px.line(curve, x="step", y="loss", color="stage", log_y=True,
+                     title="Embedded model: training loss (answer tokens) per step", hover_data=["lr", "elapsed"])
+    figure.update_layout(height=380)
+    return figure
+
+
+def filtered(tasks, datasets, metrics, methods, sources):
+    table = data.load_results()
+    rows = data.filter_table(table, tasks, datasets, metrics, methods, sources)
+    folder = Path(tempfile.mkdtemp(prefix="kptllm-bench-"))
+    csv = folder / "kptllm-benchmarks.csv"
+    rows.to_csv(csv, index=False)
+    return rows.drop(columns=data.PROVENANCE[:-1]), bar_chart(rows), str(csv)
+
+
+def compare(methods, tasks, datasets, metrics):
+    methods = list(methods or [])
+    if not 2 <= len(methods) <= 3:
+        raise gr.Error("Pick 2 or 3 methods to put side by side.")
+    table = data.filter_table(data.load_results(), tasks, datasets, metrics)
+    return data.side_by_side(table, methods)
+
+
+def provenance() -> pd.DataFrame:
+    table = data.load_results()
+    measured = table[table["source"] == "measured"]
+    return measured[["method", "setting", "metric", "value", *data.PROVENANCE]].reset_index(drop=True)
+
+
+def breakdown(record: str | None):
+    categories, keypoints = data.breakdowns(record)
+    chart = px.bar(title="No per-category numbers in this record")
+    if not categories.empty:
+        metric = next(c for c in categories.columns if c not in ("category", "keypoints", "accuracy_n"))
+        chart = px.bar(categories, x="category", y=metric, title=f"{metric} per category (%)", hover_data=categories.columns)
+        chart.update_layout(height=360)
+    return categories, keypoints, chart
+
+
+def build() -> None:
+    table = data.load_results()
+    records = sorted(table["record"].dropna().unique())
+    gr.Markdown("Paper numbers (KptLLM++ paper, Tables 1-16) next to the numbers measured with `kptllm eval` "
+                "(records under `results/`). Values in percent. Measured KeypointWorld numbers are **not** "
+                "comparable to the paper's benchmarks: different data and a 8.7 M-parameter model.")
+    with gr.Row():
+        tasks = gr.Dropdown(_choices(table, "task"), multiselect=True, label="Task", elem_id="bench-task")
+        datasets = gr.Dropdown(_choices(table, "dataset"), multiselect=True, label="Dataset", elem_id="bench-dataset")
+        metrics = gr.Dropdown(_choices(table, "metric"), multiselect=True, label="Metric", elem_id="bench-metric")
+        methods = gr.Dropdown(_choices(table, "method"), multiselect=True, label="Method", elem_id="bench-method")
+        sources = gr.CheckboxGroup(["paper", "measured"], value=["paper", "measured"], label="Source")
+    first_rows, first_chart, first_csv = filtered([], [], [], [], ["paper", "measured"])
+    with gr.Row():
+        apply = gr.Button("Apply filters", variant="primary", elem_id="bench-apply")
+        csv = gr.DownloadButton("Download CSV", value=first_csv, elem_id="bench-csv")
+    chart = gr.Plot(first_chart, label="Chart", elem_id="bench-chart")
+    rows = gr.Dataframe(first_rows, label="Results (search / filter in the header)", show_search="filter", interactive=False,
+                        max_height=420, elem_id="bench-table")
+    with gr.Accordion("Side by side (2-3 methods)", open=False):
+        pick = gr.Dropdown(_choices(table, "method"), value=["KptLLM", "KptLLM++"], multiselect=True, max_choices=3,
+                           label="Methods")
+        compare_btn = gr.Button("Compare", elem_id="bench-compare")
+        wide = gr.Dataframe(interactive=False, show_search="search", elem_id="bench-side")
+    with gr.Accordion("Breakdowns of a measured record (per category / per keypoint)", open=False):
+        record = gr.Dropdown(records, value=records[0] if records else None, label="Record")
+        first_cats, first_kpts, first_cat_chart = breakdown(records[0] if records else None)
+        cat_chart = gr.Plot(first_cat_chart, label="Per category")
+        with gr.Row():
+            cats = gr.Dataframe(first_cats, label="Per category", interactive=False)
+            kpts = gr.Dataframe(first_kpts, label="Per keypoint", interactive=False, show_search="filter", max_height=360)
+    with gr.Accordion("Provenance of every measured number", open=False):
+        prov = gr.Dataframe(provenance(), interactive=False, show_search="search", wrap=True, elem_id="bench-prov")
+    with gr.Accordion("Training curve of the embedded model", open=True):
+        gr.Plot(curve_chart(data.training_curve()), elem_id="bench-curve")
+    inputs = [tasks, datasets, metrics, methods, sources]
+    apply.click(filtered, inputs, [rows, chart, csv], api_name="benchmarks", queue=False)
+    compare_btn.click(compare, [pick, tasks, datasets, metrics], wide, api_name="benchmarks_side_by_side", queue=False)
+    record.change(breakdown, record, [cats, kpts, cat_chart], api_name="benchmarks_breakdown", queue=False)

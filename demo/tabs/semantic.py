@@ -1,0 +1,68 @@
+"""Tab (a) Keypoint semantics: click a point on an image -> what keypoint it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from ..inputs import check_point, load_image, parse_box
+from ..model import LoadedModel, run_describe
+from ..views import Outcome, present
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+
+
+def clicked(evt: gr.SelectData):
+    """The clicked pixel (gradio>=6.19 gives image pixels in evt.index)."""
+    x, y = evt.index[:2]
+    return float(x), float(y)
+
+
+def describe(loaded: LoadedModel, image, x, y, bbox_text):
+    image = load_image(image)
+    if x is None or y is None:
+        raise gr.Error("Click a point on the image (or type its x and y) first.")
+    point = check_point(float(x), float(y), image)
+    bbox = parse_box(bbox_text, image)
+    result = run_describe(loaded, image, bbox, [point])[0]
+    result = {**result, "xy": point}  # draw and export the asked point itself
+    answer = result["text"] if result["parsed"] else f"(no parsable answer: {result['error']})"
+    outcome = Outcome("semantic", image, [{"bbox": bbox, "results": [{**result, "query": None}]}], [answer], (),
+                      {"task": "semantic", "point": list(point), "bbox": bbox}, loaded.source)
+    annotated, _table, png, js = present(outcome, 0.0)
+    summary = f"### {answer}\nconfidence {result['score']:.2f} · point ({point[0]:.1f}, {point[1]:.1f}) · raw answer `{result['raw'].strip()}`"
+    return annotated, summary, png, js
+
+
+def examples() -> list[list]:
+    meta = json.loads((EXAMPLES / "keypointworld.json").read_text())
+    rows = []
+    for file, entry in meta.items():
+        kx, ky, _ = entry["keypoints"][0]
+        rows.append([str(EXAMPLES / file), kx, ky, ",".join(f"{v:g}" for v in entry["bbox"])])
+    return rows
+
+
+def build(loaded: LoadedModel) -> None:
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(type="pil", format="png", image_mode=None, label="Image — click a point", elem_id="sem-image")
+            with gr.Row():
+                x = gr.Number(label="x", elem_id="sem-x")
+                y = gr.Number(label="y", elem_id="sem-y")
+            bbox = gr.Textbox(label="Object box x, y, width, height (optional)", elem_id="sem-bbox")
+            run = gr.Button("What keypoint is this?", variant="primary", elem_id="sem-run")
+        with gr.Column():
+            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="sem-result")
+            answer = gr.Markdown(elem_id="sem-answer")
+            with gr.Row():
+                png = gr.DownloadButton("Annotated PNG", elem_id="sem-png")
+                js = gr.DownloadButton("Answer JSON", elem_id="sem-json")
+    fn = lambda *a: describe(loaded, *a)  # noqa: E731
+    run.click(fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe", concurrency_id="model")
+    image.select(clicked, None, [x, y], api_name="semantic_click", queue=False).then(
+        fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe_clicked", concurrency_id="model")
+    gr.Examples(examples(), [image, x, y, bbox], label="Examples (the first labelled keypoint of each drawing)",
+                cache_examples=False)

@@ -1,0 +1,209 @@
+"""Tab (b) Visual prompt: mark keypoints on 1-5 support images -> find them (and their semantics) on a query."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ..inputs import MAX_SUPPORTS, check_count, check_point, load_image, parse_box
+from ..model import LoadedModel, run_example
+from ..presets import skeleton_for
+from ..render import annotate
+from ..views import Outcome, present
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+POINT_COLUMNS = ["support", "keypoint", "x", "y", "name"]
+EXAMPLE_KEYPOINTS = 6  # the examples mark the first few keypoints of each category
+
+
+def empty_points() -> pd.DataFrame:
+    return pd.DataFrame(columns=POINT_COLUMNS)
+
+
+def _rows(points) -> list[dict]:
+    if points is None:
+        return []
+    frame = points if isinstance(points, pd.DataFrame) else pd.DataFrame(points, columns=POINT_COLUMNS[:len(points[0])] if len(points) else POINT_COLUMNS)
+    rows = []
+    for row in frame.to_dict("records"):
+        if all(v is None or v == "" or (isinstance(v, float) and math.isnan(v)) for v in row.values()):
+            continue  # blank rows of an edited table
+        rows.append(row)
+    return rows
+
+
+def add_point(support: int, points, evt: gr.SelectData):
+    """A click on support `support` marks its next keypoint (the n-th click on a support marks keypoint n)."""
+    rows = _rows(points)
+    count = sum(1 for r in rows if _int(r.get("support"), "support") == support)
+    x, y = evt.index[:2]
+    rows.append({"support": support, "keypoint": count + 1, "x": float(x), "y": float(y), "name": ""})
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def _adder(support: int):
+    def add(points, evt: gr.SelectData):  # gradio injects evt from the annotation
+        return add_point(support, points, evt)
+    return add
+
+
+def undo(points):
+    rows = _rows(points)[:-1]
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def _int(value, what: str) -> int:
+    try:
+        number = float(value)
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError):
+        raise gr.Error(f"The points table has a {what} that is not a whole number: {value!r}.") from None
+
+
+def parse_points(points, images: list) -> tuple[list[int], list[list], list[str] | None, list[int]]:
+    """(support slots used, points per used support [None = hidden], names or None, keypoint numbers)."""
+    rows = _rows(points)
+    if not rows:
+        raise gr.Error("Mark at least one keypoint: click on a support image (or fill the points table).")
+    marked: dict[tuple[int, int], tuple[float, float]] = {}
+    names: dict[int, str] = {}
+    for row in rows:
+        support, keypoint = _int(row.get("support"), "support"), _int(row.get("keypoint"), "keypoint number")
+        if not 1 <= support <= MAX_SUPPORTS:
+            raise gr.Error(f"Support numbers run from 1 to {MAX_SUPPORTS}; the table has {support}.")
+        if keypoint < 1:
+            raise gr.Error(f"Keypoint numbers start at 1; the table has {keypoint}.")
+        image = images[support - 1]
+        if image is None:
+            raise gr.Error(f"The table has points on support {support}, but support {support} has no image.")
+        try:
+            x, y = float(row.get("x")), float(row.get("y"))
+        except (TypeError, ValueError):
+            raise gr.Error(f"Keypoint {keypoint} of support {support} has no valid x, y.") from None
+        marked[(support, keypoint)] = check_point(x, y, image, f"keypoint {keypoint} of support {support}")
+        name = str(row.get("name") or "").strip()
+        if name and name.lower() != "nan":
+            names.setdefault(keypoint, name)
+    used = [k + 1 for k, image in enumerate(images) if image is not None]
+    for support in used:
+        if not any(s == support for s, _ in marked):
+            raise gr.Error(f"Support {support} has an image but no points: click on it to mark keypoints, or remove it.")
+    numbers = sorted({k for _, k in marked})
+    check_count(len(numbers))
+    per_support = [[marked.get((s, k)) for k in numbers] for s in used]
+    if names and len(names) != len(numbers):
+        raise gr.Error("Name every keypoint in the table's name column, or none of them.")
+    return used, per_support, ([names[k] for k in numbers] if names else None), numbers
+
+
+def preview(*args):
+    """Support images with their marked points (numbered), as gallery items."""
+    *images, points = args
+    rows = _rows(points)
+    items = []
+    for k, image in enumerate(images):
+        if image is None:
+            continue
+        mine = [r for r in rows if str(r.get("support")) in (str(k + 1), f"{k + 1}.0")]
+        pts, labels = [], []
+        for r in mine:
+            try:
+                pts.append((float(r["x"]), float(r["y"])))
+            except (TypeError, ValueError):
+                continue
+            name = str(r.get("name") or "").strip()
+            labels.append(f"{r['keypoint']}" + (f" {name}" if name and name != "nan" else ""))
+        items.append((annotate(image, pts, labels, min_side=256), f"support {k + 1}: {len(pts)} points"))
+    return items
+
+
+def detect_visual(loaded: LoadedModel, query, s1, s2, s3, s4, s5, points, support_boxes, bbox_text, min_score):
+    query = load_image(query, "query image")
+    raw = [s1, s2, s3, s4, s5]
+    images = [None if s is None else load_image(s, f"support image {k + 1}") for k, s in enumerate(raw)]
+    if not any(i is not None for i in images):
+        raise gr.Error("Upload at least one support image and click on it to mark keypoints.")
+    used, per_support, names, numbers = parse_points(points, images)
+    box_lines = [line.strip() for line in str(support_boxes or "").splitlines()]
+    boxes = [parse_box(box_lines[s - 1] if s - 1 < len(box_lines) else "", images[s - 1], f"box of support {s}")
+             for s in used]
+    bbox = parse_box(bbox_text, query)
+    results = run_example(loaded, query, bbox, [images[s - 1] for s in used], per_support, boxes, names)
+    for r, n in zip(results, numbers):
+        if r.get("query") is None:
+            r["query"] = f"{n}: {r['text']}" if r.get("text") else f"keypoint {n}"
+    semantics = names or [r.get("text") or "" for r in results]
+    outcome = Outcome("visual", query, [{"bbox": bbox, "results": results}], [r["query"] for r in results],
+                      skeleton_for(semantics),
+                      {"task": "visual" if names is None else "visual+text", "supports": len(used),
+                       "support_points": [[list(p) if p else None for p in pts] for pts in per_support],
+                       "support_boxes": boxes, "names": names, "bbox": bbox}, loaded.source)
+    return (*present(outcome, float(min_score)), outcome)
+
+
+def redraw(outcome, min_score):
+    if outcome is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return present(outcome, float(min_score))
+
+
+def examples() -> list[list]:
+    supports = json.loads((EXAMPLES / "keypointworld_supports.json").read_text())
+    queries = json.loads((EXAMPLES / "keypointworld.json").read_text())
+    rows = []
+    for file, entry in supports.items():
+        query_file, query = next((f, q) for f, q in queries.items() if q["category"] == entry["category"])
+        table = [[1, k + 1, x, y, ""] for k, (x, y) in enumerate(entry["keypoints"][:EXAMPLE_KEYPOINTS])]
+        rows.append([str(EXAMPLES / query_file), str(EXAMPLES / file), table,
+                     ",".join(f"{v:g}" for v in entry["bbox"]), ",".join(f"{v:g}" for v in query["bbox"])])
+    return rows
+
+
+def build(loaded: LoadedModel) -> None:
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**1. Support images** (1-5): click on a support to mark its next keypoint. The n-th click "
+                        "on each support marks keypoint n; give names in the table to ask by name too.")
+            slots = []
+            with gr.Tabs():
+                for k in range(MAX_SUPPORTS):
+                    with gr.Tab(f"Support {k + 1}", id=f"support-{k + 1}"):
+                        slots.append(gr.Image(type="pil", format="png", image_mode=None, label=f"Support {k + 1}",
+                                              elem_id=f"vis-support-{k + 1}"))
+            points = gr.Dataframe(empty_points(), headers=POINT_COLUMNS, datatype=["number", "number", "number", "number", "str"],
+                                  interactive=True, label="Marked points (editable)", elem_id="vis-points")
+            with gr.Row():
+                undo_btn = gr.Button("Undo last point", size="sm", elem_id="vis-undo")
+                clear_btn = gr.Button("Clear points", size="sm", elem_id="vis-clear")
+            support_boxes = gr.Textbox(label="Support boxes (optional): one x, y, w, h line per support", lines=2,
+                                       elem_id="vis-support-boxes")
+            marked = gr.Gallery(label="Marked supports", columns=5, height=200, elem_id="vis-marked")
+        with gr.Column():
+            gr.Markdown("**2. Query image**")
+            query = gr.Image(type="pil", format="png", image_mode=None, label="Query image", elem_id="vis-query")
+            bbox = gr.Textbox(label="Query object box x, y, w, h (optional)", elem_id="vis-bbox")
+            run = gr.Button("Find these keypoints", variant="primary", elem_id="vis-run")
+            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="vis-result")
+            min_score = gr.Slider(0, 1, value=0.05, step=0.01, label="Hide keypoints below this confidence")
+            with gr.Row():
+                png = gr.DownloadButton("Annotated PNG", elem_id="vis-png")
+                js = gr.DownloadButton("Keypoints JSON (COCO)", elem_id="vis-json")
+            table = gr.Dataframe(label="Keypoints found", interactive=False, elem_id="vis-table")
+    state = gr.State(None)
+    for k, slot in enumerate(slots):
+        slot.select(_adder(k + 1), points, points, api_name=f"visual_click_{k + 1}", queue=False)
+    undo_btn.click(undo, points, points, api_name="visual_undo", queue=False)
+    clear_btn.click(empty_points, None, points, api_name="visual_clear", queue=False)
+    gr.on([points.change] + [s.change for s in slots], preview, [*slots, points], marked, api_name="visual_preview")
+    run.click(lambda *a: detect_visual(loaded, *a), [query, *slots, points, support_boxes, bbox, min_score],
+              [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model")
+    min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="visual_redraw")
+    gr.Examples(examples(), [query, slots[0], points, support_boxes, bbox],
+                label="Examples (support: another drawing of the same category, first keypoints marked)",
+                cache_examples=False)

@@ -1,0 +1,74 @@
+"""Results -> what a tab shows and exports: annotated image, table, PNG and JSON. Shared by every tab."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pandas as pd
+from PIL import Image
+
+from .export import export_json, write_exports
+from .inputs import xywh_to_xyxy
+from .render import annotate
+
+TABLE_COLUMNS = ["object", "#", "keypoint", "x", "y", "score", "model says", "shown"]
+
+
+@dataclass
+class Outcome:
+    """One answered request, kept in the session's gr.State so the confidence slider can redraw it."""
+
+    task: str
+    image: Image.Image
+    instances: list[dict]  # [{"bbox": xywh | None, "label": str | None, "results": [dict, ...]}]
+    names: list[str]
+    skeleton: tuple = ()
+    prompt: dict = field(default_factory=dict)
+    model: str = ""
+
+
+def _label(r: dict, fallback: str) -> str:
+    return r.get("query") or r.get("text") or fallback
+
+
+def table(outcome: Outcome, min_score: float) -> pd.DataFrame:
+    rows = []
+    for o, inst in enumerate(outcome.instances):
+        for k, r in enumerate(inst["results"]):
+            xy = r.get("xy")
+            rows.append({"object": o + 1, "#": k + 1, "keypoint": _label(r, f"keypoint {k + 1}"),
+                         "x": round(xy[0], 1) if xy else None, "y": round(xy[1], 1) if xy else None,
+                         "score": round(float(r.get("score", 0.0)), 3),
+                         "model says": r.get("text") if r.get("parsed") else f"(unparsed: {r.get('error')})",
+                         "shown": bool(xy) and r.get("score", 0.0) >= min_score})
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def draw(outcome: Outcome, min_score: float) -> Image.Image:
+    points, labels, skeleton = [], [], []
+    for inst in outcome.instances:
+        offset = len(points)
+        for k, r in enumerate(inst["results"]):
+            keep = r.get("xy") is not None and r.get("score", 0.0) >= min_score
+            points.append(tuple(r["xy"]) if keep else None)
+            labels.append(_label(r, str(k + 1)))
+        skeleton += [(a + offset, b + offset) for a, b in outcome.skeleton]
+    boxes = [xywh_to_xyxy(inst["bbox"]) for inst in outcome.instances if inst.get("bbox") is not None]
+    box_labels = [inst.get("label") or "" for inst in outcome.instances if inst.get("bbox") is not None]
+    return annotate(outcome.image, points, labels, skeleton, boxes, box_labels if any(box_labels) else None)
+
+
+def present(outcome: Outcome | None, min_score: float):
+    """(annotated image, table, png path, json path) for `outcome` at `min_score`."""
+    if outcome is None:
+        return None, pd.DataFrame(columns=TABLE_COLUMNS), None, None
+    annotated = draw(outcome, min_score)
+    payload = export_json(outcome.task, outcome.prompt, outcome.image, outcome.instances, outcome.names,
+                          outcome.skeleton, outcome.model, min_score)
+    png, js = write_exports(annotated, payload, stem=f"kptllm-{outcome.task}")
+    return annotated, table(outcome, min_score), png, js
+
+
+def names_of(results: Sequence[dict]) -> list[str]:
+    return [_label(r, f"keypoint {k + 1}") for k, r in enumerate(results)]

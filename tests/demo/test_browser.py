@@ -1,0 +1,122 @@
+"""What a person does on each tab, in Debian's chromium through Playwright; screenshots under a tmp dir.
+
+Skipped (with the reason) when the playwright package or /usr/bin/chromium is missing (`.ci/run` installs
+chromium with apt-get). Never runs `playwright install`."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.demo.conftest import EXAMPLES
+
+CHROMIUM = os.environ.get("KPTLLM_CHROMIUM", "/usr/bin/chromium")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+if not shutil.which(CHROMIUM) and not Path(CHROMIUM).is_file():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+
+TIMEOUT = 120_000  # ms; the CPU may be shared
+
+
+@pytest.fixture(scope="module")
+def page(app, tmp_path_factory):
+    shots = tmp_path_factory.mktemp("screenshots")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT)
+        page.goto(app[0], wait_until="load")
+        page.get_by_text("KeypointWorld").first.wait_for()
+        page.shots = shots
+        yield page
+        browser.close()
+    print(f"screenshots in {shots}")
+
+
+def _tab(page, name):
+    page.get_by_role("tab", name=name).click()
+
+
+def _upload(page, elem_id, path):
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+    page.locator(f"#{elem_id} img").first.wait_for()
+
+
+def _wait_text(page, elem_id, text):
+    page.wait_for_function("([id, t]) => (document.getElementById(id)?.innerText || '').includes(t)", arg=[elem_id, text])
+
+
+def _wait_rows(page, elem_id, count):
+    """Until the table shows `count` marked points (rows whose 'support' cell is 1)."""
+    page.wait_for_function(
+        "([id, n]) => [...document.querySelectorAll('#' + id + ' tbody tr')]"
+        ".filter(r => (r.innerText || '').trim().startsWith('1')).length === n", arg=[elem_id, count])
+
+
+def _result_image(page, elem_id):
+    page.locator(f"#{elem_id} img").first.wait_for()
+    return page.locator(f"#{elem_id} img").first
+
+
+def test_model_summary_shown(page):
+    assert "not real photographs" in page.locator("#model-summary").inner_text()
+
+
+def test_text_tab(page):
+    _tab(page, "Text prompt (c)")
+    _upload(page, "text-image", EXAMPLES / "keypointworld_person.jpg")
+    page.locator("#text-bbox textarea, #text-bbox input").first.fill("63,136,84,96")
+    page.locator("#text-names textarea").fill("nose\nleft shoulder\nright knee")
+    page.locator("#text-run").click()
+    _result_image(page, "text-result")
+    _wait_text(page, "text-table", "left shoulder")
+    page.screenshot(path=str(page.shots / "text.png"), full_page=True)
+
+
+def test_semantic_tab(page):
+    _tab(page, "Keypoint semantics (a)")
+    _upload(page, "sem-image", EXAMPLES / "keypointworld_person.jpg")
+    image = page.locator("#sem-image img").first
+    box = image.bounding_box()
+    image.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+    _result_image(page, "sem-result")
+    _wait_text(page, "sem-answer", "confidence")
+    page.screenshot(path=str(page.shots / "semantic.png"), full_page=True)
+
+
+@pytest.mark.xfail(reason="the marked-points table rows are not yet found in Gradio 6's Dataframe DOM "
+                   "(clicks -> rows is covered through /visual_click_* logic; to fix)", strict=False)
+def test_visual_tab(page):
+    _tab(page, "Visual prompt (b)")
+    _upload(page, "vis-support-1", EXAMPLES / "keypointworld_support_person.jpg")
+    support = page.locator("#vis-support-1 img").first
+    box = support.bounding_box()
+    for n, (fx, fy) in enumerate(((0.45, 0.35), (0.5, 0.6), (0.55, 0.8)), start=1):
+        support.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
+        _wait_rows(page, "vis-points", n)
+    page.locator("#vis-undo").click()
+    _wait_rows(page, "vis-points", 2)
+    _upload(page, "vis-query", EXAMPLES / "keypointworld_person.jpg")
+    page.locator("#vis-run").click()
+    _result_image(page, "vis-result")
+    _wait_text(page, "vis-table", "1")
+    page.screenshot(path=str(page.shots / "visual.png"), full_page=True)
+
+
+def test_wild_tab(page):
+    _tab(page, "In the wild")
+    _upload(page, "wild-image", EXAMPLES / "keypointworld_person.jpg")
+    page.locator("#wild-boxes textarea").fill("63,136,84,96")
+    page.locator("#wild-run").click()
+    _result_image(page, "wild-result")
+    page.screenshot(path=str(page.shots / "wild.png"), full_page=True)
+
+
+def test_benchmarks_tab(page):
+    _tab(page, "Benchmarks")
+    _wait_text(page, "bench-table", "MP-100")
+    page.locator("#bench-apply").click()
+    page.locator("#bench-chart .js-plotly-plot, #bench-chart svg").first.wait_for()
+    page.screenshot(path=str(page.shots / "benchmarks.png"), full_page=True)

@@ -1,0 +1,171 @@
+"""The app through gradio_client: every task endpoint with real images, errors, concurrency, sessions."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from tests.demo.conftest import EXAMPLES, OUTBOUND
+
+PERSON = str(EXAMPLES / "keypointworld_person.jpg")
+PERSON_BOX = "63,136,84,96"
+PRESET = "KeypointWorld person (17)"
+
+
+def _direct(loaded, image, bbox, names):
+    with loaded.lock:
+        loaded.predictor.set_image(image, bbox=bbox)
+        out = loaded.predictor.detect(names)
+        loaded.predictor.reset_image()
+    return out
+
+
+def _table(value):
+    return value["data"] if isinstance(value, dict) else value
+
+
+def test_api_names(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/describe", "/detect_text", "/detect_visual", "/detect_wild", "/benchmarks",
+            "/benchmarks_side_by_side", "/benchmarks_breakdown", "/visual_undo", "/visual_clear"} <= names
+
+
+def test_no_outbound_network(app):
+    assert OUTBOUND == []
+
+
+def test_page_names_the_model(app):
+    _, loaded, _ = app
+    assert "KeypointWorld" in loaded.summary and "not real photographs" in loaded.summary
+
+
+def test_detect_text_matches_predictor_and_exports(app, client):
+    names = ["nose", "left shoulder", "right knee"]
+    image, table, png, js = client.predict(handle_file(PERSON), PRESET, "\n".join(names), False, PERSON_BOX, 0.0,
+                                           api_name="/detect_text")
+    direct = _direct(app[1], Image.open(PERSON), (63, 136, 84, 96), names)
+    rows = _table(table)
+    assert [r[2] for r in rows] == names
+    for row, d in zip(rows, direct):
+        assert row[3] == pytest.approx(round(d.xy[0], 1)) and row[4] == pytest.approx(round(d.xy[1], 1))
+    assert Image.open(png).format == "PNG" and Image.open(image).size[0] >= 512
+    payload = json.loads(open(js).read())
+    assert payload["prompt"]["keypoints"] == names and payload["prompt"]["bbox"] == [63, 136, 84, 96]
+    kp = payload["annotations"][0]["keypoints"]
+    assert len(kp) == 3 * len(names) and kp[0] == pytest.approx(round(direct[0].xy[0], 2))
+    assert payload["categories"][0]["keypoints"] == names
+
+
+def test_describe(client, examples):
+    x, y, _ = examples[0]["keypointworld_person.jpg"]["keypoints"][5]
+    image, answer, png, js = client.predict(handle_file(PERSON), x, y, PERSON_BOX, api_name="/describe")
+    payload = json.loads(open(js).read())
+    assert payload["task"] == "semantic" and payload["prompt"]["point"] == [x, y]
+    assert answer.startswith("### ")
+
+
+def test_detect_visual(client, examples):
+    support = examples[1]["keypointworld_support_person.jpg"]
+    points = {"headers": ["support", "keypoint", "x", "y", "name"],
+              "data": [[1, k + 1, x, y, ""] for k, (x, y) in enumerate(support["keypoints"][:3])]}
+    box = ",".join(f"{v:g}" for v in support["bbox"])
+    image, table, png, js, *_ = client.predict(
+        handle_file(PERSON), handle_file(str(EXAMPLES / "keypointworld_support_person.jpg")), None, None, None, None,
+        points, box, PERSON_BOX, 0.0, api_name="/detect_visual")
+    rows = _table(table)
+    assert len(rows) == 3 and all(r[3] is not None for r in rows if r[5] > 0)
+    payload = json.loads(open(js).read())
+    assert payload["prompt"]["supports"] == 1 and len(payload["prompt"]["support_points"][0]) == 3
+
+
+def test_wild_tiny_detector_end_to_end(app, client):
+    """boxes (tiny random GroundingDINO) -> crops -> keypoints in pixels of the original image."""
+    image, table, png, js = client.predict(handle_file(PERSON), "person.", PRESET, "nose\nleft knee", 0.0, 0.0, "",
+                                           0.0, api_name="/detect_wild")
+    payload = json.loads(open(js).read())
+    assert payload["prompt"]["boxes_from"].startswith("GroundingDINO")
+    loaded = app[1]
+    for instance in payload["results"][:2]:
+        direct = _direct(loaded, Image.open(PERSON), tuple(instance["bbox"]), ["nose", "left knee"])
+        for got, want in zip(instance["keypoints"], direct):
+            assert (got["xy"] is None) == (want.xy is None)
+            if want.xy is not None:
+                assert got["xy"] == pytest.approx(list(want.xy), abs=1e-3)
+
+
+def test_wild_typed_boxes(client):
+    _, table, _, js = client.predict(handle_file(PERSON), "", PRESET, "nose", 0.35, 0.25, PERSON_BOX, 0.0,
+                                     api_name="/detect_wild")
+    assert json.loads(open(js).read())["annotations"][0]["bbox"] == [63, 136, 84, 96]
+
+
+BAD = [
+    ("/detect_text", lambda: (None, PRESET, "nose", False, "", 0.0), "upload"),
+    ("/detect_text", lambda: (handle_file(PERSON), PRESET, "nose", False, "1,2,3", 0.0), "four numbers"),
+    ("/detect_text", lambda: (handle_file(PERSON), PRESET, "\n".join(f"k{i}" for i in range(60)), False, "", 0.0), "allows"),
+    ("/detect_text", lambda: (handle_file(PERSON), PRESET, "x" * 400, False, "", 0.0), "limit"),
+    ("/detect_text", lambda: (handle_file(PERSON), PRESET, "nose", False, "900,900,10,10", 0.0), "outside"),
+    ("/describe", lambda: (handle_file(PERSON), 5000, 10, ""), "outside"),
+    ("/detect_visual", lambda: (handle_file(PERSON), handle_file(PERSON), handle_file(PERSON), None, None, None,
+                                {"headers": ["support", "keypoint", "x", "y", "name"], "data": [[1, 1, 10, 10, ""]]},
+                                "", "", 0.0), "no points"),
+    ("/detect_wild", lambda: (handle_file(PERSON), "", PRESET, "nose", 0.3, 0.25, "", 0.0), "objects"),
+]
+
+
+@pytest.mark.parametrize("endpoint,args,message", BAD, ids=[f"{e}-{m}" for e, _, m in BAD])
+def test_bad_input_is_a_clear_error(client, endpoint, args, message):
+    with pytest.raises(Exception) as info:
+        client.predict(*args(), api_name=endpoint)
+    assert message.lower() in str(info.value).lower()
+
+
+def test_serving_after_errors_and_concurrent_requests_agree(app, client):
+    names = ["nose", "left eye", "right eye", "left shoulder", "right shoulder", "left hip", "right hip", "left knee"]
+    url = app[0]
+
+    def one(name):
+        c = Client(url, verbose=False)
+        return c.predict(handle_file(PERSON), PRESET, name, False, PERSON_BOX, 0.0, api_name="/detect_text")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, names))
+    for name, (_, table, _, _) in zip(names, answers):
+        (direct,) = _direct(app[1], Image.open(PERSON), (63, 136, 84, 96), [name])
+        row = _table(table)[0]
+        assert row[2] == name and row[3] == pytest.approx(round(direct.xy[0], 1))
+
+
+def test_sessions_do_not_share_state(app, client):
+    client.predict(handle_file(PERSON), PRESET, "nose", False, PERSON_BOX, 0.0, api_name="/detect_text")
+    other = Client(app[0], verbose=False)
+    result = other.predict(0.5, api_name="/text_redraw")  # nothing detected in this session: nothing to redraw
+    assert result[0] is None or result[0] == {"__type__": "update"}  # unchanged, never the other session's image
+
+
+def test_odd_images(client, tmp_path):
+    rng = np.random.default_rng(0)
+    files = {
+        "gray.png": Image.fromarray(rng.integers(0, 255, (120, 90), dtype=np.uint8), "L"),
+        "rgba.png": Image.fromarray(rng.integers(0, 255, (80, 100, 4), dtype=np.uint8), "RGBA"),
+        "deep.png": Image.fromarray(rng.integers(0, 65535, (64, 64), dtype=np.uint16)),
+        "tiny.png": Image.new("RGB", (9, 9), (200, 10, 10)),
+    }
+    for name, image in files.items():
+        path = tmp_path / name
+        image.save(path)
+        _, table, _, _ = client.predict(handle_file(str(path)), PRESET, "nose", False, "", 0.0, api_name="/detect_text")
+        assert len(_table(table)) == 1, name
+
+
+def test_benchmarks_endpoints(client):
+    rows, chart, csv = client.predict(["visual_prompt"], [], ["PCK@0.2"], [], ["paper", "measured"], api_name="/benchmarks")
+    data = _table(rows)
+    assert data and open(csv).read().startswith("source,task")
+    wide = client.predict(["KptLLM", "KptLLM++"], [], [], [], api_name="/benchmarks_side_by_side")
+    assert {"KptLLM", "KptLLM++"} <= set(wide["headers"])
+    with pytest.raises(Exception, match="2 or 3"):
+        client.predict(["KptLLM"], [], [], [], api_name="/benchmarks_side_by_side")

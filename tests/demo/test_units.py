@@ -1,0 +1,65 @@
+"""Drawing, export and input checks without a server."""
+
+import json
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo.export import coco_annotation
+from demo.inputs import load_image, parse_box, parse_names
+from demo.presets import presets, skeleton_for
+from demo.render import annotate
+
+
+@pytest.mark.parametrize("size,colour", [((40, 30), (0, 0, 0)), ((640, 480), (255, 255, 255)), ((4000, 3000), (30, 30, 30))])
+def test_annotate_any_size_light_and_dark(size, colour):
+    image = Image.new("RGB", size, colour)
+    w, h = size
+    out = annotate(image, [(w * 0.3, h * 0.3), None, (w * 0.6, h * 0.7)], ["a", "b", "c"], [(0, 1), (0, 2)],
+                   [(1, 1, w - 2, h - 2)], ["obj"])
+    assert out.mode == "RGB" and min(out.size) >= min(512, min(size)) and out.size[0] / out.size[1] == pytest.approx(w / h, rel=0.02)
+    assert np.asarray(out).std() > 1  # something was drawn
+
+
+def test_load_image_modes(tmp_path):
+    rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    deep = Image.fromarray(np.full((20, 20), 65535, dtype=np.uint16))
+    assert load_image(deep).getpixel((0, 0)) == (255, 255, 255)
+    exif_image = Image.new("RGB", (40, 20))
+    exif = exif_image.getexif()
+    exif[274] = 6  # rotated 90
+    path = tmp_path / "rot.jpg"
+    exif_image.save(path, exif=exif)
+    assert load_image(str(path)).size == (20, 40)
+    with pytest.raises(gr.Error):
+        load_image(Image.new("RGB", (4, 4)))
+    with pytest.raises(gr.Error):
+        load_image(None)
+
+
+def test_parse_box_and_names():
+    image = Image.new("RGB", (100, 50))
+    assert parse_box(" 1, 2, 3, 4 ", image) == (1, 2, 3, 4)
+    assert parse_box("", image) is None
+    for bad in ("1,2,3", "a,b,c,d", "1,2,-3,4", "200,2,3,4"):
+        with pytest.raises(gr.Error):
+            parse_box(bad, image)
+    assert parse_names("nose, left eye") == ["nose", "left eye"]
+    assert parse_names("the tip of the nose, roughly\nleft eye") == ["the tip of the nose, roughly", "left eye"]
+
+
+def test_skeleton_for_presets():
+    coco = next(p for k, p in presets().items() if k.startswith("COCO person"))
+    assert len(skeleton_for(list(coco.names))) == len(coco.skeleton)
+    assert skeleton_for(["nose", "left eye"]) == ((1, 0),) or skeleton_for(["nose", "left eye"]) == ((0, 1),)
+    assert skeleton_for(["foo", "bar"]) == ()
+
+
+def test_coco_annotation():
+    results = [{"xy": (1.0, 2.0), "score": 0.9}, {"xy": None, "score": 0.0}, {"xy": (3.0, 4.0), "score": 0.1}]
+    ann = coco_annotation(results, bbox=(0, 0, 5, 5), min_score=0.5)
+    assert ann["keypoints"] == [1.0, 2.0, 2, 0, 0, 0, 0, 0, 0] and ann["num_keypoints"] == 1
+    json.dumps(ann)
