@@ -46,6 +46,8 @@ class Benchmark:
     episodes: int = 200
     seed: int = 1
     units: list[dict] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)  # units left out because an image is not on disk
+    missing_images: list[str] = field(default_factory=list)  # their file names
 
     @property
     def protocol(self) -> str:
@@ -70,7 +72,7 @@ def _keypointworld_supports(dataset: KeypointDataset, shots: int, seed: int) -> 
     """One unit per instance: `shots` other instances of its category (deterministic in seed and ids)."""
     by_category: dict[int, list[int]] = {}
     for ann in dataset.annotations:
-        if not ann.iscrowd and ann.num_keypoints > 0 and dataset.images[ann.image_id].path is not None:
+        if not ann.iscrowd and ann.num_keypoints > 0:
             by_category.setdefault(ann.category_id, []).append(ann.id)
     units = []
     for category_id, ids in sorted(by_category.items()):
@@ -105,12 +107,28 @@ def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None
         else:
             annotations = [a for a in dataset.annotations if not a.iscrowd]
         for ann in annotations:
-            if ann.num_keypoints == 0 or dataset.images[ann.image_id].path is None:
+            if ann.num_keypoints == 0:
                 continue
             if task == "semantic" and all(n.isdigit() for n in dataset.category_of(ann).keypoint_names):
                 continue  # index-named categories have no semantics to name
             bench.units.append({"ann_id": ann.id})
+    _set_aside_missing(bench)
     return bench
+
+
+def _set_aside_missing(bench: Benchmark) -> None:
+    """Move units whose query or support images are not on disk to `bench.missing`."""
+    ds, kept = bench.dataset, []
+    for unit in bench.units:
+        ids = [unit["query_id"], *unit["support_ids"]] if "episode" in unit else [unit["ann_id"]]
+        absent = [ds.images[ds.annotation(i).image_id] for i in ids]
+        absent = [im.file_name for im in absent if im.path is None]
+        if absent:
+            bench.missing.append(unit)
+            bench.missing_images += [n for n in absent if n not in bench.missing_images]
+        else:
+            kept.append(unit)
+    bench.units = kept
 
 
 def unit_key(unit: dict) -> str:

@@ -2,6 +2,7 @@
 
     kptllm episodes --annotations FILE --shots S [--episodes N] [--queries Q] [--seed X]
     kptllm eval --model M --benchmark NAME --annotations FILE --images DIR [--task T] [--shots S] [--limit N] --out DIR
+                [--allow-missing] [--name NAME]
     kptllm results [--benchmark NAME] [--results DIR] [--csv]
     kptllm train --config CONFIG --output DIR [--resume] [--dry-run]
     kptllm synth --out DIR --n N --seed S
@@ -37,7 +38,7 @@ def _eval(args) -> None:
     try:
         record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
                                shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
-                               chunk_size=args.chunk_size)
+                               chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name)
     except OSError as err:
         raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
     print(json.dumps({"benchmark": record["benchmark"], "task": record["task"], "metrics": record["metrics"],
@@ -119,6 +120,9 @@ def build_full_parser():
     evaluate.add_argument("--limit", type=int, help="only the first N work units")
     evaluate.add_argument("--chunk-size", type=int, default=32, help="work units per resumable chunk")
     evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="score the work units whose images exist (default: refuse when any is missing)")
+    evaluate.add_argument("--name", help="method name in `kptllm results` (default: model folder name + short hash)")
     evaluate.set_defaults(run=_eval)
 
     results = commands.add_parser("results", help="paper numbers and measured numbers side by side")

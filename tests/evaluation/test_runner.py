@@ -119,8 +119,11 @@ def test_bad_runs(tiny_dir, tmp_path):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), chunk_size=0)
     with pytest.raises(ValueError, match="not found"):
         run_benchmark(str(tiny_dir), "coco", str(tmp_path / "none.json"), str(REAL / "coco"), str(tmp_path))
-    with pytest.raises(ValueError, match="no work units"):
+    with pytest.raises(ValueError, match="allow-missing"):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path))
+    with pytest.raises(ValueError, match="no work units"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path),
+                      allow_missing=True)
 
 
 def test_cli_episodes(capsys, tmp_path):
