@@ -48,14 +48,23 @@ def _eval(args) -> None:
 def _results(args) -> None:
     import pandas as pd
 
-    from .results import results_table, side_by_side
+    from .results import provenance, results_table, side_by_side
 
     table = results_table(args.results, benchmark=args.benchmark)
     if args.csv:
         table.to_csv(sys.stdout, index=False)
         return
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
-        print(side_by_side(table).to_string())
+        wide = side_by_side(table)
+        print(wide.to_string())
+        runs = provenance(table)
+        if len(runs):
+            print("\nmeasured runs:")
+            for run in runs.itertuples():
+                units = f"{run.units_evaluated} of {run.units_total} units" if pd.notna(run.units_total) else \
+                    f"{run.units_evaluated} units"
+                sha = run.checkpoint_sha256[:12] if isinstance(run.checkpoint_sha256, str) else "-"
+                print(f"  {run.method}: {run.date}  checkpoint {sha}  {run.annotations_label}  {units}  {run.record}")
 
 
 def _train(args) -> None:
