@@ -74,6 +74,20 @@ def hardware() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
+def load_boxes(path: str) -> list[dict]:
+    """COCO detection results: a list of {"image_id", "category_id", "bbox": xywh, "score"}."""
+    try:
+        boxes = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"boxes file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read boxes file {path}: {err}") from None
+    if not isinstance(boxes, list) or not all(isinstance(b, dict) and "image_id" in b and len(b.get("bbox", ())) == 4
+                                              for b in boxes):
+        raise ValueError(f"{path} is not a list of COCO detection results (image_id, bbox, score)")
+    return boxes
+
+
 def catalog_sigmas(key: str):
     from kptllm import catalog
 
@@ -89,7 +103,7 @@ def _write_json(path: Path, value) -> None:
 def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out: str, task: str | None = None,
                   shots: int = 1, episodes: int = 200, seed: int = 1, limit: int | None = None,
                   chunk_size: int = 32, predictor=None, progress: bool = True, allow_missing: bool = False,
-                  name: str | None = None) -> dict:
+                  name: str | None = None, supercategory: str | None = None, boxes: str | None = None) -> dict:
     """Run (or resume) a benchmark and return its result record (also written to OUT/record.json).
 
     `predictor` may be passed in (an already loaded `KeypointPredictor`); otherwise it is loaded from `model`.
@@ -110,7 +124,9 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     dataset = KeypointDataset.load(annotations, image_root=images)
     if benchmark in GENERIC:
         check_keypoint_names(benchmark, dataset, GENERIC[benchmark][0])
-    bench: Benchmark = build_benchmark(benchmark, dataset, task, shots, episodes, seed)
+    detections = load_boxes(boxes) if boxes else None
+    bench: Benchmark = build_benchmark(benchmark, dataset, task, shots, episodes, seed, supercategory=supercategory,
+                                       boxes=detections)
     total = len(bench.units) + len(bench.missing)
     if bench.missing and not allow_missing:
         raise ValueError(missing_images_message(bench.missing, total, images, bench.missing_images))
@@ -129,6 +145,10 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
                 "annotations_sha256": annotations_sha256, "units": len(units)}
     if allow_missing:
         settings["allow_missing"] = True
+    if supercategory:
+        settings["supercategory"] = supercategory
+    if boxes:
+        settings["boxes_sha256"] = file_sha256(Path(boxes))
     run_file = out_dir / "run.json"
     if run_file.exists():
         previous = json.loads(run_file.read_text())
@@ -177,6 +197,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "shots": settings["shots"], "limit": limit, "annotations": str(annotations),
         "annotations_sha256": settings["annotations_sha256"],
         "annotations_label": annotations_label(annotations, dataset, annotations_sha256),
+        "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
+        "boxes_sha256": settings.get("boxes_sha256"),
         **scored,
         "units": len(units), "units_evaluated": len(units), "units_total": total,
         "images_missing": len(bench.missing_images), "chunks": len(chunks), "chunks_reused": reused,
