@@ -48,7 +48,16 @@ def test_missing_images_are_refused_unless_allowed(tmp_path, partial_coco):
     record = run_benchmark("oracle", "coco", str(partial_coco / "test_coco.json"), str(partial_coco),
                            str(tmp_path / "ok"), predictor=_Oracle(COCO_JSON), progress=False, allow_missing=True)
     assert record["units_evaluated"] == record["counts"]["instances"] < record["units_total"]
-    assert record["images_missing"] == 3
+    assert record["images_missing"] == 3 and record["name"] == "oracle"
+    assert record["annotations_label"].startswith("test_coco.json (") and "instances, sha256 " in record["annotations_label"]
+
+
+def test_default_name_is_folder_plus_short_hash(tmp_path):
+    from evaluation.runner import default_name
+
+    (tmp_path / "final").mkdir()
+    assert default_name(str(tmp_path / "final") + "/", "0123456789" * 6 + "abcd") == "final 01234567"
+    assert default_name("org/model", None) == "org/model"
 
 
 def test_mp100_missing_images_fail_up_front_with_a_file_name(tmp_path):
