@@ -25,12 +25,28 @@ GENERIC = {
     "ap10k": ("ap10k", "AP-10K, GT boxes, text prompts; OKS AP with AP-10K sigmas"),
     "macaque": ("macaque", "MacaquePose, GT boxes, text prompts; OKS AP"),
     "animalpose": ("animalpose", "AnimalPose (unseen), GT boxes, text prompts; PCK@0.2 of max(w, h) (X-Pose protocol)"),
-    "animal_kingdom": ("animal_kingdom", "Animal Kingdom, GT boxes, text prompts; PCK@0.2 of max(w, h) and AP"),
+    "animal_kingdom": ("animal_kingdom", "Animal Kingdom, GT boxes, text prompts; headline PCK@0.05 of max(w, h) "
+                                         "(mmpose's Animal Kingdom metric), also PCK@0.2 and AP"),
     "carfusion": ("carfusion", "CarFusion, GT boxes, text prompts; PCK@0.2 of max(w, h) (no OKS sigmas defined)"),
     "ap10k-different-order": ("ap10k", "AP-10K cross-species (CLAMP): test family Canidae; OKS AP"),
     "ap10k-same-order": ("ap10k", "AP-10K cross-species (CLAMP): test family Felidae; OKS AP"),
 }
 BENCHMARKS = ["mp100", *GENERIC, "keypointworld"]
+HEADLINE = {"animal_kingdom": "PCK@0.05", "animalpose": "PCK@0.2", "carfusion": "PCK@0.2", "mp100": "PCK@0.2",
+            "keypointworld": "PCK@0.2"}  # default: AP where OKS sigmas exist; semantic tasks: accuracy
+
+# MP-100 cross-supercategory (POMNet / paper Table 3): paper label -> test categories, chosen by the catalog's
+# supercategory ("person" holds the human body and the two face categories) and category name
+CROSS_SUPERCATEGORIES = {
+    "Human Body": lambda name, sup: sup == "person" and name != "face",
+    "Human Face": lambda name, sup: sup == "person" and name == "face",
+    "Vehicle": lambda name, sup: sup == "vehicle",
+    "Furniture": lambda name, sup: sup == "furniture",
+}
+# mmpose CocoMetric defaults for AP with detected boxes
+KEYPOINT_SCORE_THR = 0.2
+OKS_NMS_THR = 0.9
+BOX_PADDING = 1.25
 TASKS = {"mp100": ("visual", "semantic"), **{name: ("text",) for name in GENERIC},
          "keypointworld": ("text", "visual", "semantic")}
 
@@ -46,9 +62,29 @@ class Benchmark:
     episodes: int = 200
     seed: int = 1
     units: list[dict] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)  # units left out because an image is not on disk
+    missing_images: list[str] = field(default_factory=list)  # their file names
+    supercategory: str | None = None  # MP-100 cross-supercategory: a key of CROSS_SUPERCATEGORIES
+    boxes: list[dict] | None = None  # COCO detection results: units are detected boxes, not GT instances
+
+    @property
+    def headline_metric(self) -> str:
+        if self.task == "semantic":
+            return "accuracy"
+        if self.name in HEADLINE:
+            return HEADLINE[self.name]
+        return "AP"
 
     @property
     def protocol(self) -> str:
+        if self.boxes is not None:
+            return (GENERIC[self.name][1].split(";")[0].replace("GT boxes", "detected boxes") +
+                    f"; OKS AP of the detected boxes: instance score = box score x mean keypoint score above "
+                    f"{KEYPOINT_SCORE_THR}, OKS-NMS at {OKS_NMS_THR} per image (mmpose CocoMetric)")
+        if self.name == "mp100" and self.supercategory:
+            return (f"MP-100 cross-supercategory {self.supercategory}: {self.shots}-shot episodes of its categories "
+                    f"(POMNet/CapeFormer sampler, seed {self.seed}, {self.episodes} episodes x 15 queries per "
+                    "category); PCK of max(w, h) of the sanitised query box")
         if self.name == "mp100":
             if self.task == "semantic":
                 return ("MP-100 keypoint semantic understanding: each labelled keypoint of each test instance of the "
@@ -70,7 +106,7 @@ def _keypointworld_supports(dataset: KeypointDataset, shots: int, seed: int) -> 
     """One unit per instance: `shots` other instances of its category (deterministic in seed and ids)."""
     by_category: dict[int, list[int]] = {}
     for ann in dataset.annotations:
-        if not ann.iscrowd and ann.num_keypoints > 0 and dataset.images[ann.image_id].path is not None:
+        if not ann.iscrowd and ann.num_keypoints > 0:
             by_category.setdefault(ann.category_id, []).append(ann.id)
     units = []
     for category_id, ids in sorted(by_category.items()):
@@ -84,18 +120,55 @@ def _keypointworld_supports(dataset: KeypointDataset, shots: int, seed: int) -> 
     return units
 
 
+def _cross_supercategory_ids(dataset: KeypointDataset, label: str) -> list[int]:
+    if label not in CROSS_SUPERCATEGORIES:
+        raise ValueError(f"unknown supercategory {label!r}; known: {', '.join(CROSS_SUPERCATEGORIES)}")
+    wanted = []
+    for cid, category in dataset.categories.items():
+        try:
+            sup = catalog.mp100_category(category.name).supercategory
+        except ValueError:
+            sup = category.supercategory
+        if CROSS_SUPERCATEGORIES[label](category.name, sup):
+            wanted.append(cid)
+    if not wanted:
+        raise ValueError(f"the annotation file has no {label} categories")
+    return wanted
+
+
+def _detection_units(dataset: KeypointDataset, boxes: list[dict]) -> list[dict]:
+    used = {a.category_id for a in dataset.annotations}
+    units = []
+    for number, det in enumerate(boxes):
+        if det.get("image_id") in dataset.images and det.get("category_id", next(iter(used), None)) in used:
+            units.append({"det": number, "image_id": det["image_id"], "category_id": det.get("category_id"),
+                          "bbox": [float(v) for v in det["bbox"]], "box_score": float(det.get("score", 1.0))})
+    return units
+
+
 def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None, shots: int = 1,
-                    episodes: int = 200, seed: int = 1) -> Benchmark:
+                    episodes: int = 200, seed: int = 1, supercategory: str | None = None,
+                    boxes: list[dict] | None = None) -> Benchmark:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     task = task or TASKS[name][0]
     if task not in TASKS[name]:
         raise ValueError(f"benchmark {name} supports tasks {', '.join(TASKS[name])}, not {task!r}")
-    bench = Benchmark(name, dataset, task, shots, episodes, seed)
-    if name == "keypointworld" and task == "visual":
+    if supercategory is not None and (name, task) != ("mp100", "visual"):
+        raise ValueError("--supercategory is a setting of mp100 with visual prompts")
+    if boxes is not None and (name not in GENERIC or catalog.get(GENERIC[name][0]).sigmas is None):
+        raise ValueError(f"--boxes needs a benchmark scored by OKS AP, not {name}")
+    bench = Benchmark(name, dataset, task, shots, episodes, seed, supercategory=supercategory, boxes=boxes)
+    if boxes is not None:
+        bench.units = _detection_units(dataset, boxes)
+    elif name == "keypointworld" and task == "visual":
         bench.units = _keypointworld_supports(dataset, shots, seed)
     elif name == "mp100" and task == "visual":
+        # cross-supercategory: the same episodes as a full run, of that supercategory's categories only
+        keep = set(_cross_supercategory_ids(dataset, supercategory)) if supercategory else set(dataset.categories)
         for number, episode in enumerate(make_episodes(dataset, shots, episodes=episodes, seed=seed)):
+            if episode.category_id not in keep:
+                continue
             for query in episode.query_ids:
                 bench.units.append({"episode": number, "category_id": episode.category_id,
                                     "support_ids": list(episode.support_ids), "query_id": query})
@@ -105,15 +178,36 @@ def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None
         else:
             annotations = [a for a in dataset.annotations if not a.iscrowd]
         for ann in annotations:
-            if ann.num_keypoints == 0 or dataset.images[ann.image_id].path is None:
+            if ann.num_keypoints == 0:
                 continue
             if task == "semantic" and all(n.isdigit() for n in dataset.category_of(ann).keypoint_names):
                 continue  # index-named categories have no semantics to name
             bench.units.append({"ann_id": ann.id})
+    _set_aside_missing(bench)
     return bench
 
 
+def _set_aside_missing(bench: Benchmark) -> None:
+    """Move units whose query or support images are not on disk to `bench.missing`."""
+    ds, kept = bench.dataset, []
+    for unit in bench.units:
+        if "det" in unit:
+            images = [ds.images[unit["image_id"]]]
+        else:
+            ids = [unit["query_id"], *unit["support_ids"]] if "episode" in unit else [unit["ann_id"]]
+            images = [ds.images[ds.annotation(i).image_id] for i in ids]
+        absent = [im.file_name for im in images if im.path is None]
+        if absent:
+            bench.missing.append(unit)
+            bench.missing_images += [n for n in absent if n not in bench.missing_images]
+        else:
+            kept.append(unit)
+    bench.units = kept
+
+
 def unit_key(unit: dict) -> str:
+    if "det" in unit:
+        return f"det{unit['det']}"
     return f"{unit['episode']}:{unit['query_id']}" if "episode" in unit else str(unit["ann_id"])
 
 
@@ -158,6 +252,12 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
                                                     support_bbox=[s.bbox for s in supports])
         return {"key": unit_key(unit), "keypoints": _as_rows(zip(shown, results), count),
                 "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
+    if "det" in unit:
+        names = list(catalog.get(GENERIC[bench.name][0]).names)
+        predictor.set_image(ds.images[unit["image_id"]].path, tuple(unit["bbox"]))
+        results = predictor.detect(names)
+        return {"key": unit_key(unit), "keypoints": _as_rows(enumerate(results), len(names)),
+                "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
     ann = ds.annotation(unit["ann_id"])
     predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
     if bench.task == "semantic":
@@ -176,14 +276,93 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
 def score(bench: Benchmark, predictions: list[dict]) -> dict:
     """Metric values, counts and breakdowns of a finished run."""
     if bench.task == "semantic":
-        return _score_semantic(bench, predictions)
-    if bench.name == "keypointworld":
+        return {**_score_semantic(bench, predictions), "headline_metric": "accuracy"}  # metrics["accuracy"]
+    if bench.boxes is not None:
+        scored = _score_detected(bench, predictions)
+    elif bench.name == "keypointworld":
         scored = _score_cape(bench, predictions) if bench.task == "visual" else _score_keypointworld(bench, predictions)
+    elif bench.name == "mp100":
+        scored = _score_cape(bench, predictions)
+    else:
+        scored = _score_generic(bench, predictions)
+    if "PCK@0.2" in scored["metrics"]:  # the lower-case key scripts read, for every PCK benchmark
         scored["metrics"]["pck@0.2"] = scored["metrics"]["PCK@0.2"]
-        return scored
-    if bench.name == "mp100":
-        return _score_cape(bench, predictions)
-    return _score_generic(bench, predictions)
+    scored["headline_metric"] = bench.headline_metric
+    return scored
+
+
+def rescore(keypoint_scores, box_score: float, threshold: float = KEYPOINT_SCORE_THR) -> float:
+    """mmpose's 'bbox_keypoint' score: box score x the mean of the keypoint scores above `threshold` (0 if none)."""
+    kept = [float(s) for s in keypoint_scores if s > threshold]
+    return box_score * (sum(kept) / len(kept) if kept else 0.0)
+
+
+def oks_iou(g, d, a_g, a_d, sigmas) -> np.ndarray:
+    """mmpose `oks_iou`: OKS of one instance `g` ([K*3] x, y, score) with each row of `d` ([M, K*3])."""
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    variances = (sigmas * 2) ** 2
+    xg, yg = g[0::3], g[1::3]
+    ious = np.zeros(len(d), dtype=np.float32)
+    for n in range(len(d)):
+        dx, dy = d[n, 0::3] - xg, d[n, 1::3] - yg
+        e = (dx ** 2 + dy ** 2) / variances / ((a_g + a_d[n]) / 2 + np.spacing(1)) / 2
+        ious[n] = np.sum(np.exp(-e)) / len(e) if len(e) else 0.0
+    return ious
+
+
+def oks_nms(instances: list[dict], thr: float, sigmas) -> list[int]:
+    """mmpose `oks_nms`: indices kept, highest score first; an instance is dropped when its OKS with a kept,
+    higher-scoring one is above `thr`. Each instance: {"keypoints": [K, 3], "score", "area"}."""
+    if not instances:
+        return []
+    scores = np.array([i["score"] for i in instances])
+    kpts = np.array([np.asarray(i["keypoints"], dtype=np.float64).reshape(-1) for i in instances])
+    areas = np.array([i["area"] for i in instances], dtype=np.float64)
+    order = scores.argsort()[::-1]
+    keep = []
+    while len(order) > 0:
+        i = order[0]
+        keep.append(int(i))
+        overlap = oks_iou(kpts[i], kpts[order[1:]], areas[i], areas[order[1:]], sigmas)
+        order = order[np.where(overlap <= thr)[0] + 1]
+    return keep
+
+
+def _score_detected(bench, predictions):
+    """OKS AP with detected boxes, as mmpose's CocoMetric scores a top-down model on detections: rescoring,
+    OKS-NMS per image (area: the detection box's w*h padded by 1.25 in each side, mmpose's bbox_scale area),
+    then xtcocotools against every annotation of the images that have detections."""
+    ds = bench.dataset
+    kset = catalog.get(GENERIC[bench.name][0])
+    k = kset.num_keypoints
+    by_image: dict[int, list[dict]] = {}
+    for unit, pred in zip(bench.units, predictions):
+        rows = np.asarray(pred["keypoints"], dtype=np.float64).reshape(-1, 3)
+        by_image.setdefault(unit["image_id"], []).append({
+            "image_id": unit["image_id"], "category_id": unit["category_id"] or 1, "keypoints": rows,
+            "score": rescore(rows[:, 2], unit["box_score"]),
+            "area": unit["bbox"][2] * unit["bbox"][3] * BOX_PADDING ** 2})
+    results = []
+    for image_id, instances in by_image.items():
+        for index in oks_nms(instances, OKS_NMS_THR, kset.sigmas):
+            inst = instances[index]
+            results.append({"image_id": image_id, "category_id": inst["category_id"],
+                            "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]})
+    images = set(by_image)
+    labelled = lambda a: int((a.keypoints[:k, 2] > 0).sum())  # noqa: E731
+    subset = {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+                         for i in ds.images.values() if i.id in images],
+              "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names[:k])}
+                             for c in ds.categories.values()],
+              "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
+                               "keypoints": a.keypoints[:k].reshape(-1).tolist(), "bbox": list(a.bbox),
+                               "area": a.area, "iscrowd": int(a.iscrowd), "num_keypoints": labelled(a)}
+                              for a in ds.annotations if a.image_id in images]}
+    metrics = keypoint_ap(subset, results, sigmas=kset.sigmas)
+    return {"metrics": metrics,
+            "counts": {"detections": len(predictions), "kept_after_nms": len(results), "images": len(images),
+                       "unparsed": sum(not ok for p in predictions for ok in p["parsed"])},
+            "per_category": {}}
 
 
 def _score_keypointworld(bench, predictions):
@@ -271,6 +450,8 @@ def _score_generic(bench, predictions):
     side = np.array([[max(a.bbox[2:]), max(a.bbox[2:])] for a in anns]).reshape(-1, 2)
     per_kpt, pck02, _ = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.2) if anns else ([], 0.0, 0)
     metrics = {"PCK@0.2": pck02}
+    if bench.name == "animal_kingdom":
+        metrics["PCK@0.05"] = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.05)[1] if anns else 0.0
     if kset.sigmas is not None:
         results = [{"image_id": a.image_id, "category_id": a.category_id, "keypoints": p.reshape(-1).tolist(),
                     "score": float(p[:, 2].mean())} for a, p in zip(anns, pred) if p[:, 2].max() > 0]
@@ -310,8 +491,13 @@ def coco_results(bench: Benchmark, predictions: list[dict]) -> list[dict]:
     for unit, pred in zip(bench.units, predictions):
         if "keypoints" not in pred:
             continue
-        ann = bench.dataset.annotation(unit.get("query_id", unit.get("ann_id")))
         rows = np.asarray(pred["keypoints"], dtype=np.float64)
+        if "det" in unit:
+            out.append({"image_id": unit["image_id"], "category_id": unit["category_id"] or 1,
+                        "keypoints": rows.reshape(-1).tolist(), "bbox": unit["bbox"], "box_score": unit["box_score"],
+                        "score": rescore(rows[:, 2], unit["box_score"])})
+            continue
+        ann = bench.dataset.annotation(unit.get("query_id", unit.get("ann_id")))
         out.append({"image_id": ann.image_id, "category_id": ann.category_id, "keypoints": rows.reshape(-1).tolist(),
                     "score": float(rows[:, 2].mean()) if len(rows) else 0.0, "annotation_id": ann.id})
     return out

@@ -2,6 +2,7 @@
 
     kptllm episodes --annotations FILE --shots S [--episodes N] [--queries Q] [--seed X]
     kptllm eval --model M --benchmark NAME --annotations FILE --images DIR [--task T] [--shots S] [--limit N] --out DIR
+                [--allow-missing] [--name NAME] [--boxes DETECTIONS.json] [--supercategory "Human Body"]
     kptllm results [--benchmark NAME] [--results DIR] [--csv]
     kptllm train --config CONFIG --output DIR [--resume] [--dry-run]
     kptllm synth --out DIR --n N --seed S
@@ -37,7 +38,8 @@ def _eval(args) -> None:
     try:
         record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
                                shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
-                               chunk_size=args.chunk_size)
+                               chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name,
+                               supercategory=args.supercategory, boxes=args.boxes)
     except OSError as err:
         raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
     print(json.dumps({"benchmark": record["benchmark"], "task": record["task"], "metrics": record["metrics"],
@@ -47,14 +49,23 @@ def _eval(args) -> None:
 def _results(args) -> None:
     import pandas as pd
 
-    from .results import results_table, side_by_side
+    from .results import provenance, results_table, side_by_side
 
     table = results_table(args.results, benchmark=args.benchmark)
     if args.csv:
         table.to_csv(sys.stdout, index=False)
         return
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
-        print(side_by_side(table).to_string())
+        wide = side_by_side(table)
+        print(wide.to_string())
+        runs = provenance(table)
+        if len(runs):
+            print("\nmeasured runs:")
+            for run in runs.itertuples():
+                units = f"{run.units_evaluated} of {run.units_total} units" if pd.notna(run.units_total) else \
+                    f"{run.units_evaluated} units"
+                sha = run.checkpoint_sha256[:12] if isinstance(run.checkpoint_sha256, str) else "-"
+                print(f"  {run.method}: {run.date}  checkpoint {sha}  {run.annotations_label}  {units}  {run.record}")
 
 
 def _train(args) -> None:
@@ -94,7 +105,7 @@ def _synth(args) -> None:
 
 
 def build_full_parser():
-    from .benchmarks import BENCHMARKS
+    from .benchmarks import BENCHMARKS, CROSS_SUPERCATEGORIES
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")  # the sub-command group
@@ -119,6 +130,12 @@ def build_full_parser():
     evaluate.add_argument("--limit", type=int, help="only the first N work units")
     evaluate.add_argument("--chunk-size", type=int, default=32, help="work units per resumable chunk")
     evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="score the work units whose images exist (default: refuse when any is missing)")
+    evaluate.add_argument("--boxes", help="COCO detection results: score OKS AP on detected boxes (mmpose protocol)")
+    evaluate.add_argument("--supercategory", choices=list(CROSS_SUPERCATEGORIES),
+                          help="mp100 visual: MP-100 cross-supercategory setting (paper Table 3)")
+    evaluate.add_argument("--name", help="method name in `kptllm results` (default: model folder name + short hash)")
     evaluate.set_defaults(run=_eval)
 
     results = commands.add_parser("results", help="paper numbers and measured numbers side by side")

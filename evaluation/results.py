@@ -1,23 +1,58 @@
-"""Paper numbers and measured result records in one pandas table.
+"""Paper numbers and measured result records, as pandas tables a dashboard can trust.
 
-    from evaluation.results import results_table, side_by_side
-    table = results_table("results/")            # paper rows + one row per metric of every record.json below results/
-    print(side_by_side(table, benchmark="mp100"))
+    from evaluation.results import load_records, paper_results, results_table, side_by_side, provenance
+    measured = load_records("results/")           # one row per metric value of every record.json below results/
+    paper = paper_results()                        # every number of the KptLLM++ paper (Tables 1-16)
+    table = results_table("results/", benchmark="mp100")   # both, stacked (never merged)
+    wide = side_by_side(table)                     # rows (dataset, setting, metric); columns (source, method)
+    provenance(table)                              # one row per measured run: where its numbers come from
 
-Values are percentages (as the paper prints them). The paper's rows come from
-`evaluation/reference/paper_results.csv` (every number of the KptLLM++ paper, Tables 1-16).
+Long-table columns (`paper_results`, `load_records`, `results_table`):
+
+    source              "paper" or "measured"
+    table               paper table number ("" for measured rows)
+    task                paper task: visual_prompt, semantic_understanding, generic_detection, text_prompt
+    dataset, setting    the paper's names ("MP-100", "1-shot split1"); measured rows get the names of the
+                        paper rows they are comparable with; a run of part of a file (--limit, --allow-missing)
+                        gets "(N of M units)" appended, so it never lines up with a full-protocol number
+    method              paper: the method, names normalised ("Fine-tune"); measured: the run's unique label
+                        (`name`, plus the record's folder when two records share a name)
+    model_type          "vision-only" / "vision-language"
+    metric, value       e.g. "PCK@0.2", 91.66 (percent, as the paper prints them; -100 = not computable)
+  measured rows only (NaN / None on paper rows):
+    name                the record's name (`kptllm eval --name`; default: model folder name + short hash)
+    benchmark           the `kptllm eval` benchmark; `benchmark_task` its task
+    model, checkpoint_sha256
+    date                when the record was written (ISO 8601, UTC)
+    record              path of the record.json
+    annotations, annotations_sha256, annotations_label   the annotation file, its hash, and its identity
+                        "file name (N instances, sha256 abcdef12)": split names are only read from file names,
+                        so the label says which file it really was
+    units_evaluated, units_total   work units scored / units the benchmark has in the file
+    limit, boxes, supercategory, code_version, hardware
+
+Records that cannot be read are skipped with a warning naming the file. A record's alias keys
+(`pck@0.2` next to `PCK@0.2`) are not repeated as rows.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
 PAPER_CSV = Path(__file__).with_name("reference") / "paper_results.csv"
 COLUMNS = ["source", "table", "task", "dataset", "setting", "method", "model_type", "metric", "value"]
+PROVENANCE = ["name", "benchmark", "benchmark_task", "model", "checkpoint_sha256", "date", "record", "annotations",
+              "annotations_sha256", "annotations_label", "units_evaluated", "units_total", "limit", "boxes",
+              "supercategory", "code_version", "hardware"]
+RECORD_COLUMNS = COLUMNS + PROVENANCE
+
+# the paper CSV spells some names in two ways
+METHOD_ALIASES = {"Finetune": "Fine-tune", "Fine tune": "Fine-tune", "fine-tune": "Fine-tune"}
 
 # benchmark -> (paper task, paper dataset, paper setting); "{shots}" / "{split}" filled from the record
 PAPER_NAMES = {
@@ -33,56 +68,143 @@ PAPER_NAMES = {
     ("ap10k-different-order", "text"): ("text_prompt", "AP-10K", "train Bovidae test Canidae"),
     ("ap10k-same-order", "text"): ("text_prompt", "AP-10K", "train Canidae test Felidae"),
 }
+CROSS_SUPERCATEGORY = ("visual_prompt", "MP-100 cross-supercategory", "{shots}-shot {supercategory}")
+ALIASES = {"pck@0.2": "PCK@0.2"}  # lower-case keys kept in records for scripts; one row per value here
+
+
+def _normalise_text(value: str) -> str:
+    return re.sub(r"\s+", " ", str(value)).strip()
 
 
 def paper_results() -> pd.DataFrame:
-    table = pd.read_csv(PAPER_CSV, dtype={"setting": str}, keep_default_na=False)
+    """The paper's numbers: one row per value, `COLUMNS`; method and setting names normalised."""
+    table = pd.read_csv(PAPER_CSV, dtype={"setting": str, "table": str}, keep_default_na=False)
     table["value"] = table["value"].astype(float)
     table["source"] = "paper"
+    for column in ("task", "dataset", "setting", "method", "model_type", "metric"):
+        table[column] = table[column].map(_normalise_text)
+    table["method"] = table["method"].replace(METHOD_ALIASES)
     return table[COLUMNS]
 
 
-def _record_rows(path: Path) -> list[dict]:
-    record = json.loads(path.read_text())
-    task, dataset, setting = PAPER_NAMES.get((record["benchmark"], record["task"]),
-                                             ("", record["benchmark"], ""))
+def _default_name(record: dict) -> str:
+    model = str(record.get("model", "?"))
+    base = Path(model.rstrip("/")).name or model
+    sha = record.get("checkpoint_sha256")
+    return f"{base} {sha[:8]}" if sha else base
+
+
+def _record_rows(path: Path, record: dict) -> list[dict]:
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise ValueError("no metrics")
+    benchmark, task = record["benchmark"], record["task"]
+    if record.get("supercategory"):
+        names = CROSS_SUPERCATEGORY
+    else:
+        names = PAPER_NAMES.get((benchmark, task), ("", benchmark, ""))
+    paper_task, dataset, setting = names
     split = re.search(r"split\s*(\d)", Path(record.get("annotations", "")).name)
-    setting = setting.format(shots=record.get("shots") or 1, split=f"split{split.group(1)}" if split else "")
-    if record.get("limit"):
+    label = record.get("annotations_label") or Path(record.get("annotations", "")).name
+    setting = setting.format(shots=record.get("shots") or 1, supercategory=record.get("supercategory"),
+                             split=f"split{split.group(1)}" if split else label)
+    if record.get("boxes"):
+        setting = f"detected boxes {Path(record['boxes']).name}"
+    evaluated = record.get("units_evaluated", record.get("units"))
+    total = record.get("units_total")
+    if record.get("limit") and total is None:
         setting = f"{setting} (first {record['limit']} units)".strip()
-    method = Path(record["model"].rstrip("/")).name or record["model"]
+    elif total is not None and evaluated is not None and evaluated < total:
+        setting = f"{setting} ({evaluated} of {total} units)".strip()
+    provenance = {"name": record.get("name") or _default_name(record), "benchmark": benchmark, "benchmark_task": task,
+                  "model": record.get("model"), "checkpoint_sha256": record.get("checkpoint_sha256"),
+                  "date": record.get("date"), "record": str(path), "annotations": record.get("annotations"),
+                  "annotations_sha256": record.get("annotations_sha256"), "annotations_label": label,
+                  "units_evaluated": evaluated, "units_total": total, "limit": record.get("limit"),
+                  "boxes": record.get("boxes"), "supercategory": record.get("supercategory"),
+                  "code_version": record.get("code_version"), "hardware": record.get("hardware")}
     rows = []
     for metric, value in record["metrics"].items():
-        scaled = value * 100 if value is not None and value >= 0 else value
-        rows.append({"source": "measured", "table": "", "task": task, "dataset": dataset, "setting": setting,
-                     "method": method, "model_type": "vision-language", "metric": metric, "value": scaled,
-                     "record": str(path), "date": record.get("date")})
+        if ALIASES.get(metric) in record["metrics"]:
+            continue
+        scaled = float(value) * 100 if value is not None and value >= 0 else value
+        rows.append({"source": "measured", "table": "", "task": paper_task, "dataset": dataset, "setting": setting,
+                     "method": provenance["name"], "model_type": "vision-language", "metric": metric,
+                     "value": scaled, **provenance})
     return rows
 
 
+def load_records(root: str | Path) -> pd.DataFrame:
+    """One row per metric value of every `record.json` under `root` (recursively), with provenance columns
+    (`RECORD_COLUMNS`, see the module docstring). Unreadable records are skipped with a warning."""
+    rows = []
+    for path in sorted(Path(root).rglob("record.json")):
+        try:
+            rows.append(_record_rows(path, json.loads(path.read_text())))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            warnings.warn(f"skipping {path}: not a readable result record ({type(err).__name__}: {err})", stacklevel=2)
+    table = pd.DataFrame([r for part in rows for r in part], columns=RECORD_COLUMNS)
+    # one label per record: records sharing a name get their folder (relative to root) appended
+    runs = table.drop_duplicates("record")[["record", "name"]]
+    shared = runs["name"].duplicated(keep=False)
+    labels = {rec: (f"{name} ({_folder(rec, root)})" if dup else name)
+              for rec, name, dup in zip(runs["record"], runs["name"], shared)}
+    table["method"] = table["record"].map(labels)
+    return _integers(table)
+
+
+def _integers(table: pd.DataFrame) -> pd.DataFrame:
+    for column in ("units_evaluated", "units_total", "limit"):
+        table[column] = pd.to_numeric(table[column]).astype("Int64")
+    return table
+
+
+def _folder(record: str, root) -> str:
+    try:
+        return str(Path(record).parent.relative_to(Path(root)))
+    except ValueError:
+        return str(Path(record).parent)
+
+
 def measured_results(results_dir: str | Path) -> pd.DataFrame:
-    """One row per metric of every `record.json` under `results_dir` (recursively)."""
-    rows = [row for path in sorted(Path(results_dir).rglob("record.json")) for row in _record_rows(path)]
-    return pd.DataFrame(rows, columns=COLUMNS + ["record", "date"])
+    """Alias of `load_records`."""
+    return load_records(results_dir)
 
 
 def results_table(results_dir: str | Path | None = None, benchmark: str | None = None) -> pd.DataFrame:
-    """Paper rows plus measured rows; `benchmark` (e.g. "mp100", "coco") keeps that benchmark's dataset only."""
+    """Paper rows plus measured rows (stacked, never merged); `benchmark` (e.g. "mp100") keeps its datasets."""
     parts = [paper_results()]
     if results_dir is not None and Path(results_dir).exists():
-        parts.append(measured_results(results_dir))
+        parts.append(load_records(results_dir))
     table = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    table = _integers(table.reindex(columns=RECORD_COLUMNS))
     if benchmark is not None:
         datasets = {dataset for (name, _), (_, dataset, _) in PAPER_NAMES.items() if name == benchmark}
+        if benchmark == "mp100":
+            datasets.add(CROSS_SUPERCATEGORY[1])
         if not datasets:
             raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(sorted({k[0] for k in PAPER_NAMES}))}")
-        table = table[table["dataset"].isin(datasets)]
+        table = table[table["dataset"].isin(datasets) | (table["benchmark"] == benchmark)]
     return table.reset_index(drop=True)
 
 
+def provenance(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per measured run of `table`: its label (`method`) and where its numbers come from."""
+    columns = ["method"] + [c for c in PROVENANCE if c != "name"]
+    if "source" not in table or not (table["source"] == "measured").any():
+        return pd.DataFrame(columns=columns)
+    measured = table[table["source"] == "measured"]
+    return measured.drop_duplicates("record")[columns].reset_index(drop=True)
+
+
 def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows (dataset, setting, metric), one column per method, paper and measured methods together."""
+    """Rows (dataset, setting, metric); columns (source, method): paper methods and measured runs apart,
+    one column per run. `.attrs["provenance"]` holds `provenance(table)`."""
     if table.empty:
         return table
-    wide = table.pivot_table(index=["dataset", "setting", "metric"], columns="method", values="value", aggfunc="last")
-    return wide.round(2)
+    if table.duplicated(["source", "method", "dataset", "setting", "metric"]).any():
+        raise ValueError("two values for one (source, method, dataset, setting, metric): labels are not unique")
+    wide = table.pivot(index=["dataset", "setting", "metric"], columns=["source", "method"], values="value")
+    order = [c for c in wide.columns if c[0] == "paper"] + [c for c in wide.columns if c[0] == "measured"]
+    wide = wide[order].astype(float).round(2)
+    wide.attrs["provenance"] = provenance(table)
+    return wide

@@ -81,7 +81,7 @@ def test_mp100_visual_and_semantic(tiny_dir, tmp_path, mp100_like):
     visual = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(tmp_path / "v"),
                            shots=1, episodes=1, limit=4, progress=False)
     _record_keys(visual)
-    assert set(visual["metrics"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "PCK@0.2", "PCK@0.25", "mPCK"}
+    assert set(visual["metrics"]) == {"PCK@0.05", "PCK@0.1", "PCK@0.15", "PCK@0.2", "PCK@0.25", "mPCK", "pck@0.2"}
     assert all(0 <= v <= 1 for v in visual["metrics"].values()) and visual["counts"]["queries"] == 4
     assert "1-shot" in visual["protocol"]
     semantic = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(tmp_path / "s"),
@@ -119,8 +119,11 @@ def test_bad_runs(tiny_dir, tmp_path):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), chunk_size=0)
     with pytest.raises(ValueError, match="not found"):
         run_benchmark(str(tiny_dir), "coco", str(tmp_path / "none.json"), str(REAL / "coco"), str(tmp_path))
-    with pytest.raises(ValueError, match="no work units"):
+    with pytest.raises(ValueError, match="allow-missing"):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path))
+    with pytest.raises(ValueError, match="no work units"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path),
+                      allow_missing=True)
 
 
 def test_cli_episodes(capsys, tmp_path):
@@ -178,7 +181,7 @@ def test_oracle_predictions_score_perfectly(tmp_path, benchmark, path):
     """The runner's COCO results and ground truth assembly: GT answers give AP = AR = PCK = 1."""
     record = run_benchmark("oracle", benchmark, str(path), str(path.parent), str(tmp_path),
                            predictor=_Oracle(path), progress=False)
-    assert record["metrics"]["PCK@0.2"] == 1.0
+    assert record["metrics"]["PCK@0.2"] == record["metrics"]["pck@0.2"] == 1.0
     assert record["metrics"]["AP"] == pytest.approx(1.0) and record["metrics"]["AR"] == pytest.approx(1.0)
     per_keypoint = list(record["per_keypoint"].values())
     assert all(v in (1.0, -1.0) for v in per_keypoint) and per_keypoint.count(1.0) > 10  # -1: never labelled

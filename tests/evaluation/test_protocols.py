@@ -1,0 +1,109 @@
+"""Issue #6.6: Animal Kingdom PCK@0.05, AP with detected boxes (rescoring, OKS-NMS), MP-100 cross-supercategory."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.benchmarks import build_benchmark, oks_iou, oks_nms, rescore
+from evaluation.data import KeypointDataset
+from evaluation.runner import run_benchmark
+from tests.realdata import REAL
+
+COCO_JSON = REAL / "coco" / "test_coco.json"
+
+
+def test_rescoring_is_box_score_times_mean_keypoint_score_above_0_2():
+    assert rescore([0.1, 0.5, 0.9], 0.8) == pytest.approx(0.8 * 0.7)
+    assert rescore([0.2, 0.1], 0.9) == 0.0  # none above 0.2 (strict)
+    assert rescore([1.0, 1.0], 0.5) == 0.5
+
+
+def test_oks_nms_on_a_hand_computed_case():
+    # sigmas 0.5 -> variances (2 * 0.5)^2 = 1; areas 1 -> e = d^2 / 1 / 1 / 2
+    def inst(x, score):
+        return {"keypoints": [[x, 0, 1], [x, 0, 1]], "score": score, "area": 1.0}
+
+    a, b, c, d = inst(0, 0.9), inst(0, 0.8), inst(1, 0.7), inst(math.sqrt(0.1), 0.6)
+    g = np.array(a["keypoints"], dtype=float).reshape(-1)
+    rows = np.array([np.array(i["keypoints"], dtype=float).reshape(-1) for i in (b, c, d)])
+    assert oks_iou(g, rows, 1.0, np.ones(3), [0.5, 0.5]) == pytest.approx([1.0, math.exp(-0.5), math.exp(-0.05)], 1e-6)
+    # b (OKS 1) and d (OKS 0.951) overlap a above 0.9: dropped; c (OKS 0.607) stays
+    assert oks_nms([d, c, b, a], 0.9, [0.5, 0.5]) == [3, 1]
+    assert oks_nms([a, d], 0.96, [0.5, 0.5]) == [0, 1]  # 0.951 <= 0.96: kept
+    assert oks_nms([], 0.9, [0.5]) == []
+
+
+class _Oracle:
+    """Answers with the ground truth of the labelled instance overlapping the given box most (score 1 if labelled)."""
+
+    def __init__(self, path):
+        data = KeypointDataset.load(path)
+        self.by_file = {}
+        for a in data.annotations:
+            if a.num_keypoints and not a.iscrowd:
+                self.by_file.setdefault(data.images[a.image_id].file_name.split("/")[-1], []).append(a)
+
+    def set_image(self, image, bbox=None):
+        def iou(a):
+            x0, y0 = max(a.bbox[0], bbox[0]), max(a.bbox[1], bbox[1])
+            x1 = min(a.bbox[0] + a.bbox[2], bbox[0] + bbox[2])
+            y1 = min(a.bbox[1] + a.bbox[3], bbox[1] + bbox[3])
+            inter = max(0, x1 - x0) * max(0, y1 - y0)
+            return inter / (a.bbox[2] * a.bbox[3] + bbox[2] * bbox[3] - inter)
+
+        self.ann = max(self.by_file[str(image).split("/")[-1]], key=iou)
+
+    def detect(self, names):
+        from kptllm import KeypointResult
+
+        return [KeypointResult(k, "text", n, n, (float(x), float(y)), (0.5, 0.5), float(v > 0), bool(v > 0), None, "")
+                for k, (n, (x, y, v)) in enumerate(zip(names, self.ann.keypoints))]
+
+
+def test_ap_with_detected_boxes(tmp_path):
+    boxes = REAL / "coco" / "test_coco_det_AP_H_56.json"
+    record = run_benchmark("oracle", "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path), boxes=str(boxes),
+                           predictor=_Oracle(COCO_JSON), progress=False)
+    detections = json.loads(boxes.read_text())
+    assert record["counts"]["detections"] == len(detections) and record["boxes_sha256"]
+    people = [a for a in json.loads(COCO_JSON.read_text())["annotations"] if a["num_keypoints"] and not a["iscrowd"]]
+    # every GT instance is answered by many boxes; OKS-NMS keeps one answer per person
+    assert record["counts"]["kept_after_nms"] == len(people)
+    assert record["metrics"]["AP"] == pytest.approx(1.0) and "detected boxes" in record["protocol"]
+    with pytest.raises(ValueError, match="boxes needs a benchmark scored by OKS AP"):
+        run_benchmark("oracle", "mp100", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "x"),
+                      boxes=str(boxes), predictor=_Oracle(COCO_JSON), progress=False)
+
+
+def test_animal_kingdom_headline_is_pck_0_05(tmp_path):
+    path = REAL / "ak" / "test_animalkingdom.json"
+    from tests.evaluation.test_runner import _Oracle as GTOracle
+
+    record = run_benchmark("oracle", "animal_kingdom", str(path), str(path.parent), str(tmp_path),
+                           predictor=GTOracle(path), progress=False)
+    assert record["headline_metric"] == "PCK@0.05"
+    assert record["metrics"]["PCK@0.05"] == 1.0 and record["metrics"]["PCK@0.2"] == 1.0
+
+
+def test_mp100_cross_supercategory_setting(tmp_path):
+    from evaluation.results import load_records, paper_results
+    from tests.realdata import MP100_SPLIT1_TEST
+
+    dataset = KeypointDataset.load(MP100_SPLIT1_TEST)
+    bench = build_benchmark("mp100", dataset, "visual", 1, 2, supercategory="Furniture")
+    names = {dataset.categories[u["category_id"]].name for u in bench.units + bench.missing}
+    assert names == {"swivelchair", "bed"} and "cross-supercategory Furniture" in bench.protocol
+    full = build_benchmark("mp100", dataset, "visual", 1, 2)
+    assert [u for u in full.units + full.missing if u["category_id"] in {u["category_id"] for u in bench.missing}] \
+        == bench.units + bench.missing  # the same episodes as the full run
+    with pytest.raises(ValueError, match="no Vehicle categories"):
+        build_benchmark("mp100", dataset, "visual", 1, 2, supercategory="Vehicle")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "record.json").write_text(json.dumps(
+        {"model": "m", "benchmark": "mp100", "task": "visual", "shots": 1, "supercategory": "Furniture",
+         "annotations": "mp100_all.json", "metrics": {"PCK@0.2": 0.5}}))
+    row = load_records(tmp_path).iloc[0]
+    paper = paper_results()
+    assert ((paper["dataset"] == row["dataset"]) & (paper["setting"] == row["setting"])).sum() == 6
