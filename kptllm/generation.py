@@ -148,6 +148,17 @@ class _Rows:
         self.values[layer_idx][:, :, self.length:end] = value_states
         return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
 
+    def mask_bias(self, mask: torch.Tensor, groups: int, dtype) -> torch.Tensor:
+        """Additive bias `[B, 1, g*T, S]` (0 / most negative) from the bool mask `[B, 1, T, S]`; built once per forward."""
+        if self._bias is None or self._bias_source is not mask:
+            b, _, t, s = mask.shape
+            bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+            self._bias = bias.expand(b, groups, t, s).reshape(b, 1, groups * t, s) if groups > 1 else bias
+            self._bias_source = mask
+        return self._bias
+
+    _bias = _bias_source = None
+
     # A few attributes HF code may probe on a cache object.
     is_compileable = False
 
@@ -187,15 +198,11 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     b, heads, t, d = query.shape
     kv_heads, lp = prefix_keys.shape[1], prefix_keys.shape[2]
     m = heads // kv_heads * t  # query heads h = kv * g + j share kv head kv (as repeat_kv)
-    q = query.reshape(b, kv_heads, m, d)
-    s = key.shape[2]
+    q = query.reshape(b, kv_heads, m, d) * scaling
     scores_prefix = rows.from_groups(torch.matmul(rows.to_groups(q), prefix_keys.transpose(-1, -2)), b, m)
-    scores_rows = torch.matmul(q, key.transpose(-1, -2))  # [B, Hkv, M, S]
-    mask = attention_mask.reshape(b, 1, 1, t, s).expand(b, kv_heads, heads // kv_heads, t, s).reshape(b, kv_heads, m, s)
-    scores_rows = scores_rows.masked_fill(~mask, torch.finfo(scores_rows.dtype).min)
-    scores = torch.cat([scores_prefix, scores_rows], dim=-1) * scaling
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    out = rows.from_groups(torch.matmul(rows.to_groups(weights[..., :lp].contiguous()), prefix_values), b, m)
+    scores_rows = torch.matmul(q, key.transpose(-1, -2)) + rows.mask_bias(attention_mask, heads // kv_heads, q.dtype)
+    weights = torch.softmax(torch.cat([scores_prefix, scores_rows], dim=-1), dim=-1, dtype=torch.float32).to(query.dtype)
+    out = rows.from_groups(torch.matmul(rows.to_groups(weights[..., :lp]), prefix_values), b, m)
     out = out + torch.matmul(weights[..., lp:], value)
     return out.reshape(b, heads, t, d).transpose(1, 2), None
 
@@ -216,6 +223,32 @@ def _attention(language_model, name: str):
 
 
 # ----------------------------------------------------------------------------- the engine
+def _decoder_parts(language_model):
+    """The Llama-style pieces (`model.layers`, `rotary_emb`, `norm`, `lm_head`) when present, else None."""
+    base = getattr(language_model, "model", None)
+    if base is None or not hasattr(language_model, "lm_head") or not all(
+            hasattr(base, name) for name in ("layers", "rotary_emb", "norm")):
+        return None
+    return base
+
+
+def _forward(language_model, base, inputs, mask, positions, rows) -> torch.Tensor:
+    """Last-position logits `[B, V]` of `inputs [B, T, D]`.
+
+    For Llama-style models the decoder layers are called directly: the model-level wrappers cost about
+    1 ms a step, which is most of a step for small models. Other models take the ordinary forward.
+    """
+    if base is None:
+        return language_model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, cache=rows,
+                              use_cache=False, logits_to_keep=1, kptllm_rows=rows).logits[:, -1]
+    hidden = inputs
+    rotary = base.rotary_emb(hidden, position_ids=positions)
+    for layer in base.layers[:base.config.num_hidden_layers]:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=rows, position_embeddings=rotary,
+                       kptllm_rows=rows)
+    return language_model.lm_head(base.norm(hidden[:, -1:]))[:, -1]
+
+
 @torch.no_grad()
 def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], eos_token_id: int,
            max_new_tokens: int, row_prefix: list[int] | None = None, grammar=None,
@@ -258,10 +291,10 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
     active = torch.arange(num, device=device)  # original row id of each batch row
     next_position = prefix_len + valid[:, :width].sum(1)
     inputs, input_positions, steps = block, positions, 0
+    base = _decoder_parts(language_model)
     with _attention(language_model, ATTENTION_NAME):
         for step in range(max_new_tokens):
-            logits = language_model(inputs_embeds=inputs, attention_mask=mask, position_ids=input_positions,
-                                    cache=rows, use_cache=False, logits_to_keep=1, kptllm_rows=rows).logits[:, -1]
+            logits = _forward(language_model, base, inputs, mask, input_positions, rows)
             rows.length += inputs.shape[1]
             probs = logits.float().softmax(-1)
             if grammar is None:
