@@ -5,9 +5,9 @@ layer back, so each projection is one matmul instead of three (the adapters were
 step of the tiny model on a CPU). It modifies the model in place: only for a model that is no longer
 trained. In float32 the merged model's outputs equal the adapter model's up to rounding.
 
-`quantization_config(bits)` is the bitsandbytes config for `KeypointPredictor.from_pretrained(...,
-quantization=8 | 4)` (needs `pip install bitsandbytes` and a CUDA GPU): the 7B LLM then fits a
-24 GB card with room for a large decoding batch (docs/BENCHMARKS.md, memory).
+`load_quantized(path, bits=8 | 4)` loads a saved model with its LLM in 8-/4-bit through bitsandbytes
+(needs `pip install bitsandbytes` and a CUDA GPU): the 7B LLM then fits a 24 GB card with room for a
+large decoding batch (docs/BENCHMARKS.md, memory).
 """
 
 from __future__ import annotations
@@ -52,3 +52,18 @@ def quantization_config(bits: int | None):
                               bnb_4bit_use_double_quant=True,
                               llm_int8_skip_modules=["lm_head", "vision_model", "projector", "prompt_encoder",
                                                      "prompt_feature_extractor"])
+
+
+def load_quantized(path_or_id, bits: int = 8, device="cuda", dtype=None, **kwargs):
+    """A `KeypointPredictor` whose LLM is loaded in `bits` (8 or 4) bits; the vision encoder and heads stay in `dtype`."""
+    import torch
+
+    from .modeling import KptLLMForKeypoints
+    from .predictor import KeypointPredictor
+    from .processor import KptLLMProcessor
+
+    config = quantization_config(bits)
+    dtype = dtype or torch.bfloat16
+    model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype, device_map={"": torch.device(device)},
+                                               quantization_config=config)
+    return KeypointPredictor(model, KptLLMProcessor.from_pretrained(path_or_id, config=model.config), **kwargs)

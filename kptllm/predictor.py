@@ -111,21 +111,13 @@ class KeypointPredictor:
         self._image: _ImageState | None = None
 
     @classmethod
-    def from_pretrained(cls, path_or_id, device=None, dtype=None, quantization: int | None = None,
-                        **kwargs) -> "KeypointPredictor":
+    def from_pretrained(cls, path_or_id, device=None, dtype=None, **kwargs) -> "KeypointPredictor":
         """Load a saved model + tokenizer. Default device: CUDA if available, else CPU; default dtype:
-        bfloat16 on a GPU that supports it, else float32. `quantization=8 | 4` loads the LLM in 8-/4-bit
-        through bitsandbytes (kptllm.inference; CUDA only)."""
+        bfloat16 on a GPU that supports it, else float32."""
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        if quantization is None:
-            model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype).to(device)
-        else:
-            from .inference import quantization_config
-
-            model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype, device_map={"": device},
-                                                       quantization_config=quantization_config(quantization))
+        model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype).to(device)
         return cls(model, KptLLMProcessor.from_pretrained(path_or_id, config=model.config), **kwargs)
 
     @property
