@@ -149,7 +149,7 @@ class AnswerGrammar:
         return AnswerGrammar(self.allowed.to(device), self.forced.to(device), self.next_mode.to(device),
                              self.need.to(device), self.eos_token_id)
 
-    def mask_and_next(self, modes: torch.Tensor, remaining: int) -> torch.Tensor:
+    def allowed_tokens(self, modes: torch.Tensor, remaining: int) -> torch.Tensor:
         """`[B, V]` bool mask of allowed tokens for rows in `modes [B]` with `remaining` tokens left (this one included)."""
         tight = (self.need[modes] >= remaining)[:, None]
         return torch.where(tight, self.forced[modes], self.allowed[modes])

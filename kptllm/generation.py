@@ -300,7 +300,7 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
             if grammar is None:
                 tokens = probs.argmax(-1)
             else:
-                allowed = grammar.mask_and_next(modes, max_new_tokens - step)
+                allowed = grammar.allowed_tokens(modes, max_new_tokens - step)
                 tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
                 modes = grammar.next_mode[modes, tokens]
             out_tokens[active, step] = tokens
@@ -371,7 +371,7 @@ def generate_reference(language_model, embeds: torch.Tensor, eos_token_id: int, 
         if grammar is None:
             token = int(probs.argmax())
         else:
-            allowed = grammar.mask_and_next(mode, max_new_tokens - step)[0]
+            allowed = grammar.allowed_tokens(mode, max_new_tokens - step)[0]
             token = int(probs.masked_fill(~allowed, -1.0).argmax())
             mode = grammar.next_mode[mode, token]
         if token == eos_token_id:

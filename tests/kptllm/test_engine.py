@@ -180,7 +180,7 @@ def test_every_valid_answer_is_allowed(grammar_case):
         assert processor.decode(ids[:-1]) == answer
         mode = torch.tensor([AnswerGrammar.start_mode(True)])
         for step, token in enumerate(ids):
-            assert grammar.mask_and_next(mode, len(ids) - step)[0, token], (answer, step)
+            assert grammar.allowed_tokens(mode, len(ids) - step)[0, token], (answer, step)
             mode = grammar.next_mode[mode, torch.tensor([token])]
         assert int(mode) >= 0
 
@@ -196,7 +196,7 @@ def test_random_walks_under_the_grammar_parse(grammar_case, task):
         budget = int(grammar.need[start]) + rng.choice([0, 1, 3, 10, 30])
         mode, ids = torch.tensor([start]), []
         for step in range(budget):
-            allowed = grammar.mask_and_next(mode, budget - step)[0].nonzero()[:, 0].tolist()
+            allowed = grammar.allowed_tokens(mode, budget - step)[0].nonzero()[:, 0].tolist()
             token = rng.choice(allowed)
             if token == processor.eos_token_id:
                 break
