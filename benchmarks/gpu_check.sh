@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# The GPU check behind the GPU rows of docs/BENCHMARKS.md (run on a lent H100 through the device tool):
-# CUDA/bf16 paths of the predictor tests, then the batching benchmark at small and paper size.
-# Expects transformers/peft wheels in .whl (the GPU image has older ones).
+# The GPU check behind the GPU rows of docs/BENCHMARKS.md: one prepared script for a lent GPU machine
+# (nothing is downloaded there; about 7 minutes on an H100). Run from the repository root:
+#     bash benchmarks/gpu_check.sh            # logs go to $OUT (default /tmp)
+# 1. the engine's tokens equal naive per-keypoint generate (small model, float32, 5 keypoints);
+# 2. per-person latency, 17 keypoints x 20 answer tokens, paper size (DINOv2-L/14 + 7B Llama, random
+#    weights, bf16): naive generate per keypoint, transformers' batched generate, our engine;
+# 3. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
+#    fills the card.
+# Expects transformers/peft wheels in .whl (the GPU image has transformers 5.17; we need >= 5.24).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp}
+BATCH=${BATCH:-32}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
-python3 -m pytest -q -p no:cacheprovider tests/kptllm/test_predictor.py tests/kptllm/test_generation.py 2>&1 | tee "$OUT/pytest.log" | tail -15
-python3 -m benchmarks.bench_batching --size small --device cuda --dtype bfloat16 --repeats 3 2>&1 | tee "$OUT/bench_small.log" | grep -v Warn
-python3 -m benchmarks.bench_batching --size paper --device cuda --dtype bfloat16 --repeats 3 2>&1 | tee "$OUT/bench_paper.log" | grep -v Warn
+step() { echo "== $1 ($(date +%T))"; }
+
+step "tokens: engine vs naive, small model, float32"
+timeout 90 python3 -m benchmarks.decode_speed --size small --device cuda --dtype float32 --keypoints 5 \
+    --new-tokens 12 --repeats 1 --methods naive engine 2>&1 | tee "$OUT/tokens_small.log" | grep -v Warn
+
+step "per person, paper size, bf16, 17 keypoints x 20 tokens"
+timeout 240 python3 -m benchmarks.decode_speed --size paper --device cuda --dtype bfloat16 --keypoints 17 \
+    --new-tokens 20 --repeats 3 --methods naive hf engine grammar 2>&1 | tee "$OUT/decode_paper.log" | grep -v Warn
+
+step "evaluation throughput, paper size, bf16, batch 1 vs $BATCH (COCO instances, 17 keypoints each)"
+timeout 150 python3 -m benchmarks.eval_speed --size paper --device cuda --dtype bfloat16 --workloads coco \
+    --limit 64 --batch "$BATCH" --max-new-tokens 20 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
+python3 -c "import torch; print('visible GPUs', torch.cuda.device_count())"

@@ -273,6 +273,58 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
             "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
 
 
+def plan_unit(bench: Benchmark, predictor, unit: dict):
+    """The batched form of `predict`: (a `kptllm.batched.Request` or None, what `finish_unit` needs).
+
+    The request asks exactly what `predict` asks of the predictor, so `finish_unit` of its answers gives
+    the same prediction; the episode number is the support key (supports encoded once per episode).
+    """
+    from kptllm.batched import Request
+    from kptllm.protocol import Task
+
+    ds = bench.dataset
+    if "episode" in unit:
+        query = ds.annotation(unit["query_id"])
+        supports = [ds.annotation(i) for i in unit["support_ids"]]
+        count = len(query.keypoints)
+        usable = [_promptable(predictor, ds.images[s.image_id], s) for s in supports]
+        shown = [k for k in range(count) if any(u[k] for u in usable)]
+        context = {"shown": shown, "count": count}
+        if not shown:
+            return None, context
+        points = [[(float(s.keypoints[k, 0]), float(s.keypoints[k, 1])) if u[k] else None for k in shown]
+                  for s, u in zip(supports, usable)]
+        support = ([ds.images[s.image_id].path for s in supports], points, [s.bbox for s in supports])
+        return Request(ds.images[query.image_id].path, query.bbox, Task.VISUAL, [None] * len(shown),
+                       supports=support, support_key=("episode", unit["episode"])), context
+    if "det" in unit:
+        names = list(catalog.get(GENERIC[bench.name][0]).names)
+        return Request(ds.images[unit["image_id"]].path, tuple(unit["bbox"]), Task.TEXT, names), {"count": len(names)}
+    ann = ds.annotation(unit["ann_id"])
+    names = _keypoint_names(bench, ann)
+    if bench.task == "semantic":
+        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann)) if ok]
+        points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
+        context = {"labelled": labelled, "names": names}
+        if not points:
+            return None, context
+        return Request(ds.images[ann.image_id].path, ann.bbox, Task.SEMANTIC, [None] * len(points), points=points), context
+    return Request(ds.images[ann.image_id].path, ann.bbox, Task.TEXT, names), {"count": len(names)}
+
+
+def finish_unit(bench: Benchmark, unit: dict, context: dict, results) -> dict:
+    """The json-able prediction of a unit from its request's results (as `predict` builds it)."""
+    results = results or []
+    if "episode" in unit:
+        return {"key": unit_key(unit), "keypoints": _as_rows(zip(context["shown"], results), context["count"]),
+                "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
+    if bench.task == "semantic":
+        return {"key": unit_key(unit), "indices": context["labelled"], "predicted": [r.text for r in results],
+                "expected": [context["names"][k] for k in context["labelled"]]}
+    return {"key": unit_key(unit), "keypoints": _as_rows(enumerate(results), context["count"]),
+            "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
+
+
 def score(bench: Benchmark, predictions: list[dict]) -> dict:
     """Metric values, counts and breakdowns of a finished run."""
     if bench.task == "semantic":

@@ -24,6 +24,18 @@ def _episodes(args) -> None:
         print(json.dumps(episode.to_json()))
 
 
+def _shard(text: str | None):
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard takes INDEX/COUNT, e.g. 0/4; got {text!r}") from None
+    if not 0 <= index < count:
+        raise UserError(f"--shard {text}: need 0 <= INDEX < COUNT")
+    return index, count
+
+
 def _eval(args) -> None:
     from .runner import run_benchmark
 
@@ -39,9 +51,13 @@ def _eval(args) -> None:
         record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
                                shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
                                chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name,
-                               supercategory=args.supercategory, boxes=args.boxes)
+                               supercategory=args.supercategory, boxes=args.boxes, batch=args.batch,
+                               shard=_shard(args.shard), constrained=not args.no_constraints)
     except OSError as err:
         raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
+    if record is None:
+        print(json.dumps({"shard": args.shard, "complete": False, "out": args.out}))
+        return
     print(json.dumps({"benchmark": record["benchmark"], "task": record["task"], "metrics": record["metrics"],
                       "counts": record["counts"], "record": f"{args.out}/record.json"}, indent=1))
 
@@ -129,6 +145,12 @@ def build_full_parser():
     evaluate.add_argument("--seed", type=int, default=1)
     evaluate.add_argument("--limit", type=int, help="only the first N work units")
     evaluate.add_argument("--chunk-size", type=int, default=32, help="work units per resumable chunk")
+    evaluate.add_argument("--batch", type=int, default=16,
+                          help="work units decoded together (1 = one at a time; default 16)")
+    evaluate.add_argument("--shard", help="INDEX/COUNT: compute every COUNT-th chunk; the last shard to finish "
+                                          "scores the run (same --out for all shards)")
+    evaluate.add_argument("--no-constraints", action="store_true",
+                          help="decode without the answer grammar (coordinates may then fail to parse)")
     evaluate.add_argument("--out", required=True)
     evaluate.add_argument("--allow-missing", action="store_true",
                           help="score the work units whose images exist (default: refuse when any is missing)")

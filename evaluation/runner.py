@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .benchmarks import GENERIC, Benchmark, build_benchmark, coco_results, predict, score, unit_key
+from .benchmarks import (GENERIC, Benchmark, build_benchmark, coco_results, finish_unit, plan_unit, predict, score,
+                         unit_key)
 from .checks import cached_file_sha256, check_keypoint_names, check_metric_libraries, check_model, file_sha256
 from .checks import missing_images_message
 from .data import KeypointDataset
@@ -100,15 +101,85 @@ def _write_json(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_batched(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) -> None:
+    """Chunks `todo`, `batch` units per decoding batch; the next batch's images load in a background thread.
+
+    A chunk's elapsed_s is the wall time of the batches that finished it (batches may span chunks).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kptllm.batched import SupportCache, answer_requests, prepare
+
+    units = [(number, unit) for number in todo for unit in chunks[number]]
+    batches = [units[i:i + batch] for i in range(0, len(units), batch)]
+    supports = {}  # support key -> prepared support images (an episode's supports are loaded once)
+
+    def load(items):
+        plans = [plan_unit(bench, predictor, unit) for _, unit in items]
+        for request, _ in plans:
+            if request is None:
+                continue
+            if request.support_key is not None and request.support_key in supports:
+                request.prepared_supports = supports[request.support_key]
+            prepare(predictor, request)
+            if request.support_key is not None:
+                supports[request.support_key] = request.prepared_supports
+                while len(supports) > 8:
+                    supports.pop(next(iter(supports)))
+        return plans
+
+    cache = SupportCache()
+    results: dict[int, list] = {number: [None] * len(chunks[number]) for number in todo}
+    started = {number: None for number in todo}
+    position = {}
+    for number in todo:
+        for i, unit in enumerate(chunks[number]):
+            position[id(unit)] = i
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for index, items in enumerate(batches):
+            tic = time.perf_counter()
+            plans = pending.result()
+            pending = pool.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
+            requests = [request for request, _ in plans if request is not None]
+            answers = iter(answer_requests(predictor, requests, cache))
+            for (number, unit), (request, context) in zip(items, plans):
+                if started[number] is None:
+                    started[number] = tic
+                answer = next(answers) if request is not None else []
+                results[number][position[id(unit)]] = finish_unit(bench, unit, context, answer)
+                bar.update(1)
+            for number in {number for number, _ in items}:
+                if all(r is not None for r in results[number]):
+                    _write_json(paths[number], {"predictions": results[number],
+                                                "elapsed_s": time.perf_counter() - started[number]})
+
+
 def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out: str, task: str | None = None,
                   shots: int = 1, episodes: int = 200, seed: int = 1, limit: int | None = None,
                   chunk_size: int = 32, predictor=None, progress: bool = True, allow_missing: bool = False,
-                  name: str | None = None, supercategory: str | None = None, boxes: str | None = None) -> dict:
+                  name: str | None = None, supercategory: str | None = None, boxes: str | None = None,
+                  batch: int = 1, shard: tuple[int, int] | None = None, constrained: bool = True,
+                  wait_s: float = 86400.0) -> dict | None:
     """Run (or resume) a benchmark and return its result record (also written to OUT/record.json).
 
     `predictor` may be passed in (an already loaded `KeypointPredictor`); otherwise it is loaded from `model`.
     Everything is checked before OUT/run.json is written and before the model loads (see `evaluation.checks`);
     work units whose images are missing are refused unless `allow_missing`.
+    `batch`: work units decoded together (1 = one unit at a time through the predictor API; more: one
+    decoding batch over all their images, images prefetched in a background thread, an episode's
+    supports encoded once). Predictions do not depend on it (greedy decoding, checked by the tests).
+    `shard=(i, n)`: compute only chunks i, i+n, ...; the run is scored (and the record returned) once
+    every chunk is in OUT, so n processes (or `accelerate launch`: RANK / WORLD_SIZE are read) into one
+    OUT give the one-process record; a shard that is not last returns None. Rank 0 of an accelerate
+    launch waits up to `wait_s` for the other ranks' chunks.
+    `constrained`: decode with the answer grammar (kptllm.constraints); part of the run's settings.
     """
     started = time.perf_counter()
     if limit is not None and limit < 1:
@@ -119,8 +190,17 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         raise ValueError(f"shots must be at least 1, got {shots}")
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
     if predictor is None:
         check_model(str(model))
+    else:  # a passed predictor decodes as it is configured
+        constrained = getattr(predictor, "constrained", constrained)
+    launched = shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched:  # accelerate launch / torchrun: one shard per rank
+        shard = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     dataset = KeypointDataset.load(annotations, image_root=images)
     if benchmark in GENERIC:
         check_keypoint_names(benchmark, dataset, GENERIC[benchmark][0])
@@ -149,6 +229,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         settings["supercategory"] = supercategory
     if boxes:
         settings["boxes_sha256"] = file_sha256(Path(boxes))
+    if not constrained:  # only when off, so runs recorded before the flag existed still resume
+        settings["constrained"] = False
     run_file = out_dir / "run.json"
     if run_file.exists():
         previous = json.loads(run_file.read_text())
@@ -161,31 +243,48 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     if predictor is None:
         from kptllm import KeypointPredictor
 
-        predictor = KeypointPredictor.from_pretrained(model)
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if launched and torch_cuda() else None
+        predictor = KeypointPredictor.from_pretrained(model, device=device, constrained=constrained)
     chunks = [units[i:i + chunk_size] for i in range(0, len(units), chunk_size)]
-    predictions, elapsed, reused = [], 0.0, 0
-    bar = tqdm(total=len(units), desc=f"{benchmark}/{bench.task}", disable=not progress, unit="unit")
-    for number, chunk in enumerate(chunks):
-        path = out_dir / "chunks" / f"{number:05d}.json"
-        keys = [unit_key(u) for u in chunk]
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if [p["key"] for p in saved["predictions"]] == keys:
-                predictions += saved["predictions"]
-                elapsed += saved["elapsed_s"]
-                reused += 1
-                bar.update(len(chunk))
-                continue
-        tic = time.perf_counter()
-        done = []
-        for unit in chunk:
-            done.append(predict(bench, predictor, unit))
-            bar.update(1)
-        seconds = time.perf_counter() - tic
-        _write_json(path, {"predictions": done, "elapsed_s": seconds})
-        predictions += done
-        elapsed += seconds
+    paths = [out_dir / "chunks" / f"{number:05d}.json" for number in range(len(chunks))]
+
+    def saved(number):
+        """The finished chunk's json, or None."""
+        if not paths[number].exists():
+            return None
+        value = json.loads(paths[number].read_text())
+        return value if [p["key"] for p in value["predictions"]] == [unit_key(u) for u in chunks[number]] else None
+
+    mine = [n for n in range(len(chunks)) if shard is None or n % shard[1] == shard[0]]
+    todo = [n for n in mine if saved(n) is None]
+    bar = tqdm(total=sum(len(chunks[n]) for n in todo), desc=f"{benchmark}/{bench.task}", disable=not progress,
+               unit="unit")
+    if batch == 1:
+        for number in todo:
+            tic = time.perf_counter()
+            done = []
+            for unit in chunks[number]:
+                done.append(predict(bench, predictor, unit))
+                bar.update(1)
+            _write_json(paths[number], {"predictions": done, "elapsed_s": time.perf_counter() - tic})
+    else:
+        _run_batched(bench, predictor, chunks, todo, paths, batch, bar)
     bar.close()
+    if shard is not None:
+        missing = [n for n in range(len(chunks)) if saved(n) is None]
+        if missing and launched and shard[0] == 0:
+            deadline = time.monotonic() + wait_s
+            while missing and time.monotonic() < deadline:
+                time.sleep(2.0)
+                missing = [n for n in missing if saved(n) is None]
+        if missing:
+            return None
+    predictions, elapsed, reused = [], 0.0, 0
+    for number in range(len(chunks)):
+        value = saved(number)
+        predictions += value["predictions"]
+        elapsed += value["elapsed_s"]
+        reused += number not in todo
 
     scored = score(bench, predictions)
     _write_json(out_dir / "predictions.json", coco_results(bench, predictions))

@@ -1,46 +1,266 @@
-"""Greedy decoding of many keypoint queries that share one image prefix.
+"""Greedy decoding of many keypoint queries over shared image prefixes (the decoding engine).
 
-The prefix (system text + the N visual tokens) is run once and its KV cache reused: every query's
-suffix is left-padded *inside the suffix block* so all rows end at the same column, padded positions
-are masked out, and position ids count only real tokens, so each row computes exactly what it would
-compute alone. `generate_reference` is the slow path (one sequence, no cache) that tests hold the fast
-path to.
+Every query is `prefix + suffix + answer`: the prefix (system text + the N visual tokens of one image)
+is the same for all keypoints asked about that image, the suffix is the per-keypoint instruction.
+
+    prefix KV   [P, Hkv, Lp, d] per layer        one per image, computed once (`prefill_prefixes`)
+    row KV      [B, Hkv, S, d]  per layer        one per query: suffix + generated tokens only
+
+No row ever holds a copy of its prefix: attention for row b is computed over the two blocks
+[prefix p(b) | own suffix] (`_shared_prefix_attention`): the rows that share a prefix are folded into
+the query-length axis of one matmul against that prefix (one GEMM per image instead of B GEMVs), the
+suffix part is an ordinary batched matmul, and one softmax spans both. So memory grows with the suffix
+length only, and a batch may mix images (the evaluation runner's batches).
+
+Suffixes are left-padded *inside the suffix block* so all rows end at the same column; padded
+positions are masked out and position ids count only real tokens, so each row computes exactly what
+it would compute alone (up to float rounding). Rows that emit EOS are dropped from the batch (their
+KV rows are compacted away), so finished sequences stop costing work.
+
+Optionally (`grammar`, see constraints.py) each row's tokens are masked to the answer grammar.
+`generate_reference` is the slow path (one sequence, full recomputation, no cache) that the tests hold
+the engine to, token for token.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
+
+ATTENTION_NAME = "kptllm_shared_prefix"
 
 
 @dataclass
 class Generated:
-    """Per sequence: generated token ids (EOS excluded), each token's probability, and whether EOS was reached."""
+    """Per sequence: generated token ids (EOS excluded), each token's probability, and whether EOS was reached.
+
+    Probabilities are the model's (softmax over the full vocabulary), also where a grammar masked the
+    choice: a forced token keeps the low probability the model gave it.
+    """
 
     token_ids: list[list[int]]
     token_probs: list[list[float]]
     finished: list[bool]
 
 
+# ----------------------------------------------------------------------------- prefixes
+@dataclass
+class PrefixKV:
+    """The KV cache of P prefixes of equal length: per layer `keys[l], values[l]` of shape `[P, Hkv, Lp, d]`."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def count(self) -> int:
+        return self.keys[0].shape[0]
+
+    @classmethod
+    def from_cache(cls, cache: DynamicCache) -> "PrefixKV":
+        """Views (no copy) of a `DynamicCache` filled by `prefill`."""
+        return cls([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers])
+
+    @classmethod
+    def cat(cls, prefixes: list["PrefixKV"]) -> "PrefixKV":
+        """Stack several prefixes (one per image) into one `PrefixKV` (copies P x Lp, not per keypoint)."""
+        if len(prefixes) == 1:
+            return prefixes[0]
+        layers = range(len(prefixes[0].keys))
+        return cls([torch.cat([p.keys[i] for p in prefixes]) for i in layers],
+                   [torch.cat([p.values[i] for p in prefixes]) for i in layers])
+
+
 @torch.no_grad()
 def prefill(language_model, prefix_embeds: torch.Tensor) -> DynamicCache:
-    """Run the shared prefix `[1, Lp, D]` once and return its KV cache."""
+    """Run the prefixes `[P, Lp, D]` (usually P = 1) once and return their KV cache."""
     cache = DynamicCache(config=language_model.config)
     language_model(inputs_embeds=prefix_embeds, cache=cache, use_cache=True, logits_to_keep=1)
     return cache
 
 
 @torch.no_grad()
-def generate_with_prefix(language_model, prefix_cache: DynamicCache, prefix_len: int, suffix_embeds: list[torch.Tensor],
-                         eos_token_id: int, max_new_tokens: int) -> Generated:
-    """Greedy-decode K sequences `prefix + suffix_embeds[k]` as one batch.
+def prefill_prefixes(language_model, prefix_embeds: torch.Tensor) -> PrefixKV:
+    """`[P, Lp, D]` -> `PrefixKV` with P prefixes."""
+    return PrefixKV.from_cache(prefill(language_model, prefix_embeds))
+
+
+# ----------------------------------------------------------------------------- per-row KV + attention
+class _Rows:
+    """Per-row KV of the suffix and generated tokens, duck-typed as the `cache` the HF attention layers update.
+
+    keys/values[l]: `[B, Hkv, capacity, d]`, preallocated (a static cache: no per-step concatenation).
+    `groups [P, n]` lists each prefix's rows (padded by repeating a row), `slot [B]` each row's place in
+    `groups.view(-1)`; `identity` marks the common case of one prefix shared by all rows.
+    """
+
+    def __init__(self, prefix: PrefixKV, row_prefix: torch.Tensor, capacity: int):
+        self.prefix = prefix
+        self.capacity = capacity
+        self.length = 0  # columns written before the running forward
+        self.keys: list[torch.Tensor | None] = [None] * len(prefix.keys)
+        self.values: list[torch.Tensor | None] = [None] * len(prefix.keys)
+        self.set_rows(row_prefix)
+
+    def set_rows(self, row_prefix: torch.Tensor) -> None:
+        self.row_prefix = row_prefix
+        count = self.prefix.count
+        num = row_prefix.shape[0]
+        self.identity = count == 1
+        if self.identity:
+            return
+        order = torch.argsort(row_prefix, stable=True)
+        sizes = torch.bincount(row_prefix, minlength=count)
+        width = max(int(sizes.max()), 1)
+        starts = torch.cumsum(sizes, 0) - sizes
+        rank = torch.arange(num, device=row_prefix.device) - starts[row_prefix[order]]
+        groups = torch.zeros(count, width, dtype=torch.long, device=row_prefix.device)
+        groups[row_prefix[order], rank] = order
+        # pad each group with its first row (or row 0 for an empty group): computed and discarded
+        first = groups[:, :1].expand(-1, width)
+        column = torch.arange(width, device=row_prefix.device)[None]
+        self.groups = torch.where(column < sizes[:, None], groups, first)
+        self.slot = torch.empty(num, dtype=torch.long, device=row_prefix.device)
+        self.slot[order] = row_prefix[order] * width + rank
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only rows `index` (drop finished rows)."""
+        for i, (k, v) in enumerate(zip(self.keys, self.values)):
+            if k is not None:
+                self.keys[i], self.values[i] = k.index_select(0, index), v.index_select(0, index)
+        self.set_rows(self.row_prefix.index_select(0, index))
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """Write the running forward's `[B, Hkv, T, d]` keys/values; return the row KV up to the current column."""
+        if self.keys[layer_idx] is None:
+            b, h, _, d = key_states.shape
+            shape = (b, h, self.capacity, d)
+            self.keys[layer_idx] = key_states.new_zeros(shape)
+            self.values[layer_idx] = value_states.new_zeros(shape)
+        end = self.length + key_states.shape[2]
+        self.keys[layer_idx][:, :, self.length:end] = key_states
+        self.values[layer_idx][:, :, self.length:end] = value_states
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def mask_bias(self, mask: torch.Tensor, groups: int, dtype) -> torch.Tensor:
+        """Additive bias `[B, 1, g*T, S]` (0 / most negative) from the bool mask `[B, 1, T, S]`; built once per forward."""
+        if self._bias is None or self._bias_source is not mask:
+            b, _, t, s = mask.shape
+            bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+            self._bias = bias.expand(b, groups, t, s).reshape(b, 1, groups * t, s) if groups > 1 else bias
+            self._bias_source = mask
+        return self._bias
+
+    _bias = _bias_source = None
+
+    # A few attributes HF code may probe on a cache object.
+    is_compileable = False
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.prefix.length + self.length
+
+    # ------------------------------------------------------------ prefix grouping
+    def to_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, Hkv, M, *]` (M = heads-per-kv x T) -> `[P, Hkv, n*M, *]`: each prefix's rows along one axis."""
+        b, h, m, last = x.shape
+        if self.identity:
+            return x.transpose(0, 1).reshape(1, h, b * m, last)
+        g = x[self.groups]  # [P, n, Hkv, M, *]
+        p, n = g.shape[:2]
+        return g.transpose(1, 2).reshape(p, h, n * m, last)
+
+    def from_groups(self, y: torch.Tensor, rows: int, m: int) -> torch.Tensor:
+        """Inverse of `to_groups`: `[P, Hkv, n*M, *]` -> `[B, Hkv, M, *]`."""
+        p, h, _, last = y.shape
+        if self.identity:
+            return y.reshape(h, rows, m, last).transpose(0, 1)
+        y = y.reshape(p, h, -1, m, last).transpose(1, 2).reshape(-1, h, m, last)
+        return y[self.slot]
+
+
+def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             kptllm_rows: _Rows | None = None, **kwargs):
+    """Attention over [shared prefix | own suffix], eager (the HF attention-interface signature).
+
+    query `[B, H, T, d]`; key/value `[B, Hkv, S, d]` (the rows' own KV from `_Rows.update`);
+    attention_mask `[B, 1, T, S]` bool (True = attend) over the row KV; the prefix is always visible.
+    Returns `[B, T, H, d]`.
+    """
+    rows = kptllm_rows
+    prefix_keys = rows.prefix.keys[module.layer_idx]  # [P, Hkv, Lp, d]
+    prefix_values = rows.prefix.values[module.layer_idx]
+    b, heads, t, d = query.shape
+    kv_heads, lp = prefix_keys.shape[1], prefix_keys.shape[2]
+    m = heads // kv_heads * t  # query heads h = kv * g + j share kv head kv (as repeat_kv)
+    q = query.reshape(b, kv_heads, m, d) * scaling
+    scores_prefix = rows.from_groups(torch.matmul(rows.to_groups(q), prefix_keys.transpose(-1, -2)), b, m)
+    scores_rows = torch.matmul(q, key.transpose(-1, -2)) + rows.mask_bias(attention_mask, heads // kv_heads, q.dtype)
+    weights = torch.softmax(torch.cat([scores_prefix, scores_rows], dim=-1), dim=-1, dtype=torch.float32).to(query.dtype)
+    out = rows.from_groups(torch.matmul(rows.to_groups(weights[..., :lp]), prefix_values), b, m)
+    out = out + torch.matmul(weights[..., lp:], value)
+    return out.reshape(b, heads, t, d).transpose(1, 2), None
+
+
+AttentionInterface.register(ATTENTION_NAME, _shared_prefix_attention)
+
+
+@contextlib.contextmanager
+def _attention(language_model, name: str):
+    """Switch the LM's attention implementation for the duration of a decode (restored afterwards)."""
+    config = language_model.config
+    previous = config._attn_implementation_internal
+    config._attn_implementation_internal = name
+    try:
+        yield
+    finally:
+        config._attn_implementation_internal = previous
+
+
+# ----------------------------------------------------------------------------- the engine
+def _decoder_parts(language_model):
+    """The Llama-style pieces (`model.layers`, `rotary_emb`, `norm`, `lm_head`) when present, else None."""
+    base = getattr(language_model, "model", None)
+    if base is None or not hasattr(language_model, "lm_head") or not all(
+            hasattr(base, name) for name in ("layers", "rotary_emb", "norm")):
+        return None
+    return base
+
+
+def _forward(language_model, base, inputs, mask, positions, rows) -> torch.Tensor:
+    """Last-position logits `[B, V]` of `inputs [B, T, D]`.
+
+    For Llama-style models the decoder layers are called directly: the model-level wrappers cost about
+    1 ms a step, which is most of a step for small models. Other models take the ordinary forward.
+    """
+    if base is None:
+        return language_model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, cache=rows,
+                              use_cache=False, logits_to_keep=1, kptllm_rows=rows).logits[:, -1]
+    hidden = inputs
+    rotary = base.rotary_emb(hidden, position_ids=positions)
+    for layer in base.layers[:base.config.num_hidden_layers]:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=rows, position_embeddings=rotary,
+                       kptllm_rows=rows)
+    return language_model.lm_head(base.norm(hidden[:, -1:]))[:, -1]
+
+
+@torch.no_grad()
+def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], eos_token_id: int,
+           max_new_tokens: int, row_prefix: list[int] | None = None, grammar=None,
+           start_modes: list[int] | None = None) -> Generated:
+    """Greedy-decode B sequences `prefix[row_prefix[b]] + suffix_embeds[b]` as one batch.
 
     Args:
-        prefix_cache: from `prefill`, batch 1; it is copied, not modified.
-        suffix_embeds: K tensors `[L_k, D]` (the per-keypoint query embeddings).
+        prefix: P prefixes' KV (`prefill_prefixes`); read, never modified or copied per row.
+        suffix_embeds: B tensors `[L_b, D]` (the per-keypoint query embeddings).
+        row_prefix: which prefix each row continues (default: all 0).
+        grammar: an `AnswerGrammar` (constraints.py) to mask tokens; None = free greedy decoding.
+        start_modes: grammar mode of each row at the start (`AnswerGrammar.start_mode`).
     """
     num = len(suffix_embeds)
     if num == 0:
@@ -49,53 +269,111 @@ def generate_with_prefix(language_model, prefix_cache: DynamicCache, prefix_len:
     dim = suffix_embeds[0].shape[-1]
     device, dtype = suffix_embeds[0].device, suffix_embeds[0].dtype
     block = torch.zeros(num, width, dim, device=device, dtype=dtype)
-    mask = torch.zeros(num, width, device=device, dtype=torch.long)
+    valid = torch.zeros(num, width + max_new_tokens, device=device, dtype=torch.bool)
     for row, suffix in enumerate(suffix_embeds):
         block[row, width - suffix.shape[0]:] = suffix
-        mask[row, width - suffix.shape[0]:] = 1
-    positions = (prefix_len + mask.cumsum(1) - 1).clamp(min=prefix_len)
-    attention = torch.cat([torch.ones(num, prefix_len, device=device, dtype=torch.long), mask], dim=1)
+        valid[row, width - suffix.shape[0]:width] = True
+    prefix_len = prefix.length
+    positions = (prefix_len + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix_len)
+    row_prefix_t = torch.zeros(num, dtype=torch.long, device=device) if row_prefix is None else \
+        torch.as_tensor(row_prefix, dtype=torch.long, device=device)
+    rows = _Rows(prefix, row_prefix_t, width + max_new_tokens)
+    causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
+    mask = valid[:, None, None, :width] & causal[None, None]  # [B, 1, T, S]
 
-    cache = copy.deepcopy(prefix_cache)
-    cache.batch_repeat_interleave(num)
-    logits = language_model(inputs_embeds=block, attention_mask=attention, position_ids=positions,
-                            cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-    next_position = prefix_len + mask.sum(1)
+    if grammar is not None:
+        grammar = grammar.to(device)
+        modes = torch.as_tensor(start_modes if start_modes is not None else [0] * num, dtype=torch.long, device=device)
     embed = language_model.get_input_embeddings()
-
-    token_ids: list[list[int]] = [[] for _ in range(num)]
-    token_probs: list[list[float]] = [[] for _ in range(num)]
+    out_tokens = torch.full((num, max_new_tokens), -1, dtype=torch.long, device=device)
+    out_probs = torch.zeros(num, max_new_tokens, device=device)
     finished = torch.zeros(num, dtype=torch.bool, device=device)
-    for step in range(max_new_tokens):
-        probs = logits.float().softmax(-1)
-        tokens = probs.argmax(-1)
-        chosen = probs.gather(1, tokens[:, None])[:, 0]
-        for row in (~finished).nonzero(as_tuple=True)[0].tolist():
-            if int(tokens[row]) != eos_token_id:
-                token_ids[row].append(int(tokens[row]))
-                token_probs[row].append(float(chosen[row]))
-        finished |= tokens == eos_token_id
-        if bool(finished.all()) or step == max_new_tokens - 1:
-            break
-        attention = torch.cat([attention, torch.ones(num, 1, device=device, dtype=torch.long)], dim=1)
-        logits = language_model(inputs_embeds=embed(tokens)[:, None].to(dtype), attention_mask=attention,
-                                position_ids=next_position[:, None], cache=cache, use_cache=True).logits[:, -1]
-        next_position = next_position + 1
-    return Generated(token_ids, token_probs, finished.tolist())
+    active = torch.arange(num, device=device)  # original row id of each batch row
+    next_position = prefix_len + valid[:, :width].sum(1)
+    inputs, input_positions, steps = block, positions, 0
+    base = _decoder_parts(language_model)
+    with _attention(language_model, ATTENTION_NAME):
+        for step in range(max_new_tokens):
+            logits = _forward(language_model, base, inputs, mask, input_positions, rows)
+            rows.length += inputs.shape[1]
+            probs = logits.float().softmax(-1)
+            if grammar is None:
+                tokens = probs.argmax(-1)
+            else:
+                allowed = grammar.allowed_tokens(modes, max_new_tokens - step)
+                tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
+                modes = grammar.next_mode[modes, tokens]
+            out_tokens[active, step] = tokens
+            out_probs[active, step] = probs.gather(1, tokens[:, None])[:, 0]
+            steps = step + 1
+            done = tokens == eos_token_id
+            if step == max_new_tokens - 1:
+                break
+            if bool(done.any()):
+                finished[active[done]] = True
+                keep = (~done).nonzero(as_tuple=True)[0]
+                if keep.numel() == 0:
+                    break
+                active, tokens, next_position = active[keep], tokens[keep], next_position[keep]
+                valid = valid[keep]
+                rows.keep(keep)
+                if grammar is not None:
+                    modes = modes[keep]
+            column = rows.length
+            valid[:, column] = True
+            mask = valid[:, None, None, :column + 1]
+            inputs = embed(tokens)[:, None].to(dtype)
+            input_positions = next_position[:, None]
+            next_position = next_position + 1
+    out_tokens, out_probs = out_tokens[:, :steps].tolist(), out_probs[:, :steps].tolist()
+    token_ids, token_probs = [], []
+    for ids, probs in zip(out_tokens, out_probs):
+        end = ids.index(eos_token_id) if eos_token_id in ids else (ids.index(-1) if -1 in ids else len(ids))
+        token_ids.append(ids[:end])
+        token_probs.append(probs[:end])
+    return Generated(token_ids, token_probs, [bool(eos_token_id in ids) for ids in out_tokens])
 
 
 @torch.no_grad()
-def generate_reference(language_model, embeds: torch.Tensor, eos_token_id: int, max_new_tokens: int) -> Generated:
+def generate_with_prefix(language_model, prefix_cache, prefix_len: int, suffix_embeds: list[torch.Tensor],
+                         eos_token_id: int, max_new_tokens: int, grammar=None, start_modes=None) -> Generated:
+    """Greedy-decode K sequences `prefix + suffix_embeds[k]` as one batch over one shared prefix.
+
+    Args:
+        prefix_cache: from `prefill` (batch 1) or a `PrefixKV`; read, never copied or modified.
+        prefix_len: its length (checked).
+        suffix_embeds: K tensors `[L_k, D]` (the per-keypoint query embeddings).
+    """
+    if not suffix_embeds:
+        return Generated([], [], [])
+    prefix = prefix_cache if isinstance(prefix_cache, PrefixKV) else PrefixKV.from_cache(prefix_cache)
+    if prefix.length != prefix_len:
+        raise ValueError(f"the prefix cache holds {prefix.length} tokens, not {prefix_len}")
+    return decode(language_model, prefix, suffix_embeds, eos_token_id, max_new_tokens, grammar=grammar,
+                  start_modes=start_modes)
+
+
+@torch.no_grad()
+def generate_reference(language_model, embeds: torch.Tensor, eos_token_id: int, max_new_tokens: int,
+                       grammar=None, start_mode: int = 0) -> Generated:
     """Slow path: one sequence `[L, D]`, full recomputation at every step, no cache, no padding."""
     embed = language_model.get_input_embeddings()
     sequence = embeds[None]
     ids: list[int] = []
     probs_out: list[float] = []
     finished = False
-    for _ in range(max_new_tokens):
+    mode = torch.tensor([start_mode], device=embeds.device)
+    if grammar is not None:
+        grammar = grammar.to(embeds.device)
+    for step in range(max_new_tokens):
         logits = language_model(inputs_embeds=sequence, use_cache=False).logits[0, -1]
         probs = logits.float().softmax(-1)
-        token = int(probs.argmax())
+        if grammar is None:
+            token = int(probs.argmax())
+        else:
+            allowed = grammar.allowed_tokens(mode, max_new_tokens - step)[0]
+            token = int(probs.masked_fill(~allowed, -1.0).argmax())
+            mode = grammar.next_mode[mode, token]
         if token == eos_token_id:
             finished = True
             break

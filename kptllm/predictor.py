@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .constraints import AnswerGrammar, grammar_for
 from .generation import generate_with_prefix, prefill
 from .modeling import KptLLMForKeypoints
 from .processor import KptLLMProcessor, PreparedImage
@@ -100,10 +101,13 @@ def _check_count(count: int) -> None:
 class KeypointPredictor:
     """Runs a `KptLLMForKeypoints` on images given in pixels. Not thread-safe (it caches one image)."""
 
-    def __init__(self, model: KptLLMForKeypoints, processor: KptLLMProcessor, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    def __init__(self, model: KptLLMForKeypoints, processor: KptLLMProcessor, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 constrained: bool = True):
+        """`constrained`: mask decoding to the answer grammar so every detection parses (constraints.py)."""
         self.model = model.eval()
         self.processor = processor
         self.max_new_tokens = max_new_tokens
+        self.constrained = constrained
         self._image: _ImageState | None = None
 
     @classmethod
@@ -256,9 +260,17 @@ class KeypointPredictor:
             kpt = None if kpt_tokens is None else kpt_tokens[k:k + 1]
             suffixes.append(self.model.embed_inputs(ids, kpt_tokens=kpt)[0])
         generated = generate_with_prefix(self.model.language_model, state.prefix_cache, state.prefix_len, suffixes,
-                                         self.processor.eos_token_id, self.max_new_tokens)
+                                         self.processor.eos_token_id, self.max_new_tokens, **self._grammar(task, len(suffixes)))
         return [self._result(k, task, texts[k], ids, probs, state)
                 for k, (ids, probs) in enumerate(zip(generated.token_ids, generated.token_probs))]
+
+    def _grammar(self, task: Task, rows: int) -> dict:
+        """The `grammar` / `start_modes` arguments of the decoder (empty when unconstrained)."""
+        if not self.constrained:
+            return {}
+        vocab = self.model.language_model.get_output_embeddings().weight.shape[0]
+        return {"grammar": grammar_for(self.processor, vocab),
+                "start_modes": [AnswerGrammar.start_mode(task.has_coordinates)] * rows}
 
     def _result(self, index: int, task: Task, query, ids: list[int], probs: list[float],
                 state: _ImageState) -> KeypointResult:

@@ -1,0 +1,228 @@
+"""Constrained decoding of answers: free-text semantics, then coordinates that always parse.
+
+A detection answer is ``semantics [0.ddd, 0.ddd]`` (protocol.py). Once a row's text reaches ``[`` (or
+when its token budget would otherwise run out), only tokens that continue the grammar
+
+    "[" C ", " C "]"  then EOS,    C = "0." d d d  |  "1.000"
+
+are allowed, so every detection answer parses and both values lie in [0, 1]. Before the bracket the
+semantics are free text; only what would make the answer unparseable is masked (``]``, control
+characters, the placeholder tokens, an empty semantics, EOS). A semantic answer (task (a)) is free text
+that must be non-empty and bracket-free.
+
+The grammar works on each token's *decoded text* (the processor's `decode` of an anchor token plus the
+token, minus the anchor), so it holds for any tokenizer: digits split one per token (Llama) or merged
+(``"412"``, ``" [0."``). Tokens that decode to nothing (specials skipped by `decode`) are neutral: allowed
+anywhere, they do not move the grammar. With greedy decoding this gives one guarantee that the tests
+check: whenever the unconstrained answer already parsed, the constrained one is the same token for
+token (every token on a parseable path is allowed, and the budget rule below only bites on paths that
+would not have finished).
+
+Budget: `need[m]` is the fewest tokens that finish from mode `m`. A row with `r` tokens left and
+`r <= need[m]` may only take tokens on a shortest finishing path, so the answer completes within
+`max_new_tokens` when `max_new_tokens >= need[start]`.
+
+Everything is precomputed per tokenizer into `[M, V]` tables (M ~ 30 modes), so a decoding step is two
+gathers on the device: no Python per row, CUDA-graph friendly.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from .protocol import SPECIAL_TOKENS
+
+# Free-text modes (shared layout: these ids are fixed; coordinate states follow).
+DETECT_EMPTY, DETECT_FREE, SEMANTIC_EMPTY, SEMANTIC_FREE, DETECT_ACCEPT = range(5)
+_FIRST_COORD = 5
+_UNREACHABLE = 10**6
+
+
+def _coordinate_states() -> tuple[dict, dict]:
+    """Character DFA of `C ", " C "]"` after "[". Returns (state -> id, (id, char) -> id); ACCEPT is DETECT_ACCEPT."""
+    ids: dict = {}
+    edges: dict = {}
+
+    def state_id(state) -> int:
+        if state == "accept":
+            return DETECT_ACCEPT
+        if state not in ids:
+            ids[state] = _FIRST_COORD + len(ids)
+        return ids[state]
+
+    def step(state, char):
+        kind = state[0]
+        if kind in ("x", "y"):
+            _, pos, one = state
+            if pos == 0:
+                return (kind, 1, char == "1") if char in "01" else None
+            if pos == 1:
+                return (kind, 2, one) if char == "." else None
+            if char in ("0" if one else "0123456789"):
+                if pos < 4:
+                    return (kind, pos + 1, one)
+                return ("sep", 0) if kind == "x" else ("close",)
+            return None
+        if kind == "sep":
+            if state[1] == 0:
+                return ("sep", 1) if char == "," else None
+            return ("y", 0, False) if char == " " else None
+        if kind == "close":
+            return "accept" if char == "]" else None
+        return None
+
+    start = ("x", 0, False)
+    todo, seen = [start], {start}
+    state_id(start)
+    while todo:
+        state = todo.pop()
+        for char in "0123456789., ]":
+            nxt = step(state, char)
+            if nxt is None:
+                continue
+            edges[(state_id(state), char)] = state_id(nxt)
+            if nxt != "accept" and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return ids, edges
+
+
+_STATE_IDS, _EDGES = _coordinate_states()
+COORD_START = _STATE_IDS[("x", 0, False)]
+NUM_MODES = _FIRST_COORD + len(_STATE_IDS)
+
+
+def _walk(state: int, text: str) -> int | None:
+    for char in text:
+        state = _EDGES.get((state, char))
+        if state is None:
+            return None
+    return state
+
+
+def _bad_free_text(text: str) -> bool:
+    """Text that makes an answer unparseable if it appears in the semantics."""
+    return ("]" in text or any((ord(c) < 32 or ord(c) == 127) and not c.isspace() for c in text)
+            or any(t in text for t in SPECIAL_TOKENS))
+
+
+def token_texts(processor, vocab_size: int) -> list[str]:
+    """Each token's text as it appears inside a decoded answer (anchor trick: keeps SentencePiece's leading space)."""
+    tokenizer = processor.tokenizer
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"][:1]
+    base = processor.decode(anchor)
+    texts = []
+    for token in range(vocab_size):
+        text = processor.decode(anchor + [token])
+        texts.append(text[len(base):] if text.startswith(base) else text)
+    return texts
+
+
+@dataclass
+class AnswerGrammar:
+    """Precomputed tables over the vocabulary.
+
+    Attributes:
+        allowed: `[M, V]` bool, tokens allowed in each mode.
+        forced: `[M, V]` bool, tokens on a shortest finishing path (used when the budget is tight).
+        next_mode: `[M, V]` long, mode after each token (-1 where not allowed).
+        need: `[M]` long, fewest tokens that finish from each mode (0 for finished modes).
+        eos_token_id: EOS, allowed only in finished modes (DETECT_ACCEPT, SEMANTIC_FREE).
+    """
+
+    allowed: torch.Tensor
+    forced: torch.Tensor
+    next_mode: torch.Tensor
+    need: torch.Tensor
+    eos_token_id: int
+
+    @staticmethod
+    def start_mode(has_coordinates: bool) -> int:
+        return DETECT_EMPTY if has_coordinates else SEMANTIC_EMPTY
+
+    def to(self, device) -> "AnswerGrammar":
+        if self.allowed.device == torch.device(device):
+            return self
+        return AnswerGrammar(self.allowed.to(device), self.forced.to(device), self.next_mode.to(device),
+                             self.need.to(device), self.eos_token_id)
+
+    def allowed_tokens(self, modes: torch.Tensor, remaining: int) -> torch.Tensor:
+        """`[B, V]` bool mask of allowed tokens for rows in `modes [B]` with `remaining` tokens left (this one included)."""
+        tight = (self.need[modes] >= remaining)[:, None]
+        return torch.where(tight, self.forced[modes], self.allowed[modes])
+
+    @classmethod
+    def build(cls, texts: list[str], eos_token_id: int) -> "AnswerGrammar":
+        vocab = len(texts)
+        next_mode = torch.full((NUM_MODES, vocab), -1, dtype=torch.long)
+        for token, text in enumerate(texts):
+            if token == eos_token_id:
+                next_mode[DETECT_ACCEPT, token] = DETECT_ACCEPT
+                next_mode[SEMANTIC_FREE, token] = SEMANTIC_FREE
+                continue
+            if text == "":  # neutral (a special token that decode skips)
+                next_mode[:, token] = torch.arange(NUM_MODES)
+                continue
+            if "[" in text:
+                before, after = text.split("[", 1)
+                if not _bad_free_text(before):
+                    target = _walk(COORD_START, after)
+                    if target is not None:
+                        if before.strip():
+                            next_mode[DETECT_EMPTY, token] = target
+                        next_mode[DETECT_FREE, token] = target
+            elif not _bad_free_text(text):
+                filled = bool(text.strip())
+                next_mode[DETECT_EMPTY, token] = DETECT_FREE if filled else DETECT_EMPTY
+                next_mode[DETECT_FREE, token] = DETECT_FREE
+                next_mode[SEMANTIC_EMPTY, token] = SEMANTIC_FREE if filled else SEMANTIC_EMPTY
+                next_mode[SEMANTIC_FREE, token] = SEMANTIC_FREE
+            for mode in range(_FIRST_COORD, NUM_MODES):
+                target = _walk(mode, text)
+                if target is not None:
+                    next_mode[mode, token] = target
+            if text.isspace():  # the parser strips trailing whitespace
+                next_mode[DETECT_ACCEPT, token] = DETECT_ACCEPT
+        allowed = next_mode >= 0
+        # need: shortest path (in tokens) to a finished mode over non-neutral, non-EOS moves
+        need = [_UNREACHABLE] * NUM_MODES
+        need[DETECT_ACCEPT] = need[SEMANTIC_FREE] = 0
+        moves = next_mode.clone()
+        moves[:, eos_token_id] = -1
+        moves[moves == torch.arange(NUM_MODES)[:, None]] = -1  # self-loops never shorten a path
+        successors = [sorted(set(moves[m][moves[m] >= 0].tolist())) for m in range(NUM_MODES)]
+        for _ in range(NUM_MODES):
+            for mode in range(NUM_MODES):
+                for target in successors[mode]:
+                    need[mode] = min(need[mode], need[target] + 1)
+        for mode in (DETECT_EMPTY, SEMANTIC_EMPTY):
+            if need[mode] >= _UNREACHABLE:
+                raise ValueError("this tokenizer cannot spell a complete answer (no digit / bracket tokens?)")
+        need_t = torch.tensor(need, dtype=torch.long)
+        target_need = need_t[next_mode.clamp(min=0)]
+        forced = allowed & (target_need == (need_t - 1).clamp(min=0)[:, None]) & (next_mode != torch.arange(NUM_MODES)[:, None])
+        # finished modes: the only way forward is EOS
+        for mode in (DETECT_ACCEPT, SEMANTIC_FREE):
+            forced[mode] = False
+            forced[mode, eos_token_id] = True
+        return cls(allowed, forced, next_mode, need_t, eos_token_id)
+
+
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def grammar_for(processor, vocab_size: int | None = None) -> AnswerGrammar:
+    """The (cached) grammar of a processor's tokenizer; `vocab_size` = the LM head's width (may exceed the tokenizer's)."""
+    vocab_size = vocab_size or len(processor.tokenizer)
+    key = processor
+    cached = _CACHE.get(key)
+    if cached is not None and cached.allowed.shape[1] == vocab_size:
+        return cached
+    texts = token_texts(processor, min(vocab_size, len(processor.tokenizer)))
+    texts += ["\x00"] * (vocab_size - len(texts))  # LM-head rows without a token: never allowed
+    grammar = AnswerGrammar.build(texts, processor.eos_token_id)
+    _CACHE[key] = grammar
+    return grammar

@@ -1,0 +1,206 @@
+"""The decoding engine (shared prefix KV, mixed images, dropped finished rows) and the answer grammar.
+
+Token equality is against `generate_reference` (one sequence, no cache, full recomputation), in fp32.
+"""
+
+import random
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from kptllm import KeypointPredictor
+from kptllm.build import build_tiny
+from kptllm.constraints import AnswerGrammar, grammar_for
+from kptllm.generation import decode, generate_reference, prefill_prefixes
+from kptllm.protocol import Task, build_conversation, format_answer, parse_answer
+
+NAMES = ["nose", "left shoulder", "a long description of the tail", "eye", "right knee", "the upper lip",
+         "left ankle", "tip of the left wing", "hip"]
+
+
+def _inputs(model, processor, images: int, names, seed=0):
+    """Prefix embeds `[P, Lp, D]` of `images` random images and the query suffixes of `names` (text task)."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(images, 3, model.config.image_size, model.config.image_size, generator=generator)
+    ids = torch.tensor([processor.encode_prefix()] * images)
+    prefix = model.embed_inputs(ids, image_tokens=model.project_image(model.encode_images(pixels)))
+    suffixes = []
+    for name in names:
+        query = torch.tensor([processor.encode_conversation(build_conversation(Task.TEXT, text=name)).query_ids])
+        suffixes.append(model.embed_inputs(query)[0])
+    return prefix, suffixes
+
+
+def _eos_biased(model, processor, prefix, suffixes):
+    """Make EOS win wherever a frequent mid-answer token would: rows then finish at different lengths."""
+    lm = model.language_model
+    out = decode(lm, prefill_prefixes(lm, prefix[:1]), suffixes, processor.eos_token_id, 10)
+    counts = {}
+    for ids in out.token_ids:
+        for token in ids[2:]:
+            counts[token] = counts.get(token, 0) + 1
+    frequent = max(counts, key=counts.get)
+    weight = lm.get_output_embeddings().weight
+    weight.data[processor.eos_token_id] = weight.data[frequent] * 1.001
+    return model
+
+
+def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, grammar=None, modes=None):
+    lm, eos = model.language_model, processor.eos_token_id
+    with torch.no_grad():
+        prefixes = prefill_prefixes(lm, prefix)
+        before = [k.clone() for k in prefixes.keys]
+        fast = decode(lm, prefixes, suffixes, eos, max_new_tokens, row_prefix=row_prefix, grammar=grammar,
+                      start_modes=modes)
+        assert all(torch.equal(a, b) for a, b in zip(before, prefixes.keys))  # the shared prefix is only read
+        for row, (suffix, p) in enumerate(zip(suffixes, row_prefix)):
+            slow = generate_reference(lm, torch.cat([prefix[p], suffix]), eos, max_new_tokens, grammar=grammar,
+                                      start_mode=0 if modes is None else modes[row])
+            assert fast.token_ids[row] == slow.token_ids[0], row
+            assert fast.finished[row] == slow.finished[0], row
+            assert torch.allclose(torch.tensor(fast.token_probs[row]), torch.tensor(slow.token_probs[0]), atol=1e-4)
+    return fast
+
+
+@pytest.mark.parametrize("seed,images,keypoints", [(0, 1, 1), (1, 1, 17), (2, 3, 5)])
+def test_engine_matches_reference(seed, images, keypoints):
+    model, processor = build_tiny(seed=seed)
+    model.eval()
+    names = (NAMES * 2)[:keypoints]
+    prefix, suffixes = _inputs(model, processor, images, names, seed)
+    rows = suffixes * images
+    row_prefix = [p for p in range(images) for _ in names]
+    _check(model, processor, prefix, rows, row_prefix, 12)
+
+
+def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch():
+    model, processor = build_tiny(seed=3)
+    model.eval()
+    prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
+    _eos_biased(model, processor, prefix, suffixes)
+    # unequal groups: 9 rows on image 0, 4 on image 2, 6 on image 1, interleaved
+    rows = suffixes + suffixes[:4] + suffixes[3:]
+    row_prefix = [0] * 9 + [2] * 4 + [1] * 6
+    order = random.Random(0).sample(range(len(rows)), len(rows))
+    fast = _check(model, processor, prefix, [rows[i] for i in order], [row_prefix[i] for i in order], 14)
+    lengths = {len(ids) for ids, done in zip(fast.token_ids, fast.finished) if done}
+    assert sum(fast.finished) >= 3 and len(lengths) >= 2, (fast.finished, lengths)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_engine_with_grammar_matches_reference(seed):
+    model, processor = build_tiny(seed=seed)
+    model.eval()
+    prefix, suffixes = _inputs(model, processor, 2, NAMES[:5], seed)
+    grammar = grammar_for(processor, model.language_model.config.vocab_size)
+    modes = [AnswerGrammar.start_mode(k % 2 == 0) for k in range(10)]
+    fast = _check(model, processor, prefix, suffixes * 2, [0] * 5 + [1] * 5, 24, grammar, modes)
+    for k, ids in enumerate(fast.token_ids):
+        task = Task.TEXT if k % 2 == 0 else Task.SEMANTIC
+        assert parse_answer(processor.decode(ids), task).__class__.__name__ == "ParsedAnswer"
+
+
+# ----------------------------------------------------------------------------- predictor level
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_random_models_always_parse(seed, coco_person):
+    model, processor = build_tiny(seed=seed)
+    predictor = KeypointPredictor(model, processor, max_new_tokens=24)
+    predictor.set_image(coco_person.image, coco_person.bbox)
+    results = predictor.detect(NAMES)
+    assert all(r.parsed and r.xy is not None for r in results), [r.raw for r in results]
+    assert all(0 <= v <= 1 for r in results for v in r.xy_normalized)
+    semantic = predictor.describe([(300.0, 100.0), (350.0, 200.0)])
+    assert all(r.parsed for r in semantic)
+    predictor.constrained = False  # off by a flag
+    free = predictor.detect(NAMES)
+    assert not all(r.parsed for r in free)  # random models rarely follow the protocol by themselves
+
+
+def test_constrained_equals_unconstrained_when_that_parsed(trained, coco_person):
+    predictor, visible = trained
+    predictor.set_image(coco_person.image, coco_person.bbox)
+    names = [name for name, _ in visible] + ["right ear", "left knee"]
+    predictor.constrained = False
+    free = predictor.detect(names)
+    predictor.constrained = True
+    constrained = predictor.detect(names)
+    assert sum(r.parsed for r in free) >= len(visible)
+    for a, b in zip(free, constrained):
+        assert b.parsed
+        if a.parsed:
+            assert a.raw == b.raw
+
+
+# ----------------------------------------------------------------------------- grammar, any tokenizer
+class _Processor:
+    """What `grammar_for` needs of a processor: a tokenizer, decode and EOS."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _merged_digit_tokenizer():
+    """Byte-level BPE without digit splitting: merges like '0.4', '12', ', 0.' and ' [0.' appear."""
+    rng = random.Random(0)
+    corpus = [format_answer(rng.choice(NAMES), (rng.random(), rng.random())) for _ in range(400)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, show_progress=False, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+
+
+@pytest.fixture(scope="module", params=["tiny", "merged"])
+def grammar_case(request, tiny):
+    processor = tiny[1] if request.param == "tiny" else _Processor(_merged_digit_tokenizer())
+    return processor, grammar_for(processor)
+
+
+def test_merged_tokenizer_has_multi_digit_tokens():
+    vocab = _merged_digit_tokenizer().get_vocab()
+    assert any(sum(c.isdigit() for c in token) >= 2 for token in vocab)
+
+
+def test_every_valid_answer_is_allowed(grammar_case):
+    processor, grammar = grammar_case
+    rng = random.Random(1)
+    values = [0.0, 1.0, 0.999, 0.0005] + [rng.random() for _ in range(40)]
+    for i, x in enumerate(values):
+        answer = " " + format_answer(rng.choice(NAMES), (x, values[-i]))
+        ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"] + [processor.eos_token_id]
+        assert processor.decode(ids[:-1]) == answer
+        mode = torch.tensor([AnswerGrammar.start_mode(True)])
+        for step, token in enumerate(ids):
+            assert grammar.allowed_tokens(mode, len(ids) - step)[0, token], (answer, step)
+            mode = grammar.next_mode[mode, torch.tensor([token])]
+        assert int(mode) >= 0
+
+
+@pytest.mark.parametrize("task", [Task.TEXT, Task.SEMANTIC])
+def test_random_walks_under_the_grammar_parse(grammar_case, task):
+    """Any path the grammar allows parses, even a random one, and finishes within the budget."""
+    processor, grammar = grammar_case
+    rng = random.Random(2)
+    start = AnswerGrammar.start_mode(task.has_coordinates)
+    assert int(grammar.need[start]) <= 16
+    for trial in range(60):
+        budget = int(grammar.need[start]) + rng.choice([0, 1, 3, 10, 30])
+        mode, ids = torch.tensor([start]), []
+        for step in range(budget):
+            allowed = grammar.allowed_tokens(mode, budget - step)[0].nonzero()[:, 0].tolist()
+            token = rng.choice(allowed)
+            if token == processor.eos_token_id:
+                break
+            ids.append(token)
+            mode = grammar.next_mode[mode, torch.tensor([token])]
+        parsed = parse_answer(processor.decode(ids), task)
+        assert parsed.__class__.__name__ == "ParsedAnswer", (trial, processor.decode(ids), parsed)
