@@ -169,6 +169,9 @@ def plan_unit(bench: Benchmark, predictor, unit: dict):
         support = ([ds.images[s.image_id].path for s in supports], points, [s.bbox for s in supports])
         return Request(ds.images[query.image_id].path, query.bbox, Task.VISUAL, [None] * len(shown),
                        supports=support, support_key=("episode", unit["episode"])), context
+    if "det" in unit:  # a detected box (`--boxes` on main): the benchmark's keypoint names as text prompts
+        names = list(catalog.get(GENERIC[bench.name][0]).names)
+        return Request(ds.images[unit["image_id"]].path, tuple(unit["bbox"]), Task.TEXT, names), {"count": len(names)}
     ann = ds.annotation(unit["ann_id"])
     names = _keypoint_names(bench, ann)
     if bench.task == "semantic":
