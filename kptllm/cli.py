@@ -1,6 +1,7 @@
 """The `kptllm` command line.
 
     kptllm tiny OUT_DIR [--seed N]
+    kptllm convert locllm --checkpoint DIR --base-llm DIR_OR_ID --source LOCLLM_CODE_DIR --out OUT
     kptllm predict --model M --image IMG [--bbox x,y,w,h]
                    (--keypoints "nose,left eye" | --point x,y | --support IMG --support-points "x,y;x,y" [--support-bbox ...])
                    [--names "a,b"] [--json]
@@ -101,6 +102,15 @@ def _tiny(args) -> None:
     print(f"wrote a tiny random KptLLM++ model to {args.out_dir}")
 
 
+def _convert_locllm(args) -> None:
+    import torch
+
+    from .convert.locllm import convert_locllm
+
+    convert_locllm(args.checkpoint, args.base_llm, args.source, out=args.out, dtype=getattr(torch, args.dtype))
+    print(f"wrote the converted LocLLM checkpoint to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kptllm", description="Generic keypoint comprehension with KptLLM++.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("out_dir")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=_tiny)
+
+    convert = commands.add_parser("convert", help="import another model's checkpoint")
+    formats = convert.add_subparsers(dest="format", required=True)
+    locllm = formats.add_parser("locllm", help="LocLLM (CVPR 2024): DINOv2-L + Vicuna-7B, text-prompted COCO keypoints")
+    locllm.add_argument("--checkpoint", required=True, help="LocLLM checkpoint folder (hub d0ntcare/LocLLM, coco/)")
+    locllm.add_argument("--base-llm", required=True, help="Vicuna-7B v1.5 folder or hub id (config + tokenizer)")
+    locllm.add_argument("--source", required=True, help="LocLLM code folder (github kennethwdk/LocLLM): descriptions")
+    locllm.add_argument("--out", required=True, help="output folder")
+    locllm.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    locllm.set_defaults(run=_convert_locllm)
 
     predict = commands.add_parser("predict", help="run one of the three keypoint tasks on an image")
     predict.add_argument("--model", help="checkpoint folder or hub id (default: the embedded KeypointWorld model)")

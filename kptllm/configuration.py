@@ -67,6 +67,10 @@ class KptLLMConfig(PreTrainedConfig):
         llm_tuning, vision_tuning: "lora", "full" or "frozen" (KptLLM++: LoRA on both).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (paper: r=128, alpha=256).
         vision_lora_r, vision_lora_alpha, vision_lora_target_modules: LoRA on the visual encoder.
+        protocol, protocol_options: the text protocol the checkpoint speaks (`kptllm.protocols`): "kptllm"
+            (KptLLM++ identify-then-detect, the default) or "locllm" (converted LocLLM checkpoints).
+        crop_fill: colour outside the image in the crop: "mean" (the normalisation mean) or "black".
+        crop_interpolation: resampling of the crop: "bicubic" or "bilinear".
     """
 
     model_type = "kptllm"
@@ -96,6 +100,10 @@ class KptLLMConfig(PreTrainedConfig):
     vision_lora_r: int = 16
     vision_lora_alpha: int = 32
     vision_lora_target_modules: list[str] | None = None
+    protocol: str = "kptllm"
+    protocol_options: dict | None = None
+    crop_fill: str = "mean"
+    crop_interpolation: str = "bicubic"
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -108,6 +116,10 @@ class KptLLMConfig(PreTrainedConfig):
             raise ValueError("prompt_pe_dim must be a multiple of 4 and at least 8")
         if vision_width(self.vision_config) % self.prompt_extractor_heads:
             raise ValueError("the vision width must be divisible by prompt_extractor_heads")
+        if self.crop_fill not in ("mean", "black"):
+            raise ValueError(f"crop_fill must be 'mean' or 'black', got {self.crop_fill!r}")
+        if self.crop_interpolation not in ("bicubic", "bilinear"):
+            raise ValueError(f"crop_interpolation must be 'bicubic' or 'bilinear', got {self.crop_interpolation!r}")
         if not self.crop_padding >= 1.0:
             raise ValueError("crop_padding must be >= 1")
         self.image_mean = [float(v) for v in self.image_mean]

@@ -147,8 +147,8 @@ def square_crop(image_size: tuple[int, int], bbox, size: int, padding: float) ->
     return SquareCrop(x0=cx - side / 2, y0=cy - side / 2, side=side, size=size)
 
 
-def crop_image(image: Image.Image, crop: SquareCrop, fill=(0, 0, 0)) -> Image.Image:
-    """Resample the crop region to `crop.size` x `crop.size` (bicubic); area outside the image gets `fill`."""
+def crop_image(image: Image.Image, crop: SquareCrop, fill=(0, 0, 0), resample: str = "bicubic") -> Image.Image:
+    """Resample the crop region to `crop.size` x `crop.size` ("bicubic" or "bilinear"); outside the image: `fill`."""
     box = (crop.x0, crop.y0, crop.x0 + crop.side, crop.y0 + crop.side)
     return image.transform((crop.size, crop.size), Image.Transform.EXTENT, data=box,
-                           resample=Image.Resampling.BICUBIC, fillcolor=fill)
+                           resample=Image.Resampling[resample.upper()], fillcolor=fill)

@@ -129,7 +129,12 @@ class KptLLMForKeypoints(PreTrainedModel):
         `input_ids [B, L]`; `image_tokens [B', N, D]` for the B' rows that contain `<image>` (each exactly
         N times, in order); `kpt_tokens [T, D]` for the T `<kpt>` positions in row-major order.
         """
-        embeds = self.get_input_embeddings()(input_ids)
+        # Placeholder ids may lie outside the embedding table (converted checkpoints): look up id 0 there instead.
+        placeholders = torch.zeros_like(input_ids, dtype=torch.bool)
+        for token_id in (self.config.image_token_id, self.config.kpt_token_id):
+            if token_id is not None:
+                placeholders |= input_ids == token_id
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))
         for token_id, features, what in ((self.config.image_token_id, image_tokens, "image"),
                                          (self.config.kpt_token_id, kpt_tokens, "kpt")):
             mask = input_ids == token_id

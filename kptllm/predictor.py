@@ -23,7 +23,8 @@ from .constraints import AnswerGrammar, grammar_for
 from .generation import generate_with_prefix, prefill
 from .modeling import KptLLMForKeypoints
 from .processor import KptLLMProcessor, PreparedImage
-from .protocol import ParsedAnswer, Task, build_conversation, parse_answer
+from .protocol import ParsedAnswer, Task
+from .protocols import DEFAULT_PROTOCOL
 
 MAX_KEYPOINTS_PER_CALL = 100
 MAX_SHOTS = 5
@@ -127,6 +128,11 @@ class KeypointPredictor:
         return cls(model, KptLLMProcessor.from_pretrained(path_or_id, config=model.config), **kwargs)
 
     @property
+    def supported_tasks(self) -> frozenset[Task]:
+        """The tasks this checkpoint's protocol can do (a converted LocLLM: only Task.TEXT)."""
+        return self.processor.protocol.supported_tasks
+
+    @property
     def device(self) -> torch.device:
         return self.model.projector.weight.device
 
@@ -178,6 +184,7 @@ class KeypointPredictor:
 
         `points`: one (x, y) pixel point -> one KeypointResult; a list of points -> a list.
         """
+        self.processor.protocol.check_task(Task.SEMANTIC)
         single = _is_point(points)
         points = [points] if single else list(points)
         _check_count(len(points))
@@ -193,6 +200,7 @@ class KeypointPredictor:
     @torch.no_grad()
     def detect(self, names: str | Sequence[str]) -> list[KeypointResult]:
         """Task (c): locate keypoints given by name or description (e.g. "left eye")."""
+        self.processor.protocol.check_task(Task.TEXT)
         names = [names] if isinstance(names, str) else list(names)
         _check_count(len(names))
         self._state()
@@ -210,6 +218,7 @@ class KeypointPredictor:
             support_bbox: None, one xywh box (one image) or a list of boxes/None (one per image).
             names: optional list of keypoint names/descriptions, one per keypoint (visual + text prompt).
         """
+        self.processor.protocol.check_task(Task.VISUAL if names is None else Task.VISUAL_TEXT)
         state = self._state()
         many = isinstance(support_image, (list, tuple))
         images = list(support_image) if many else [support_image]
@@ -253,20 +262,23 @@ class KeypointPredictor:
     # ----------------------------------------------------------------- decoding
     def _answer(self, task: Task, texts: list[str | None], kpt_tokens: torch.Tensor | None) -> list[KeypointResult]:
         state = self._state()
-        conversations = [build_conversation(task, text=t) for t in texts]  # validates the texts first
+        protocol = self.processor.protocol
+        conversations = [protocol.conversation(task, text=t) for t in texts]  # validates the texts first
         suffixes = []
         for k, conversation in enumerate(conversations):
             ids = torch.tensor([self.processor.encode_conversation(conversation).query_ids], device=self.device)
             kpt = None if kpt_tokens is None else kpt_tokens[k:k + 1]
             suffixes.append(self.model.embed_inputs(ids, kpt_tokens=kpt)[0])
         generated = generate_with_prefix(self.model.language_model, state.prefix_cache, state.prefix_len, suffixes,
-                                         self.processor.eos_token_id, self.max_new_tokens, **self._grammar(task, len(suffixes)))
+                                         self.processor.eos_token_id, protocol.max_new_tokens or self.max_new_tokens,
+                                         **self._grammar(task, len(suffixes)))
         return [self._result(k, task, texts[k], ids, probs, state)
                 for k, (ids, probs) in enumerate(zip(generated.token_ids, generated.token_probs))]
 
     def _grammar(self, task: Task, rows: int) -> dict:
         """The `grammar` / `start_modes` arguments of the decoder (empty when unconstrained)."""
-        if not self.constrained:
+        # the grammar encodes KptLLM++'s "semantics [x, y]" answers; other protocols decode freely
+        if not self.constrained or self.processor.protocol.name != DEFAULT_PROTOCOL:
             return {}
         vocab = self.model.language_model.get_output_embeddings().weight.shape[0]
         return {"grammar": grammar_for(self.processor, vocab),
@@ -275,7 +287,7 @@ class KeypointPredictor:
     def _result(self, index: int, task: Task, query, ids: list[int], probs: list[float],
                 state: _ImageState) -> KeypointResult:
         raw = self.processor.decode(ids)
-        parsed = parse_answer(raw, task)
+        parsed = self.processor.protocol.parse(raw, task, query)
         query = None if query is None else " ".join(query.split())
         if not isinstance(parsed, ParsedAnswer):
             return KeypointResult(index, task.value, query, None, None, None, 0.0, False, parsed.reason.value, raw)
@@ -284,7 +296,9 @@ class KeypointPredictor:
             xy_norm = (float(parsed.xy[0]), float(parsed.xy[1]))
             px, py = state.prepared.crop.to_image(xy_norm)
             xy = (float(px), float(py))
-        score = self._score(ids, probs, coordinates_only=task.has_coordinates)
+        score = self.processor.protocol.score([self.processor.tokenizer.decode([i]) for i in ids], probs, task)
+        if score is None:
+            score = self._score(ids, probs, coordinates_only=task.has_coordinates)
         return KeypointResult(index, task.value, query, parsed.semantics, xy, xy_norm, score, True, None, raw)
 
     def _score(self, ids: list[int], probs: list[float], coordinates_only: bool) -> float:

@@ -15,7 +15,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .configuration import KptLLMConfig
 from .image import SquareCrop, crop_image, load_image, square_crop
-from .protocol import IMAGE_TOKEN, KPT_TOKEN, PREFIX, SPECIAL_TOKENS, Conversation
+from .protocol import IMAGE_TOKEN, KPT_TOKEN, SPECIAL_TOKENS, Conversation
+from .protocols import get_protocol
 
 IGNORE_INDEX = -100
 
@@ -59,8 +60,10 @@ class KptLLMProcessor:
         self.num_image_tokens = config.num_image_tokens
         self.mean = torch.tensor(config.image_mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(config.image_std, dtype=torch.float32)[:, None, None]
-        # Fill outside the image with the mean colour: zero after normalisation.
-        self.fill = tuple(int(round(255 * m)) for m in config.image_mean)
+        # Fill outside the image with the mean colour (zero after normalisation) unless the checkpoint says black.
+        self.fill = (0, 0, 0) if config.crop_fill == "black" else tuple(int(round(255 * m)) for m in config.image_mean)
+        self.interpolation = config.crop_interpolation
+        self.protocol = get_protocol(config)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.kpt_token_id = tokenizer.convert_tokens_to_ids(KPT_TOKEN)
         if config.image_token_id is not None and config.image_token_id != self.image_token_id:
@@ -85,7 +88,7 @@ class KptLLMProcessor:
         """Load `image` (path / PIL / numpy, any mode) and cut the model input around `bbox` (xywh; None = whole image)."""
         rgb = load_image(image)
         crop = square_crop(rgb.size, bbox, self.image_size, self.crop_padding)
-        return PreparedImage(self.normalize(crop_image(rgb, crop, self.fill)), crop, rgb.width, rgb.height)
+        return PreparedImage(self.normalize(crop_image(rgb, crop, self.fill, self.interpolation)), crop, rgb.width, rgb.height)
 
     def normalize(self, crop) -> torch.Tensor:
         """RGB `S x S` PIL crop -> `[3, S, S]` float32 normalised with the encoder's mean/std."""
@@ -93,12 +96,12 @@ class KptLLMProcessor:
         return (array - self.mean) / self.std
 
     # ----------------------------------------------------------------- text
-    def _tokens(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _tokens(self, text: str, first: bool = False) -> list[int]:
+        return self.protocol.tokenize(self.tokenizer, text, first=first)
 
-    def encode_prefix(self, prefix: str = PREFIX) -> list[int]:
-        """BOS + the prefix tokens with its one `<image>` expanded to the N visual-token placeholders."""
-        ids = self._tokens(prefix)
+    def encode_prefix(self, prefix: str | None = None) -> list[int]:
+        """BOS + the prefix tokens (default: the protocol's) with its one `<image>` expanded to N placeholders."""
+        ids = self._tokens(self.protocol.prefix if prefix is None else prefix, first=True)
         if ids.count(self.image_token_id) != 1:
             raise ValueError("the prefix must contain exactly one <image> token")
         at = ids.index(self.image_token_id)

@@ -1,0 +1,1 @@
+"""Importers for other keypoint-LLM checkpoints (`kptllm convert ...`)."""
