@@ -101,6 +101,8 @@ class KeypointPredictor:
     """Runs a `KptLLMForKeypoints` on images given in pixels. Not thread-safe (it caches one image)."""
 
     def __init__(self, model: KptLLMForKeypoints, processor: KptLLMProcessor, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         self.model = model.eval()
         self.processor = processor
         self.max_new_tokens = max_new_tokens

@@ -187,3 +187,25 @@ def test_bad_inputs_give_clear_errors(predictor, coco_person):
             call()
     assert predictor.is_image_set  # a bad call keeps the cached image
     assert len(predictor.detect(["nose"])) == 1
+
+
+def test_decode_keeps_placeholder_tokens_so_the_parser_rejects_them(tiny):
+    from kptllm.protocol import ParseError, Task, parse_answer
+
+    _, processor = tiny
+    tok = processor.tokenizer
+    ids = tok("left eye", add_special_tokens=False)["input_ids"]
+    with_kpt = [tok.bos_token_id] + ids + [processor.kpt_token_id, processor.eos_token_id, processor.pad_token_id]
+    text = processor.decode(with_kpt)
+    assert "<kpt>" in text and "<s>" not in text and "</s>" not in text and "<pad>" not in text
+    assert parse_answer(text, Task.SEMANTIC).reason is ParseError.INVALID_TEXT
+    assert "<image>" in processor.decode(ids + [processor.image_token_id])
+    assert processor.decode(ids + [processor.eos_token_id]).strip() == "left eye"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
+def test_max_new_tokens_must_be_positive(tiny, bad):
+    model, processor = tiny
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        KeypointPredictor(model, processor, max_new_tokens=bad)
+    assert KeypointPredictor(model, processor, max_new_tokens=1).max_new_tokens == 1
