@@ -38,8 +38,15 @@ class KeypointSample:
     support_points: list[tuple[float, float]] = field(default_factory=list)
 
 
+def _xy(point) -> str:
+    return "({:g}, {:g})".format(*(float(v) for v in point))
+
+
 def collate_samples(processor: KptLLMProcessor, samples: list[KeypointSample]) -> dict[str, torch.Tensor]:
     """Batch samples: input_ids, attention_mask, labels, pixel_values, and the kpt prompt tensors.
+
+    Targets and support points must lie in their crop (`crop.contains`); a sample with one outside
+    raises ValueError naming it, rather than training on a clipped, wrong location.
 
     Each distinct `PreparedImage` (by identity) is stored once: several questions about one image share
     its row of `pixel_values` through `image_index [B]`, and supports are deduplicated the same way, so
@@ -51,9 +58,14 @@ def collate_samples(processor: KptLLMProcessor, samples: list[KeypointSample]) -
     image_index = []
     kpt_points, kpt_support_ids, kpt_slot_ids = [], [], []
     num_slots = 0  # one <kpt> slot per prompted sample, in batch order
-    for sample in samples:
+    for number, sample in enumerate(samples):
         task = Task(sample.task)
-        xy = None if sample.xy is None else tuple(float(v) for v in sample.query.crop.to_crop(sample.xy).clip(0, 1))
+        xy = None
+        if sample.xy is not None:
+            if not sample.query.crop.contains(sample.xy):
+                raise ValueError(f"sample {number} ({task.value}, {sample.semantics!r}): target {_xy(sample.xy)} is "
+                                 "outside the query crop (filter samples with crop.contains)")
+            xy = tuple(float(v) for v in sample.query.crop.to_crop(sample.xy).clip(0, 1))  # clip: rounding only
         features.append(processor.training_features(build_conversation(task, sample.text, sample.semantics, xy)))
         if id(sample.query) not in image_rows:
             image_rows[id(sample.query)] = len(pixel_values)
@@ -63,7 +75,10 @@ def collate_samples(processor: KptLLMProcessor, samples: list[KeypointSample]) -
             supports = [sample.query] if task is Task.SEMANTIC else sample.supports
             if not supports or len(sample.support_points) != len(supports):
                 raise ValueError(f"a {task.value} sample needs one support point per support image")
-            for support, point in zip(supports, sample.support_points):
+            for shot, (support, point) in enumerate(zip(supports, sample.support_points)):
+                if not support.crop.contains(point):
+                    raise ValueError(f"sample {number} ({task.value}, {sample.semantics!r}): support point {_xy(point)} "
+                                     f"of support {shot} is outside its crop (filter samples with crop.contains)")
                 kpt_points.append([float(v) for v in support.crop.to_crop(point)])
                 if id(support) not in support_rows:
                     support_rows[id(support)] = len(support_pixels)

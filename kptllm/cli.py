@@ -46,8 +46,10 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _print_results(results, as_json: bool) -> None:
-    rows = [{"name": r.name, "x": None if r.xy is None else round(r.xy[0], 2),
+def _print_results(results, as_json: bool, point=None) -> None:
+    """`point`: the asked (x, y) of a describe call, carried in every row as "point" (None for detections)."""
+    point = None if point is None else [float(v) for v in point]
+    rows = [{"name": r.name, "point": point, "x": None if r.xy is None else round(r.xy[0], 2),
              "y": None if r.xy is None else round(r.xy[1], 2), "score": round(r.score, 4),
              "text": r.text, "parsed": r.parsed, "error": r.error, "raw": r.raw} for r in results]
     if as_json:
@@ -83,16 +85,18 @@ def _predict(args) -> None:
     except OSError as err:
         raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
     predictor.set_image(args.image, bbox=None if args.bbox is None else _numbers(args.bbox, 4, "--bbox"))
+    point = None
     if args.keypoints is not None:
         results = predictor.detect(_names(args.keypoints))
     elif args.point is not None:
-        results = [predictor.describe(_numbers(args.point, 2, "--point"))]
+        point = _numbers(args.point, 2, "--point")
+        results = [predictor.describe(point)]
     else:
         results = predictor.detect_from_example(
             args.support, _points(args.support_points),
             support_bbox=None if args.support_bbox is None else _numbers(args.support_bbox, 4, "--support-bbox"),
             names=None if args.names is None else _names(args.names))
-    _print_results(results, args.json)
+    _print_results(results, args.json, point)
 
 
 def _tiny(args) -> None:

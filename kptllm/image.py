@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+CONTAINS_TOLERANCE = 1e-9  # relative to the crop side
 MAX_IMAGE_PIXELS = 80_000_000  # e.g. 10000 x 8000; larger images are refused before decoding
 
 
@@ -117,8 +118,10 @@ class SquareCrop:
         return uv * self.side + np.array([self.x0, self.y0])
 
     def contains(self, xy) -> bool:
+        """Whether `xy` lies in the crop, edges included (with a 1e-9 tolerance relative to the side, so a
+        point mapped from the crop edge and back still counts as inside)."""
         uv = self.to_crop(xy)
-        return bool(np.all((uv >= 0) & (uv <= 1)))
+        return bool(np.all((uv >= -CONTAINS_TOLERANCE) & (uv <= 1 + CONTAINS_TOLERANCE)))
 
 
 def validate_bbox(bbox, image_size: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -13,6 +13,7 @@ of one call are decoded as one batch that shares the cached image prefix.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -26,6 +27,7 @@ from .processor import KptLLMProcessor, PreparedImage
 from .protocol import ParsedAnswer, Task
 from .protocols import DEFAULT_PROTOCOL
 
+_COORDINATE_DIGITS = re.compile(r"\[\d\.(?P<x>\d+), \d\.(?P<y>\d+)\]")
 MAX_KEYPOINTS_PER_CALL = 100
 MAX_SHOTS = 5
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -42,8 +44,10 @@ class KeypointResult:
         text: the semantics the model gave (None when the answer did not parse).
         xy: (x, y) in pixels of the original query image; None for semantic answers or unparsed ones.
         xy_normalized: (x, y) in the model crop frame, each in [0, 1]; None likewise.
-        score: confidence in [0, 1]: geometric mean of the probabilities of the coordinate tokens
-            (detection) or of all answer tokens (semantic); 0 when the answer did not parse.
+        score: confidence in [0, 1], the geometric mean of token probabilities: for detections over the
+            tokens of the informative coordinate digits only (the three decimals of x and of y, not the
+            leading "0"/"1", punctuation or semantics); for semantic answers over all answer tokens;
+            0 when the answer did not parse.
         parsed: whether the answer followed the protocol.
         error: why it did not parse, else None.
         raw: the raw generated answer.
@@ -105,6 +109,8 @@ class KeypointPredictor:
     def __init__(self, model: KptLLMForKeypoints, processor: KptLLMProcessor, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  constrained: bool = True):
         """`constrained`: mask decoding to the answer grammar so every detection parses (constraints.py)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         self.model = model.eval()
         self.processor = processor
         self.max_new_tokens = max_new_tokens
@@ -302,15 +308,24 @@ class KeypointPredictor:
         return KeypointResult(index, task.value, query, parsed.semantics, xy, xy_norm, score, True, None, raw)
 
     def _score(self, ids: list[int], probs: list[float], coordinates_only: bool) -> float:
-        """Geometric mean of token probabilities: the digit tokens after '[' for detections, all tokens otherwise."""
-        selected = probs
+        """Geometric mean of token probabilities.
+
+        Detections: only the tokens that write the informative coordinate digits, the three decimals of
+        x and of y; the leading "0"/"1", the point, brackets, comma and semantics are near-certain or
+        carry no location and would dilute the score. Semantic answers: every answer token.
+        """
+        selected = list(probs)
         if coordinates_only:
-            selected, seen_bracket = [], False
-            for token_id, prob in zip(ids, probs):
-                piece = self.processor.tokenizer.decode([token_id])
-                seen_bracket = seen_bracket or "[" in piece
-                if seen_bracket and any(c.isdigit() for c in piece):
-                    selected.append(prob)
+            spans, text = [], ""
+            for k in range(len(ids)):  # character span of each token in the decoded answer
+                longer = self.processor.decode(ids[:k + 1])
+                spans.append((len(text), len(longer)) if longer.startswith(text) else (len(longer), len(longer)))
+                text = longer
+            matches = list(_COORDINATE_DIGITS.finditer(text))
+            if not matches:
+                return 0.0
+            digits = set(range(*matches[-1].span("x"))) | set(range(*matches[-1].span("y")))
+            selected = [p for (start, end), p in zip(spans, probs) if digits.intersection(range(start, end))]
         if not selected:
             return 0.0
         return float(math.exp(sum(math.log(max(p, 1e-12)) for p in selected) / len(selected)))

@@ -135,4 +135,8 @@ class KptLLMProcessor:
         }
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        """Token ids -> text, dropping only BOS, EOS and padding: a generated `<image>` or `<kpt>` stays in
+        the text so that `parse_answer` rejects the answer (skip_special_tokens would hide it)."""
+        skip = {self.tokenizer.bos_token_id, self.eos_token_id, self.pad_token_id} - {None}
+        ids = [int(i) for i in ids]
+        return self.tokenizer.decode([i for i in ids if i not in skip], skip_special_tokens=False)

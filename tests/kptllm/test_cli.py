@@ -29,11 +29,13 @@ def test_tiny_then_predict_json(tmp_path):
     assert [r["name"] for r in rows] == ["nose", "left eye"]
     for row in rows:
         assert set(row) >= {"name", "x", "y", "score", "text", "parsed"} and 0 <= row["score"] <= 1
+        assert row["point"] is None
 
 
 def test_predict_point_and_support_in_process(tiny_dir, capsys):
-    assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, "--point", "360,90", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["keypoints"]) == 1
+    assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, "--point", "360,90.5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["keypoints"]
+    assert len(rows) == 1 and rows[0]["point"] == [360.0, 90.5]  # the asked point travels with its answer
     assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, "--support", IMAGE,
                  "--support-points", "360,90;380,80", "--support-bbox", "280,44,218,346", "--names", "a,b"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2

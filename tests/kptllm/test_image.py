@@ -155,3 +155,12 @@ def test_square_crop_inverse_is_affine():
     crop = SquareCrop(x0=-12.5, y0=30.0, side=77.0, size=224)
     pts = np.array([[0, 0], [1, 1], [0.25, 0.75]])
     assert np.allclose(crop.to_crop(crop.to_image(pts)), pts)
+
+
+def test_contains_accepts_points_on_the_crop_edge_after_a_round_trip():
+    crop = square_crop((640, 425), (280.79, 44.73, 218.7, 346.68), 64, 1.25)
+    corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.3, 1.0), (1.0, 0.7)]
+    assert all(crop.contains(crop.to_image(uv)) for uv in corners)
+    side = crop.side
+    assert not crop.contains(crop.to_image((1.0, 0.5)) + np.array([side * 1e-7, 0]))
+    assert not crop.contains(crop.to_image((0.5, 0.0)) - np.array([0, side * 1e-7]))

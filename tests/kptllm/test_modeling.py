@@ -190,3 +190,22 @@ def test_build_from_pretrained_parts_in_folders(tmp_path, instances):
     batch = collate_samples(processor, _samples(processor, instances))
     assert torch.isfinite(model(**batch).loss)
     assert np.isclose(sum(model.config.image_mean), sum((0.485, 0.456, 0.406)))
+
+
+def test_collate_refuses_targets_and_support_points_outside_their_crop(tiny, instances):
+    _, processor = tiny
+    samples = _samples(processor, instances)
+    q, s = samples[0].query, samples[2].supports[0]
+    right, bottom = q.crop.to_image((1.2, 0.5)), s.crop.to_image((0.5, -0.1))
+    outside_target = KeypointSample(Task.TEXT, q, "left eye", xy=tuple(right), text="left eye")
+    with pytest.raises(ValueError, match=r"sample 1 \(text, 'left eye'\): target .* outside the query crop"):
+        collate_samples(processor, [samples[0], outside_target])
+    outside_support = KeypointSample(Task.VISUAL, q, "right eye", xy=samples[2].xy, supports=[s],
+                                     support_points=[tuple(bottom)])
+    with pytest.raises(ValueError, match=r"sample 0 \(visual, 'right eye'\): support point .* of support 0 is outside"):
+        collate_samples(processor, [outside_support])
+    outside_semantic = KeypointSample(Task.SEMANTIC, q, "nose", support_points=[tuple(right)])
+    with pytest.raises(ValueError, match="sample 0 .* outside its crop"):
+        collate_samples(processor, [outside_semantic])
+    on_edge = KeypointSample(Task.TEXT, q, "left eye", xy=tuple(q.crop.to_image((1.0, 0.0))), text="left eye")
+    collate_samples(processor, [on_edge])  # exactly on the crop edge is inside

@@ -187,3 +187,50 @@ def test_bad_inputs_give_clear_errors(predictor, coco_person):
             call()
     assert predictor.is_image_set  # a bad call keeps the cached image
     assert len(predictor.detect(["nose"])) == 1
+
+
+def test_decode_keeps_placeholder_tokens_so_the_parser_rejects_them(tiny):
+    from kptllm.protocol import ParseError, Task, parse_answer
+
+    _, processor = tiny
+    tok = processor.tokenizer
+    ids = tok("left eye", add_special_tokens=False)["input_ids"]
+    with_kpt = [tok.bos_token_id] + ids + [processor.kpt_token_id, processor.eos_token_id, processor.pad_token_id]
+    text = processor.decode(with_kpt)
+    assert "<kpt>" in text and "<s>" not in text and "</s>" not in text and "<pad>" not in text
+    assert parse_answer(text, Task.SEMANTIC).reason is ParseError.INVALID_TEXT
+    assert "<image>" in processor.decode(ids + [processor.image_token_id])
+    assert processor.decode(ids + [processor.eos_token_id]).strip() == "left eye"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
+def test_max_new_tokens_must_be_positive(tiny, bad):
+    model, processor = tiny
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        KeypointPredictor(model, processor, max_new_tokens=bad)
+    assert KeypointPredictor(model, processor, max_new_tokens=1).max_new_tokens == 1
+
+
+def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
+    model, processor = tiny
+    predictor = KeypointPredictor(model, processor)
+    ids = processor.tokenizer(" left eye [0.412, 1.000]", add_special_tokens=False)["input_ids"]
+    pieces = [processor.tokenizer.decode([i]) for i in ids]
+    decimals = {"4": 0.5, "1": 0.8, "2": 0.9}  # x's decimals; y's decimals are "000"
+    probs, seen, zeros = [], "", 0
+    for piece in pieces:
+        seen += piece
+        if seen.endswith(("[0.4", "[0.41", "[0.412")):
+            probs.append(decimals[piece])
+        elif seen.endswith(", 1.0") or seen.endswith(", 1.00") or seen.endswith(", 1.000"):
+            probs.append(0.6)
+            zeros += 1
+        else:
+            probs.append(0.01)  # semantics, "[", the leading "0"/"1", ".", ",", " ", "]": not counted
+    assert "".join(pieces).strip() == "left eye [0.412, 1.000]" and zeros == 3  # one token per digit here
+    expected = (0.5 * 0.8 * 0.9 * 0.6 ** 3) ** (1 / 6)
+    assert predictor._score(ids, probs, coordinates_only=True) == pytest.approx(expected, rel=1e-9)
+    assert predictor._score(ids, probs, coordinates_only=False) == pytest.approx(
+        math.exp(sum(math.log(p) for p in probs) / len(probs)), rel=1e-9)
+    no_coordinates = processor.tokenizer(" left eye", add_special_tokens=False)["input_ids"]
+    assert predictor._score(no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
