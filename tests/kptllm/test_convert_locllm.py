@@ -405,3 +405,30 @@ def test_safetensors_checkpoint_reads_the_same(fake, tmp_path):
     state = read_state_dict(folder)
     assert state.keys() == fake["sd"].keys()
     assert all(torch.equal(state[k], fake["sd"][k]) for k in state)
+
+
+def test_the_demo_serves_the_converted_model(fake):
+    """The converted checkpoint behind the Gradio app: the text-prompt endpoint answers, task (a) is refused."""
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    from demo.app import build_demo
+    from demo.model import load_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_demo(load_model(str(fake["out"]), device="cpu"), None, "no detector in this test")
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        image = str(Path(__file__).resolve().parents[1] / "data" / "real" / "coco" / "000000000785.jpg")
+        _, table, _, js = client.predict(handle_file(image), "COCO person (17)", "nose\nleft eye", False,
+                                         "280,44,218,346", 0.0, api_name="/detect_text")
+        rows = table["data"] if isinstance(table, dict) else table
+        assert [row[2] for row in rows] == ["nose", "left eye"]
+        with pytest.raises(Exception, match="(?i)locllm|support|task"):
+            client.predict(handle_file(image), 367, 81, "280,44,218,346", api_name="/describe")
+    finally:
+        demo.close()
