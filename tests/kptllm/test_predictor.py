@@ -9,7 +9,7 @@ from PIL import Image
 
 from kptllm import MAX_KEYPOINTS_PER_CALL, KeypointPredictor, KeypointResult
 from kptllm.predictor import MAX_SHOTS
-from kptllm.protocol import MAX_TEXT_CHARS
+from kptllm.protocol import MAX_TEXT_CHARS, Task
 
 
 def _assert_well_formed(result: KeypointResult, task: str, size, crop):
@@ -25,7 +25,7 @@ def _assert_well_formed(result: KeypointResult, task: str, size, crop):
         return
     u, v = result.xy_normalized
     assert 0 <= u <= 1 and 0 <= v <= 1
-    assert np.allclose(crop.to_image((u, v)), result.xy)
+    assert np.allclose(np.clip(crop.to_image((u, v)), 0, size), result.xy)
 
 
 def _one_per_dataset(instances):
@@ -234,3 +234,16 @@ def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
         math.exp(sum(math.log(p) for p in probs) / len(probs)), rel=1e-9)
     no_coordinates = processor.tokenizer(" left eye", add_special_tokens=False)["input_ids"]
     assert predictor._score(no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
+
+
+def test_predictions_are_clipped_to_the_image(predictor):
+    predictor.set_image(np.zeros((50, 80, 3), dtype=np.uint8))  # the square crop reaches 15 px above and below
+    state = predictor._state()
+    assert state.prepared.crop.y0 < 0
+    tokens = lambda text: predictor.processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for answer, expected in ((" nose [0.000, 0.000]", (0.0, 0.0)), (" nose [1.000, 1.000]", (80.0, 50.0)),
+                             (" nose [0.500, 0.500]", (40.0, 25.0))):
+        ids = tokens(answer)
+        result = predictor._result(0, Task.TEXT, "nose", ids, [0.9] * len(ids), state)
+        assert result.parsed and result.xy == pytest.approx(expected)
+    assert result.xy_normalized == (0.5, 0.5)
