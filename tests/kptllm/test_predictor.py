@@ -158,11 +158,27 @@ def test_from_pretrained_picks_device_and_dtype(tiny_dir):
     assert 0 <= result.score <= 1
 
 
-def test_predictions_are_deterministic_and_survive_save_load(predictor, tiny_dir, coco_person):
-    other = KeypointPredictor.from_pretrained(tiny_dir, device="cpu")
-    for p in (predictor, other):
+def test_predictions_are_deterministic_and_survive_save_load(trained, coco_person, tmp_path):
+    """Same answers twice, and from a fresh predictor loaded from the folder this one was saved to."""
+    from tests.helpers import offset_supports
+
+    predictor, visible = trained
+    support = offset_supports(coco_person, visible)[0]
+    predictor.model.save_pretrained(tmp_path)
+    predictor.processor.save_pretrained(tmp_path)
+    reloaded = KeypointPredictor.from_pretrained(tmp_path, device="cpu", dtype=torch.float32)
+    assert reloaded is not predictor and reloaded.model is not predictor.model
+
+    def answers(p):
         p.set_image(coco_person.image, coco_person.bbox)
-    assert [r.raw for r in predictor.detect(["nose", "tail"])] == [r.raw for r in other.detect(["nose", "tail"])]
+        results = (p.detect([n for n, _ in visible] + ["tail"]) + p.describe([xy for _, xy in visible])
+                   + p.detect_from_example(support.image, support.points, support_bbox=support.bbox))
+        return [(r.raw, r.xy, round(r.score, 6)) for r in results]
+
+    first = answers(predictor)
+    assert [raw.split(" [")[0] for raw, _, _ in first[:len(visible)]] == [n for n, _ in visible]  # trained answers
+    assert answers(predictor) == first
+    assert answers(reloaded) == first
 
 
 @pytest.mark.parametrize("image", [
