@@ -176,7 +176,7 @@ def test_predictions_are_deterministic_and_survive_save_load(trained, coco_perso
         return [(r.raw, r.xy, round(r.score, 6)) for r in results]
 
     first = answers(predictor)
-    assert [raw.split(" [")[0] for raw, _, _ in first[:len(visible)]] == [n for n, _ in visible]  # trained answers
+    assert [raw.split(" [")[0].strip() for raw, _, _ in first[:len(visible)]] == [n for n, _ in visible]  # trained answers
     assert answers(predictor) == first
     assert answers(reloaded) == first
 
