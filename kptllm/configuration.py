@@ -66,7 +66,8 @@ class KptLLMConfig(PreTrainedConfig):
         image_token_id, kpt_token_id: placeholder token ids (set from the tokenizer).
         llm_tuning, vision_tuning: "lora", "full" or "frozen" (KptLLM++: LoRA on both).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (paper: r=128, alpha=256).
-        vision_lora_r, vision_lora_alpha, vision_lora_target_modules: LoRA on the visual encoder.
+        vision_lora_r, vision_lora_alpha, vision_lora_target_modules: LoRA on the visual encoder (ours:
+            r=16, alpha=32; the paper's r=128, alpha=256 is stated for the LLM, with no separate encoder value).
         protocol, protocol_options: the text protocol the checkpoint speaks (`kptllm.protocols`): "kptllm"
             (KptLLM++ identify-then-detect, the default) or "locllm" (converted LocLLM checkpoints).
         crop_fill: colour outside the image in the crop: "mean" (the normalisation mean) or "black".

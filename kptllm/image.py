@@ -6,6 +6,7 @@ pixel (i, j) covers [i, i+1) x [j, j+1). Boxes are COCO `xywh` in that frame.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,39 @@ def square_crop(image_size: tuple[int, int], bbox, size: int, padding: float) ->
 
 
 def crop_image(image: Image.Image, crop: SquareCrop, fill=(0, 0, 0), resample: str = "bicubic") -> Image.Image:
-    """Resample the crop region to `crop.size` x `crop.size` ("bicubic" or "bilinear"); outside the image: `fill`."""
-    box = (crop.x0, crop.y0, crop.x0 + crop.side, crop.y0 + crop.side)
-    return image.transform((crop.size, crop.size), Image.Transform.EXTENT, data=box,
-                           resample=Image.Resampling[resample.upper()], fillcolor=fill)
+    """Resample the crop region to `crop.size` x `crop.size` ("bicubic" or "bilinear"); outside the image: `fill`.
+
+    Output pixel (u, v) covers `[x0 + u*s, x0 + (u+1)*s)` x `[y0 + v*s, y0 + (v+1)*s)` with `s = side / size`,
+    in the frame where input pixel (i, j) covers [i, i+1) x [j, j+1). Enlarging uses a bicubic affine
+    transform; shrinking uses `Image.resize` with the same geometry (its bicubic filter is widened by
+    the scale, so fine detail is averaged instead of aliased). For that, the image is padded with
+    `fill` by a margin wider than one output pixel, and the output pixels inside the padded image are
+    resized in one piece; the rest stay `fill`.
+    """
+    size, scale = crop.size, crop.side / crop.size
+    if scale <= 1.0:
+        box = (crop.x0, crop.y0, crop.x0 + crop.side, crop.y0 + crop.side)
+        return image.transform((size, size), Image.Transform.EXTENT, data=box,
+                               resample=Image.Resampling[resample.upper()], fillcolor=fill)
+    width, height = image.size
+    margin = math.ceil(scale) + 2
+    left, top = max(math.floor(crop.x0) - 1, -margin), max(math.floor(crop.y0) - 1, -margin)
+    right = min(math.ceil(crop.x0 + crop.side) + 1, width + margin)
+    bottom = min(math.ceil(crop.y0 + crop.side) + 1, height + margin)
+    out = Image.new("RGB", (size, size), fill)
+    if right <= left or bottom <= top:
+        return out
+    canvas = Image.new("RGB", (right - left, bottom - top), fill)
+    canvas.paste(image, (-left, -top))
+    # the output pixels that lie wholly on the canvas
+    u0 = min(max(math.ceil((left - crop.x0) / scale - 1e-9), 0), size)
+    u1 = min(max(math.floor((right - crop.x0) / scale + 1e-9), 0), size)
+    v0 = min(max(math.ceil((top - crop.y0) / scale - 1e-9), 0), size)
+    v1 = min(max(math.floor((bottom - crop.y0) / scale + 1e-9), 0), size)
+    if u1 <= u0 or v1 <= v0:
+        return out
+    clamp = lambda value, limit: min(max(value, 0.0), float(limit))  # noqa: E731  (rounding only)
+    box = (clamp(crop.x0 + u0 * scale - left, canvas.width), clamp(crop.y0 + v0 * scale - top, canvas.height),
+           clamp(crop.x0 + u1 * scale - left, canvas.width), clamp(crop.y0 + v1 * scale - top, canvas.height))
+    out.paste(canvas.resize((u1 - u0, v1 - v0), Image.Resampling[resample.upper()], box=box), (u0, v0))
+    return out

@@ -42,7 +42,8 @@ class KeypointResult:
         task: "semantic", "visual", "text" or "visual_text".
         query: the keypoint name/description asked for (text tasks), else None.
         text: the semantics the model gave (None when the answer did not parse).
-        xy: (x, y) in pixels of the original query image; None for semantic answers or unparsed ones.
+        xy: (x, y) in pixels of the original query image, clipped to [0, width] x [0, height] (the crop
+            may reach past the image); None for semantic answers or unparsed ones.
         xy_normalized: (x, y) in the model crop frame, each in [0, 1]; None likewise.
         score: confidence in [0, 1], the geometric mean of token probabilities: for detections over the
             tokens of the informative coordinate digits only (the three decimals of x and of y, not the
@@ -300,8 +301,8 @@ class KeypointPredictor:
         xy = xy_norm = None
         if parsed.xy is not None:
             xy_norm = (float(parsed.xy[0]), float(parsed.xy[1]))
-            px, py = state.prepared.crop.to_image(xy_norm)
-            xy = (float(px), float(py))
+            px, py = state.prepared.crop.to_image(xy_norm)  # the crop may reach past the image: clip to it
+            xy = (min(max(float(px), 0.0), float(state.prepared.width)), min(max(float(py), 0.0), float(state.prepared.height)))
         score = self.processor.protocol.score([self.processor.tokenizer.decode([i]) for i in ids], probs, task)
         if score is None:
             score = self._score(ids, probs, coordinates_only=task.has_coordinates)

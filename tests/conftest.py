@@ -47,7 +47,8 @@ def coco_person(instances):
 
 @pytest.fixture(scope="session")
 def trained(coco_person):
-    """(predictor, visible keypoints) of a tiny model overfitted on `coco_person` (about 20 s on 2 CPU cores)."""
+    """(predictor, visible keypoints) of a tiny model overfitted on `coco_person` until it reproduces its
+    training answers (about 25 s on 2 idle CPU cores; see tests/helpers.py)."""
     from kptllm import KeypointPredictor
     from tests.helpers import overfit_tiny
 

@@ -164,3 +164,36 @@ def test_contains_accepts_points_on_the_crop_edge_after_a_round_trip():
     side = crop.side
     assert not crop.contains(crop.to_image((1.0, 0.5)) + np.array([side * 1e-7, 0]))
     assert not crop.contains(crop.to_image((0.5, 0.0)) - np.array([0, side * 1e-7]))
+
+
+def test_shrinking_averages_fine_detail_instead_of_aliasing():
+    stripes = np.zeros((1000, 1000, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255  # 1-pixel stripes
+    crop = square_crop((1000, 1000), None, size=64, padding=1.25)
+    out = np.asarray(crop_image(Image.fromarray(stripes), crop)).astype(float)
+    assert out.std() < 3 and abs(out.mean() - 127.5) < 3
+
+
+@pytest.mark.parametrize("bbox, size", [
+    ((40.3, 50.7, 16, 16), 64),     # enlarging: 0.31 input px per output px, sub-pixel offset
+    ((30.0, 20.0, 40, 40), 64),     # enlarging: 0.78
+    ((3.25, 7.5, 120, 120), 64),    # shrinking: 2.3 input px per output px
+    ((-20.4, -9.9, 300, 300), 64),  # shrinking: 5.9, box sticking out of the image (filled)
+])
+def test_a_bright_dot_lands_where_the_map_says(bbox, size):
+    """Pixel (i, j) covers [i, i+1) x [j, j+1): its centre (i + 0.5, j + 0.5) maps to the crop frame with
+    `to_crop`, and the crop's output pixel c covers [c, c+1) of `size * uv`. The intensity centroid of
+    the dot (on a mid-grey background, so the bicubic lobes are kept) must land there."""
+    image = np.full((260, 280, 3), 128, dtype=np.uint8)
+    crop = square_crop((280, 260), bbox, size=size, padding=1.25)
+    scale = crop.side / size
+    k = max(1, int(round(scale)))  # a k x k dot: bright enough after averaging when shrinking
+    i, j = int(bbox[0] + bbox[2] / 2) + 3, int(bbox[1] + bbox[3] / 2) - 2
+    image[j:j + k, i:i + k] = 255
+    expected = crop.to_crop((i + k / 2, j + k / 2)) * size  # dot centre, in output pixel units
+    out = np.asarray(crop_image(Image.fromarray(image), crop, fill=(128, 128, 128)))[..., 0].astype(float) - 128
+    assert out.sum() > 0
+    vv, uu = np.mgrid[0:size, 0:size] + 0.5  # output pixel centres
+    centroid = np.array([(uu * out).sum(), (vv * out).sum()]) / out.sum()
+    # half an input pixel is 0.5 / scale output pixels; allow a fifth of that (and quantisation)
+    assert np.abs(centroid - expected).max() < max(0.1 / scale, 0.03), (centroid, expected, scale)

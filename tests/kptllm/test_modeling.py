@@ -209,3 +209,19 @@ def test_collate_refuses_targets_and_support_points_outside_their_crop(tiny, ins
         collate_samples(processor, [outside_semantic])
     on_edge = KeypointSample(Task.TEXT, q, "left eye", xy=tuple(q.crop.to_image((1.0, 0.0))), text="left eye")
     collate_samples(processor, [on_edge])  # exactly on the crop edge is inside
+
+
+def test_prompt_token_changes_with_the_point_and_with_the_support_image(tiny, instances):
+    model, processor = tiny
+    coco = next(i for i in instances if i.dataset == "coco")
+    animal = next(i for i in instances if i.dataset == "ap10k")
+    images = torch.stack([processor.prepare_image(coco.image, coco.bbox).pixel_values,
+                          processor.prepare_image(animal.image, animal.bbox).pixel_values])
+    with torch.no_grad():
+        features = model.encode_images(images)
+        points = torch.tensor([[0.3, 0.4], [0.7, 0.4], [0.3, 0.4], [0.3, 0.4]])
+        z = model.encode_prompts(features, points, torch.tensor([0, 0, 1, 0]), torch.arange(4), 4)
+    assert z.shape == (4, model.config.text_config.hidden_size) and torch.isfinite(z).all()
+    assert torch.allclose(z[0], z[3], atol=1e-6)  # same point, same support
+    assert not torch.allclose(z[0], z[1], atol=1e-4)  # another point on the same support
+    assert not torch.allclose(z[0], z[2], atol=1e-4)  # the same point on another support image

@@ -9,7 +9,7 @@ from PIL import Image
 
 from kptllm import MAX_KEYPOINTS_PER_CALL, KeypointPredictor, KeypointResult
 from kptllm.predictor import MAX_SHOTS
-from kptllm.protocol import MAX_TEXT_CHARS
+from kptllm.protocol import MAX_TEXT_CHARS, Task
 
 
 def _assert_well_formed(result: KeypointResult, task: str, size, crop):
@@ -25,7 +25,7 @@ def _assert_well_formed(result: KeypointResult, task: str, size, crop):
         return
     u, v = result.xy_normalized
     assert 0 <= u <= 1 and 0 <= v <= 1
-    assert np.allclose(crop.to_image((u, v)), result.xy)
+    assert np.allclose(np.clip(crop.to_image((u, v)), 0, size), result.xy)
 
 
 def _one_per_dataset(instances):
@@ -60,36 +60,63 @@ def test_all_three_tasks_on_every_real_dataset(predictor, instances):
     assert results[0].query == "nose" and results[0].name == "nose" and "name" in results[0].to_dict()
 
 
+def _exact(results, visible, crop_side):
+    """Same semantics and location as the training answer (exact up to the 3 decimals of the answer)."""
+    assert [r.text for r in results] == [n for n, _ in visible]
+    for r, (_, xy) in zip(results, visible):
+        assert r.parsed and np.abs(np.subtract(r.xy, xy)).max() <= crop_side * 0.0005 + 1e-6
+
+
 def test_trained_model_answers_all_three_tasks(trained, coco_person):
     predictor, visible = trained
     predictor.set_image(coco_person.image, coco_person.bbox)
     names = [n for n, _ in visible]
     crop_side = predictor._state().prepared.crop.side
-    for result, (name, xy) in zip(predictor.detect(names), visible):
-        assert result.parsed and result.text == name and result.query == name
-        assert np.abs(np.subtract(result.xy, xy)).max() <= crop_side * 0.0005 + 1e-6  # exact up to 3 decimals
-        assert result.score > 0.5
+    detected = predictor.detect(names)
+    _exact(detected, visible, crop_side)
+    assert all(r.query == name and r.score > 0.5 for r, name in zip(detected, names))
     described = predictor.describe([xy for _, xy in visible])
     assert [r.text for r in described] == names
     assert all(r.parsed and r.score > 0.5 for r in described)
-    from_example = predictor.detect_from_example(coco_person.image, [xy for _, xy in visible],
-                                                 support_bbox=coco_person.bbox)
-    assert [r.text for r in from_example] == names
-    assert all(np.abs(np.subtract(r.xy, xy)).max() < 1.0 for r, (_, xy) in zip(from_example, visible))
+
+
+def test_trained_visual_prompts_use_the_support_crop(trained, coco_person):
+    """The support is the photo pasted at an offset on a bigger canvas, with another box: its crop differs
+    from the query's, so support points normalised in the wrong crop give other prompts (and answers)."""
+    from tests.helpers import offset_supports
+
+    predictor, visible = trained
+    supports = offset_supports(coco_person, visible)
+    predictor.set_image(coco_person.image, coco_person.bbox)
+    crop_side = predictor._state().prepared.crop.side
+    assert predictor._state().prepared.crop != predictor.processor.prepare_image(supports[0].image, supports[0].bbox).crop
+    one_shot = predictor.detect_from_example(supports[0].image, supports[0].points, support_bbox=supports[0].bbox)
+    _exact(one_shot, visible, crop_side)
+    two_shot = predictor.detect_from_example([s.image for s in supports], [s.points for s in supports],
+                                             support_bbox=[s.bbox for s in supports])
+    _exact(two_shot, visible, crop_side)
+    assert all(r.task == "visual" and r.score > 0.5 for r in one_shot + two_shot)
+    # keypoint 0 hidden on the second support: its prompt is the 1-shot one, the others the 2-shot ones
+    hidden = predictor.detect_from_example([s.image for s in supports], [supports[0].points, [None] + supports[1].points[1:]],
+                                           support_bbox=[s.bbox for s in supports])
+    _exact(hidden, visible, crop_side)
 
 
 def test_kshot_and_visual_plus_text(trained, coco_person):
+    from tests.helpers import offset_supports
+
     predictor, visible = trained
+    support = offset_supports(coco_person, visible)[0]
     predictor.set_image(coco_person.image, coco_person.bbox)
-    points = [xy for _, xy in visible]
+    points = support.points
     hidden = [None] + points[1:]
-    results = predictor.detect_from_example([coco_person.image, coco_person.image], [points, hidden],
-                                            support_bbox=[coco_person.bbox, coco_person.bbox])
+    results = predictor.detect_from_example([support.image, support.image], [points, hidden],
+                                            support_bbox=[support.bbox, support.bbox])
     assert len(results) == len(points) and all(r.task == "visual" for r in results)
     # identical supports average to the same prompt: the answers equal the 1-shot answers
-    one_shot = predictor.detect_from_example(coco_person.image, points, support_bbox=coco_person.bbox)
+    one_shot = predictor.detect_from_example(support.image, points, support_bbox=support.bbox)
     assert [r.raw for r in results] == [r.raw for r in one_shot]
-    named = predictor.detect_from_example(coco_person.image, points[:2], support_bbox=coco_person.bbox,
+    named = predictor.detect_from_example(support.image, points[:2], support_bbox=support.bbox,
                                           names=["nose", "left eye"])
     assert [r.task for r in named] == ["visual_text"] * 2 and [r.query for r in named] == ["nose", "left eye"]
 
@@ -131,11 +158,27 @@ def test_from_pretrained_picks_device_and_dtype(tiny_dir):
     assert 0 <= result.score <= 1
 
 
-def test_predictions_are_deterministic_and_survive_save_load(predictor, tiny_dir, coco_person):
-    other = KeypointPredictor.from_pretrained(tiny_dir, device="cpu")
-    for p in (predictor, other):
+def test_predictions_are_deterministic_and_survive_save_load(trained, coco_person, tmp_path):
+    """Same answers twice, and from a fresh predictor loaded from the folder this one was saved to."""
+    from tests.helpers import offset_supports
+
+    predictor, visible = trained
+    support = offset_supports(coco_person, visible)[0]
+    predictor.model.save_pretrained(tmp_path)
+    predictor.processor.save_pretrained(tmp_path)
+    reloaded = KeypointPredictor.from_pretrained(tmp_path, device="cpu", dtype=torch.float32)
+    assert reloaded is not predictor and reloaded.model is not predictor.model
+
+    def answers(p):
         p.set_image(coco_person.image, coco_person.bbox)
-    assert [r.raw for r in predictor.detect(["nose", "tail"])] == [r.raw for r in other.detect(["nose", "tail"])]
+        results = (p.detect([n for n, _ in visible] + ["tail"]) + p.describe([xy for _, xy in visible])
+                   + p.detect_from_example(support.image, support.points, support_bbox=support.bbox))
+        return [(r.raw, r.xy, round(r.score, 6)) for r in results]
+
+    first = answers(predictor)
+    assert [raw.split(" [")[0].strip() for raw, _, _ in first[:len(visible)]] == [n for n, _ in visible]  # trained answers
+    assert answers(predictor) == first
+    assert answers(reloaded) == first
 
 
 @pytest.mark.parametrize("image", [
@@ -234,3 +277,16 @@ def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
         math.exp(sum(math.log(p) for p in probs) / len(probs)), rel=1e-9)
     no_coordinates = processor.tokenizer(" left eye", add_special_tokens=False)["input_ids"]
     assert predictor._score(no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
+
+
+def test_predictions_are_clipped_to_the_image(predictor):
+    predictor.set_image(np.zeros((50, 80, 3), dtype=np.uint8))  # the square crop reaches 15 px above and below
+    state = predictor._state()
+    assert state.prepared.crop.y0 < 0
+    tokens = lambda text: predictor.processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for answer, expected in ((" nose [0.000, 0.000]", (0.0, 0.0)), (" nose [1.000, 1.000]", (80.0, 50.0)),
+                             (" nose [0.500, 0.500]", (40.0, 25.0))):
+        ids = tokens(answer)
+        result = predictor._result(0, Task.TEXT, "nose", ids, [0.9] * len(ids), state)
+        assert result.parsed and result.xy == pytest.approx(expected)
+    assert result.xy_normalized == (0.5, 0.5)
