@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import gradio as gr
 import pandas as pd
 from PIL import Image
 
@@ -68,6 +69,13 @@ def present(outcome: Outcome | None, min_score: float):
                           outcome.skeleton, outcome.model, min_score)
     png, js = write_exports(annotated, payload, stem=f"kptllm-{outcome.task}")
     return annotated, table(outcome, min_score), png, js
+
+
+def redraw(outcome: Outcome | None, min_score):
+    """The confidence slider's handler, shared by the tabs: redraw the kept outcome, or leave the outputs."""
+    if outcome is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return present(outcome, float(min_score))
 
 
 def names_of(results: Sequence[dict]) -> list[str]:

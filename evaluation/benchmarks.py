@@ -380,6 +380,20 @@ def oks_nms(instances: list[dict], thr: float, sigmas) -> list[int]:
     return keep
 
 
+def _coco_ground_truth(ds, annotations, image_ids, k: int) -> dict:
+    """A COCO keypoint ground-truth dict for xtcocotools: the images `image_ids`, every category with its
+    first `k` keypoint names, and `annotations` cut to their first `k` keypoints."""
+    labelled = lambda a: int((a.keypoints[:k, 2] > 0).sum())  # noqa: E731
+    return {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
+                       for i in ds.images.values() if i.id in image_ids],
+            "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names[:k])}
+                           for c in ds.categories.values()],
+            "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
+                             "keypoints": a.keypoints[:k].reshape(-1).tolist(), "bbox": list(a.bbox),
+                             "area": a.area, "iscrowd": int(a.iscrowd), "num_keypoints": labelled(a)}
+                            for a in annotations]}
+
+
 def _score_detected(bench, predictions):
     """OKS AP with detected boxes, as mmpose's CocoMetric scores a top-down model on detections: rescoring,
     OKS-NMS per image (area: the detection box's w*h padded by 1.25 in each side, mmpose's bbox_scale area),
@@ -401,15 +415,7 @@ def _score_detected(bench, predictions):
             results.append({"image_id": image_id, "category_id": inst["category_id"],
                             "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]})
     images = set(by_image)
-    labelled = lambda a: int((a.keypoints[:k, 2] > 0).sum())  # noqa: E731
-    subset = {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
-                         for i in ds.images.values() if i.id in images],
-              "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names[:k])}
-                             for c in ds.categories.values()],
-              "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
-                               "keypoints": a.keypoints[:k].reshape(-1).tolist(), "bbox": list(a.bbox),
-                               "area": a.area, "iscrowd": int(a.iscrowd), "num_keypoints": labelled(a)}
-                              for a in ds.annotations if a.image_id in images]}
+    subset = _coco_ground_truth(ds, [a for a in ds.annotations if a.image_id in images], images, k)
     metrics = keypoint_ap(subset, results, sigmas=kset.sigmas)
     return {"metrics": metrics,
             "counts": {"detections": len(predictions), "kept_after_nms": len(results), "images": len(images),
@@ -511,15 +517,7 @@ def _score_generic(bench, predictions):
         # instances without labelled keypoints), so a --limit run is scored like the full protocol
         evaluated_images = {a.image_id for a in anns}
         ignored = [a for a in ds.annotations if a.image_id in evaluated_images and (a.iscrowd or a.num_keypoints == 0)]
-        labelled = lambda a: int((a.keypoints[:k, 2] > 0).sum())  # noqa: E731
-        subset = {"images": [{"id": i.id, "file_name": i.file_name, "width": i.width, "height": i.height}
-                             for i in ds.images.values() if i.id in evaluated_images],
-                  "categories": [{"id": c.id, "name": c.name, "keypoints": list(c.keypoint_names[:k])}
-                                 for c in ds.categories.values()],
-                  "annotations": [{"id": a.id, "image_id": a.image_id, "category_id": a.category_id,
-                                   "keypoints": a.keypoints[:k].reshape(-1).tolist(), "bbox": list(a.bbox),
-                                   "area": a.area, "iscrowd": int(a.iscrowd), "num_keypoints": labelled(a)}
-                                  for a in anns + ignored]}
+        subset = _coco_ground_truth(ds, anns + ignored, evaluated_images, k)
         metrics.update(keypoint_ap(subset, results, sigmas=kset.sigmas))
     unparsed = sum(not ok for p in predictions for ok in p["parsed"])
     return {"metrics": metrics,

@@ -10,7 +10,7 @@ import gradio as gr
 from ..inputs import load_image, parse_box, parse_names
 from ..model import LoadedModel, run_detect
 from ..presets import presets, skeleton_for
-from ..views import Outcome, present
+from ..views import Outcome, present, redraw
 
 CUSTOM = "Custom (type below)"
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -32,12 +32,6 @@ def detect_text(loaded: LoadedModel, image, preset, names_text, use_descriptions
                       {"task": "text", "preset": preset, "keypoints": names, "bbox": bbox,
                        "category": (preset or "").split(" (")[0] or None}, loaded.source)
     return (*present(outcome, float(min_score)), outcome)
-
-
-def redraw(outcome, min_score):
-    if outcome is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return present(outcome, float(min_score))
 
 
 def examples() -> list[list]:

@@ -13,7 +13,7 @@ from ..inputs import MAX_SUPPORTS, check_count, check_point, load_image, parse_b
 from ..model import LoadedModel, run_example
 from ..presets import skeleton_for
 from ..render import annotate
-from ..views import Outcome, present
+from ..views import Outcome, present, redraw
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 POINT_COLUMNS = ["support", "keypoint", "x", "y", "name"]
@@ -145,12 +145,6 @@ def detect_visual(loaded: LoadedModel, query, s1, s2, s3, s4, s5, points, suppor
                        "support_points": [[list(p) if p else None for p in pts] for pts in per_support],
                        "support_boxes": boxes, "names": names, "bbox": bbox}, loaded.source)
     return (*present(outcome, float(min_score)), outcome)
-
-
-def redraw(outcome, min_score):
-    if outcome is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return present(outcome, float(min_score))
 
 
 def examples() -> list[list]:

@@ -12,7 +12,7 @@ from kptllm.detection import DEFAULT_DETECTOR, GroundingDinoDetector
 from ..inputs import MAX_QUERY_TEXT, load_image, parse_box, parse_names
 from ..model import LoadedModel, gpu, run_detect_boxes
 from ..presets import presets, skeleton_for
-from ..views import Outcome, present
+from ..views import Outcome, present, redraw
 from .text import preset_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -93,12 +93,6 @@ def detect_wild(loaded: LoadedModel, holder: DetectorHolder, image, objects, pre
                       {"task": "text", "objects": objects, "boxes_from": source, "box_threshold": box_threshold,
                        "text_threshold": text_threshold, "keypoints": names, "preset": preset}, loaded.source)
     return (*present(outcome, float(min_score)), outcome)
-
-
-def redraw(outcome, min_score):
-    if outcome is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return present(outcome, float(min_score))
 
 
 def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, note: str | None = None) -> None:

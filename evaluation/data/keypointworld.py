@@ -489,14 +489,22 @@ def coco_categories() -> list[dict]:
              "skeleton": [[a + 1, b + 1] for a, b in c.skeleton]} for c in CATEGORIES.values()]
 
 
-def off_centre(scene: Scene, rng) -> Scene:
-    """The same scene pasted at a random offset into a larger, non-square canvas with a fresh KeypointWorld
-    background (no objects); boxes and keypoints move with it. Scores on such a copy should match the
-    original's: the crop and its inverse map change, and what lies beyond the old border."""
+def off_centre(scene: Scene, rng, fill=None) -> Scene:
+    """The same scene pasted at a random offset into a larger, non-square canvas; boxes and keypoints move
+    with it. Scores on such a copy should match the original's: the crop and its inverse map change, and
+    what lies beyond the old border.
+
+    `fill`: None = a fresh KeypointWorld background (no objects); "random" = one random colour; an (r, g, b)
+    colour = that colour (the processor's fill colour makes the model see pixel-identical crops).
+    """
     image = scene.image
     width, height = int(image.width * rng.uniform(1.4, 2.2)), int(image.height * rng.uniform(1.1, 1.6))
     dx, dy = int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1))
-    canvas = _background(rng, width, height)
+    if fill is None:
+        canvas = _background(rng, width, height)
+    else:
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3)) if fill == "random" else tuple(fill)
+        canvas = Image.new("RGB", (width, height), colour)
     canvas.paste(image, (dx, dy))
     moved = Scene(canvas)
     for obj in scene.objects:

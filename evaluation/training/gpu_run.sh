@@ -8,9 +8,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-400}; WORKERS=${WORKERS:-15}; IMAGES=${IMAGES:-64}
 CONFIG=${CONFIG:-configs/keypointworld.yaml}
+rm -rf /tmp/probe /tmp/run  # a warm machine keeps the last call's runs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
 common="--config $CONFIG --num-workers $WORKERS --images-per-step $IMAGES --mixed-precision bf16 --no-progress"
-python3 -m evaluation.cli train $common --output /tmp/probe --steps 100000 --time-limit 20 --save-every 1000000 2>&1 | grep -v Writing
+python3 -m evaluation.cli train $common --output /tmp/probe --steps 100000 --time-limit ${PROBE:-30} --log-every 2 --save-every 1000000 2>&1 | grep -v Writing
 rate=$(python3 -c "import json; r=[json.loads(l) for l in open('/tmp/probe/metrics.jsonl')]; a,b=r[len(r)//3],r[-1]; print((b['step']-a['step'])/(b['elapsed']-a['elapsed']))")
 steps=$(python3 -c "print(int($rate * $BUDGET * 0.97))")
 echo "probe: $rate steps/s -> $steps steps"

@@ -16,7 +16,8 @@ import json
 
 import numpy as np
 
-from ..data.keypointworld import render_scene
+from ..data.keypointworld import Scene, render_scene
+from ..data.keypointworld import off_centre as off_centre_scene
 
 HELD_OUT_SEED = 900_001
 
@@ -31,24 +32,13 @@ def _objects(count: int, seed: int):
 
 
 def off_centre(image, obj, rng, fill=None):
-    """The same object pasted into a larger, non-square canvas at a random offset (box and keypoints shifted).
+    """One object's copy by `keypointworld.off_centre`: (canvas, moved object).
 
     `fill`: the canvas colour; None = random. With the processor's fill colour (what the crop puts
     outside an image) the model sees pixel-identical crops, so any change in the answers is a frame bug.
     """
-    from PIL import Image
-
-    from ..data.keypointworld import SceneObject
-
-    width, height = int(image.width * rng.uniform(1.4, 2.2)), int(image.height * rng.uniform(1.1, 1.6))
-    dx, dy = int(rng.integers(0, width - image.width + 1)), int(rng.integers(0, height - image.height + 1))
-    colour = tuple(int(v) for v in rng.integers(0, 256, 3)) if fill is None else tuple(fill)
-    canvas = Image.new("RGB", (width, height), colour)
-    canvas.paste(image, (dx, dy))
-    kpts = obj.keypoints.copy()
-    kpts[kpts[:, 2] > 0, :2] += (dx, dy)
-    x, y, w, h = obj.bbox
-    return canvas, SceneObject(obj.category, kpts, (x + dx, y + dy, w, h), obj.area)
+    moved = off_centre_scene(Scene(image, [obj]), rng, "random" if fill is None else fill)
+    return moved.image, moved.objects[0]
 
 
 def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold: float = 0.2,
