@@ -26,12 +26,26 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.to(getattr(torch, dtype)).save_pretrained(out)
     processor.save_pretrained(out)
+    _drop_load_time_keys(out / "tokenizer_config.json")
     for name in ("metrics.jsonl", "loss.png"):
         for source in ([Path(m) for m in metrics] if metrics and name == "metrics.jsonl" else [run / name]):
             if source.is_file():
                 with (out / name).open("ab" if name == "metrics.jsonl" else "wb") as f:
                     f.write(source.read_bytes())
     return out
+
+
+def _drop_load_time_keys(path: Path) -> None:
+    """The tokenizer saves how it was loaded (`local_files_only` is true in an offline run): a shipped
+    checkpoint must not tell its users' loaders to stay offline."""
+    import json
+
+    if path.is_file():
+        config = json.loads(path.read_text())
+        if {"local_files_only", "is_local"} & set(config):
+            for key in ("local_files_only", "is_local"):
+                config.pop(key, None)
+            path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def main(argv=None) -> None:

@@ -36,7 +36,8 @@ def build_model(spec: dict, tokenizer_text=(), meta: bool = False):
     kind = spec.get("type", "scratch")
     kptllm_kwargs = dict(spec.get("kptllm", {}))
     if kind == "checkpoint":
-        model = KptLLMForKeypoints.from_pretrained(spec["path"])
+        # float32 master weights, also from the float16 export in assets/ (Adam on float16 weights stalls)
+        model = KptLLMForKeypoints.from_pretrained(spec["path"], dtype=torch.float32)
         model.apply_tuning_policy()
         return model, KptLLMProcessor.from_pretrained(spec["path"], config=model.config)
     if kind == "scratch":

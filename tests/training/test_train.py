@@ -127,3 +127,15 @@ def test_shared_images_in_a_batch_are_encoded_once_with_the_same_loss(tiny_confi
     model.eval()
     with torch.no_grad():
         assert model(**batch).loss.item() == pytest.approx(model(**expanded).loss.item(), rel=1e-5)
+
+
+def test_continuing_the_shipped_float16_checkpoint_trains_float32_weights(monkeypatch):
+    """configs/keypointworld_continue.yaml starts from assets/ (float16 on disk): Adam needs float32 weights."""
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    spec = yaml.safe_load((ROOT / "configs" / "keypointworld_continue.yaml").read_text())["model"]
+    model, processor = build_model(spec)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert all(p.requires_grad for p in model.parameters())  # llm_tuning / vision_tuning: full
+    assert processor.tokenizer is not None
