@@ -9,7 +9,9 @@ starting from the input embeddings, and the timings include all LM work (prefill
     naive       one `language_model.generate` per keypoint over its full prompt (prefix + query)
     hf batched  one `generate` over the K full prompts, left-padded (what a user would write)
     engine      `kptllm.generation`: the image prefix once, K rows over it (constraints off, so tokens
-                must equal; the `engine+grammar` column times the default constrained decoding)
+                must equal; the `engine+grammar` column times the default constrained decoding). On a
+                GPU this is the static-shape path replayed as CUDA graphs (kptllm/static_decode.py);
+    eager       the engine with `static=False` (on a CPU the same as `engine`): the GPU's eager baseline
 
 Prints a table (median of `--repeats`), the ratios naive/engine and hf/engine, and whether the three
 produced the same tokens; `--json` prints {"rows": [{"keypoints", "ratio", "ratio_hf_batched",
@@ -93,10 +95,10 @@ def hf_batched(lm, prefix, suffixes, eos, pad, new_tokens):
     return [_strip(row, eos, pad) for row in ids.tolist()]
 
 
-def engine(lm, prefix, suffixes, eos, new_tokens, grammar=None):
+def engine(lm, prefix, suffixes, eos, new_tokens, grammar=None, static=None):
     prefixes = prefill_prefixes(lm, prefix)
     modes = None if grammar is None else [AnswerGrammar.start_mode(True)] * len(suffixes)
-    return decode(lm, prefixes, suffixes, eos, new_tokens, grammar=grammar, start_modes=modes).token_ids
+    return decode(lm, prefixes, suffixes, eos, new_tokens, grammar=grammar, start_modes=modes, static=static).token_ids
 
 
 def run(keypoints=(1, 5, 17, 68), new_tokens: int = 20, repeats: int = 3, size: str = "tiny", model: str | None = None,
@@ -123,12 +125,16 @@ def run(keypoints=(1, 5, 17, 68), new_tokens: int = 20, repeats: int = 3, size: 
         hf_batched(lm, prefix, suffixes, eos, pad, 2)
         for count in keypoints:
             prefix, suffixes = prepare(predictor, count)
-            engine(lm, prefix, suffixes, eos, 2)  # first call at a new batch size: allocator / kernel warm-up
+            # first call at a new batch size: allocator / kernel warm-up; on a GPU also the CUDA-graph capture
+            engine(lm, prefix, suffixes, eos, new_tokens if torch.device(device).type == "cuda" else 2)
             hf_batched(lm, prefix, suffixes, eos, pad, 2)
             row = {"keypoints": count}
             tokens = {}
             if "engine" in methods:
                 row["engine_s"], tokens["engine"] = _timed(lambda: engine(lm, prefix, suffixes, eos, new_tokens), repeats, device)
+            if "eager" in methods:
+                row["engine_eager_s"], tokens["eager"] = _timed(
+                    lambda: engine(lm, prefix, suffixes, eos, new_tokens, static=False), repeats, device)
             if "grammar" in methods:
                 row["engine_grammar_s"], _ = _timed(lambda: engine(lm, prefix, suffixes, eos, new_tokens, grammar),
                                                     repeats, device)
@@ -168,7 +174,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--methods", nargs="+", default=["naive", "hf", "engine", "grammar"],
-                        choices=["naive", "hf", "engine", "grammar"])
+                        choices=["naive", "hf", "engine", "eager", "grammar"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--merge-lora", action="store_true", help="fold the LoRA adapters into the weights first")
     parser.add_argument("--json", action="store_true")
@@ -183,11 +189,11 @@ def main() -> None:
     print(f"model={args.model or args.size}{' (LoRA merged)' if args.merge_lora else ''} dtype={args.dtype} device={_describe(args.device)} torch={torch.__version__} "
           f"new_tokens={args.new_tokens} repeats={args.repeats}")
     cell = lambda row, key, fmt: format(row[key], fmt) if key in row else "-"  # noqa: E731
-    print(f"{'K':>4}{'naive s':>10}{'hf batched s':>14}{'engine s':>10}{'engine+grammar s':>18}"
+    print(f"{'K':>4}{'naive s':>10}{'hf batched s':>14}{'engine s':>10}{'eager s':>9}{'engine+grammar s':>18}"
           f"{'naive/engine':>14}{'hf/engine':>11}{'same tokens':>13}")
     for row in rows:
         print(f"{row['keypoints']:>4}{cell(row, 'naive_s', '.3f'):>10}{cell(row, 'hf_batched_s', '.3f'):>14}"
-              f"{cell(row, 'engine_s', '.3f'):>10}{cell(row, 'engine_grammar_s', '.3f'):>18}"
+              f"{cell(row, 'engine_s', '.3f'):>10}{cell(row, 'engine_eager_s', '.3f'):>9}{cell(row, 'engine_grammar_s', '.3f'):>18}"
               f"{cell(row, 'ratio', '.1f'):>13}x{cell(row, 'ratio_hf_batched', '.2f'):>10}x{str(row['tokens_match']):>13}")
     if torch.device(args.device).type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")

@@ -4,7 +4,8 @@
 #     bash benchmarks/gpu_check.sh            # logs go to $OUT (default /tmp)
 # 1. the engine's tokens equal naive per-keypoint generate (small model, float32, 5 keypoints);
 # 2. per-person latency, 17 keypoints x 20 answer tokens, paper size (DINOv2-L/14 + 7B Llama, random
-#    weights, bf16): naive generate per keypoint, transformers' batched generate, our engine;
+#    weights, bf16): naive generate per keypoint, our engine (static shapes + CUDA graphs), the same
+#    engine eager (`static=False`) and with the grammar;
 # 3. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
 #    fills the card.
 # Expects transformers/peft wheels in .whl (the GPU image has transformers 5.17; we need >= 5.24).
@@ -23,9 +24,12 @@ timeout 90 python3 -m benchmarks.decode_speed --size small --device cuda --dtype
 
 step "per person, paper size, bf16, 17 keypoints x 20 tokens"
 timeout 240 python3 -m benchmarks.decode_speed --size paper --device cuda --dtype bfloat16 --keypoints 17 \
-    --new-tokens 20 --repeats 3 --methods naive hf engine grammar 2>&1 | tee "$OUT/decode_paper.log" | grep -v Warn
+    --new-tokens 20 --repeats 3 --methods naive engine eager grammar 2>&1 | tee "$OUT/decode_paper.log" | grep -v Warn
 
-step "evaluation throughput, paper size, bf16, batch 1 vs $BATCH (COCO instances, 17 keypoints each)"
-timeout 150 python3 -m benchmarks.eval_speed --size paper --device cuda --dtype bfloat16 --workloads coco \
+# COCO instances need xtcocotools for OKS AP (no wheel for that machine's python; it cannot download):
+# MP-100 1-shot episodes otherwise
+WORKLOADS=$(python3 -c "import xtcocotools" 2>/dev/null && echo "coco mp100" || echo mp100)
+step "evaluation throughput, paper size, bf16, batch 1 vs $BATCH ($WORKLOADS)"
+timeout 150 python3 -m benchmarks.eval_speed --size paper --device cuda --dtype bfloat16 --workloads $WORKLOADS \
     --limit 64 --batch "$BATCH" --max-new-tokens 20 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
 python3 -c "import torch; print('visible GPUs', torch.cuda.device_count())"

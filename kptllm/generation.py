@@ -106,6 +106,7 @@ class _Rows:
         self.length = 0  # columns written before the running forward
         self.keys: list[torch.Tensor | None] = [None] * len(prefix.keys)
         self.values: list[torch.Tensor | None] = [None] * len(prefix.keys)
+        self.static_column: torch.Tensor | None = None  # static_decode: write here, return the whole buffer
         self.set_rows(row_prefix)
 
     def set_rows(self, row_prefix: torch.Tensor) -> None:
@@ -129,6 +130,15 @@ class _Rows:
         self.slot = torch.empty(num, dtype=torch.long, device=row_prefix.device)
         self.slot[order] = row_prefix[order] * width + rank
 
+    def load_rows(self, row_prefix: torch.Tensor) -> None:
+        """`set_rows` that keeps the `groups`/`slot` tensors (their addresses) when the shapes agree (static_decode)."""
+        old = (getattr(self, "groups", None), getattr(self, "slot", None))
+        self.set_rows(row_prefix)
+        if not self.identity and old[0] is not None and old[0].shape == self.groups.shape and old[1].shape == self.slot.shape:
+            old[0].copy_(self.groups)
+            old[1].copy_(self.slot)
+            self.groups, self.slot = old
+
     def keep(self, index: torch.Tensor) -> None:
         """Keep only rows `index` (drop finished rows)."""
         for i, (k, v) in enumerate(zip(self.keys, self.values)):
@@ -143,6 +153,10 @@ class _Rows:
             shape = (b, h, self.capacity, d)
             self.keys[layer_idx] = key_states.new_zeros(shape)
             self.values[layer_idx] = value_states.new_zeros(shape)
+        if self.static_column is not None:
+            self.keys[layer_idx].index_copy_(2, self.static_column, key_states)
+            self.values[layer_idx].index_copy_(2, self.static_column, value_states)
+            return self.keys[layer_idx], self.values[layer_idx]
         end = self.length + key_states.shape[2]
         self.keys[layer_idx][:, :, self.length:end] = key_states
         self.values[layer_idx][:, :, self.length:end] = value_states
@@ -252,7 +266,7 @@ def _forward(language_model, base, inputs, mask, positions, rows) -> torch.Tenso
 @torch.no_grad()
 def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], eos_token_id: int,
            max_new_tokens: int, row_prefix: list[int] | None = None, grammar=None,
-           start_modes: list[int] | None = None) -> Generated:
+           start_modes: list[int] | None = None, static: bool | None = None) -> Generated:
     """Greedy-decode B sequences `prefix[row_prefix[b]] + suffix_embeds[b]` as one batch.
 
     Args:
@@ -261,6 +275,8 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         row_prefix: which prefix each row continues (default: all 0).
         grammar: an `AnswerGrammar` (constraints.py) to mask tokens; None = free greedy decoding.
         start_modes: grammar mode of each row at the start (`AnswerGrammar.start_mode`).
+        static: decode with static shapes and CUDA graphs (static_decode.py). None = on CUDA devices for
+            Llama-style LMs unless `KPTLLM_CUDA_GRAPHS=0`; True off a GPU runs the static step eagerly.
     """
     num = len(suffix_embeds)
     if num == 0:
@@ -277,6 +293,19 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
     positions = (prefix_len + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix_len)
     row_prefix_t = torch.zeros(num, dtype=torch.long, device=device) if row_prefix is None else \
         torch.as_tensor(row_prefix, dtype=torch.long, device=device)
+    base = _decoder_parts(language_model)
+    if static is None:
+        from .static_decode import graphs_enabled
+        static = base is not None and graphs_enabled(device)
+    if static:
+        if base is None:
+            raise ValueError("static decoding needs a Llama-style language model (model.layers, rotary_emb, norm)")
+        from .static_decode import decode_static
+        modes = None
+        if grammar is not None:
+            modes = torch.as_tensor(start_modes if start_modes is not None else [0] * num, dtype=torch.long, device=device)
+        return decode_static(language_model, base, prefix, suffix_embeds, eos_token_id, max_new_tokens, row_prefix_t,
+                             grammar=grammar, modes=modes, use_graph=torch.device(device).type == "cuda")
     rows = _Rows(prefix, row_prefix_t, width + max_new_tokens)
     causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
     mask = valid[:, None, None, :width] & causal[None, None]  # [B, 1, T, S]
@@ -291,7 +320,6 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
     active = torch.arange(num, device=device)  # original row id of each batch row
     next_position = prefix_len + valid[:, :width].sum(1)
     inputs, input_positions, steps = block, positions, 0
-    base = _decoder_parts(language_model)
     with _attention(language_model, ATTENTION_NAME):
         for step in range(max_new_tokens):
             logits = _forward(language_model, base, inputs, mask, input_positions, rows)
@@ -325,6 +353,11 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
             inputs = embed(tokens)[:, None].to(dtype)
             input_positions = next_position[:, None]
             next_position = next_position + 1
+    return _collect(out_tokens, out_probs, steps, eos_token_id)
+
+
+def _collect(out_tokens: torch.Tensor, out_probs: torch.Tensor, steps: int, eos_token_id: int) -> Generated:
+    """`[B, max_new]` tokens (-1 = not generated) and probabilities -> `Generated`, each row cut at its first EOS."""
     out_tokens, out_probs = out_tokens[:, :steps].tolist(), out_probs[:, :steps].tolist()
     token_ids, token_probs = [], []
     for ids, probs in zip(out_tokens, out_probs):

@@ -47,13 +47,13 @@ def _eos_biased(model, processor, prefix, suffixes):
     return model
 
 
-def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, grammar=None, modes=None):
+def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, grammar=None, modes=None, static=False):
     lm, eos = model.language_model, processor.eos_token_id
     with torch.no_grad():
         prefixes = prefill_prefixes(lm, prefix)
         before = [k.clone() for k in prefixes.keys]
         fast = decode(lm, prefixes, suffixes, eos, max_new_tokens, row_prefix=row_prefix, grammar=grammar,
-                      start_modes=modes)
+                      start_modes=modes, static=static)
         assert all(torch.equal(a, b) for a, b in zip(before, prefixes.keys))  # the shared prefix is only read
         for row, (suffix, p) in enumerate(zip(suffixes, row_prefix)):
             slow = generate_reference(lm, torch.cat([prefix[p], suffix]), eos, max_new_tokens, grammar=grammar,
@@ -64,18 +64,23 @@ def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, gramm
     return fast
 
 
+STATIC = pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+
+
+@STATIC
 @pytest.mark.parametrize("seed,images,keypoints", [(0, 1, 1), (1, 1, 17), (2, 3, 5)])
-def test_engine_matches_reference(seed, images, keypoints):
+def test_engine_matches_reference(seed, images, keypoints, static):
     model, processor = build_tiny(seed=seed)
     model.eval()
     names = (NAMES * 2)[:keypoints]
     prefix, suffixes = _inputs(model, processor, images, names, seed)
     rows = suffixes * images
     row_prefix = [p for p in range(images) for _ in names]
-    _check(model, processor, prefix, rows, row_prefix, 12)
+    _check(model, processor, prefix, rows, row_prefix, 12, static=static)
 
 
-def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch():
+@STATIC
+def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static):
     model, processor = build_tiny(seed=3)
     model.eval()
     prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
@@ -84,22 +89,41 @@ def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch():
     rows = suffixes + suffixes[:4] + suffixes[3:]
     row_prefix = [0] * 9 + [2] * 4 + [1] * 6
     order = random.Random(0).sample(range(len(rows)), len(rows))
-    fast = _check(model, processor, prefix, [rows[i] for i in order], [row_prefix[i] for i in order], 14)
+    fast = _check(model, processor, prefix, [rows[i] for i in order], [row_prefix[i] for i in order], 14,
+                  static=static)
     lengths = {len(ids) for ids, done in zip(fast.token_ids, fast.finished) if done}
     assert sum(fast.finished) >= 3 and len(lengths) >= 2, (fast.finished, lengths)
 
 
+@STATIC
 @pytest.mark.parametrize("seed", [0, 4])
-def test_engine_with_grammar_matches_reference(seed):
+def test_engine_with_grammar_matches_reference(seed, static):
     model, processor = build_tiny(seed=seed)
     model.eval()
     prefix, suffixes = _inputs(model, processor, 2, NAMES[:5], seed)
     grammar = grammar_for(processor, model.language_model.config.vocab_size)
     modes = [AnswerGrammar.start_mode(k % 2 == 0) for k in range(10)]
-    fast = _check(model, processor, prefix, suffixes * 2, [0] * 5 + [1] * 5, 24, grammar, modes)
+    fast = _check(model, processor, prefix, suffixes * 2, [0] * 5 + [1] * 5, 24, grammar, modes, static=static)
     for k, ids in enumerate(fast.token_ids):
         task = Task.TEXT if k % 2 == 0 else Task.SEMANTIC
         assert parse_answer(processor.decode(ids), task).__class__.__name__ == "ParsedAnswer"
+
+
+def test_static_buffers_reused_across_calls_hold_nothing_of_the_last_call():
+    """A second call of the same shape reuses the first call's buffers (the CUDA-graph path depends on it):
+    other images, the names in another order, rows mapped to other prefixes -> still the reference tokens."""
+    from kptllm import static_decode
+
+    model, processor = build_tiny(seed=5)
+    model.eval()
+    prefix_a, suffixes_a = _inputs(model, processor, 2, NAMES[:4], seed=5)
+    prefix_b, suffixes_b = _inputs(model, processor, 2, NAMES[3::-1], seed=6)
+    _check(model, processor, prefix_a, suffixes_a * 2, [0] * 4 + [1] * 4, 12, static=True)
+    states = static_decode._states[model.language_model]
+    assert len(states) == 1
+    (buffers_before,) = [id(s.rows.keys[0]) for s in states.values()]
+    _check(model, processor, prefix_b, suffixes_b * 2, [1] * 4 + [0] * 4, 12, static=True)
+    assert len(states) == 1 and id(next(iter(states.values())).rows.keys[0]) == buffers_before
 
 
 # ----------------------------------------------------------------------------- predictor level

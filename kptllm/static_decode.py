@@ -1,0 +1,164 @@
+"""Static-shape decoding for the engine, replayable as a CUDA graph (the GPU path of `generation.decode`).
+
+On a GPU a decode step of a 7B model is launch-bound, not bandwidth-bound: ~20 small kernels per layer,
+~60 ms a step eagerly, while reading the weights takes ~3 ms. A CUDA graph replays a recorded step with
+one launch. Graphs need every shape and every tensor address to stay the same from step to step (and, to
+be worth their capture, from call to call), so this path differs from the eager engine in three ways:
+
+- rows are never dropped: a finished row keeps computing (on a GPU a step costs its weight reads, not its
+  rows); its extra tokens come after its EOS and are cut off;
+- each row attends over its whole KV buffer `[B, Hkv, capacity, d]`; the columns not yet written are
+  masked out by `valid [B, capacity]`, which the step updates in place; the new column is written with
+  `index_copy_` at a column held in a device tensor;
+- prefixes, row KV, inputs and outputs live in buffers owned by a `_StaticState`, kept per shape
+  (rows, prefixes, rows per prefix, prefix length, capacity rounded up to 32, dtype, device) for later
+  calls (a few states at most, least recently used dropped).
+
+Only the single-token steps are graphed; the suffix block (the per-keypoint instruction) is prefilled
+eagerly into the same buffers. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
+which is how the CPU tests hold it to the naive path token for token.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import OrderedDict
+
+import torch
+
+from .generation import ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _Rows
+
+CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
+MAX_STATES = 4  # per language model
+
+_states: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+
+
+def graphs_enabled(device) -> bool:
+    """CUDA graphs on by default on CUDA devices; `KPTLLM_CUDA_GRAPHS=0` turns them off."""
+    return torch.device(device).type == "cuda" and os.environ.get("KPTLLM_CUDA_GRAPHS", "1") != "0"
+
+
+class _StaticState:
+    """The buffers (and the captured graph) of one decode shape; see the module docstring."""
+
+    def __init__(self, language_model, base, prefix: PrefixKV, row_prefix: torch.Tensor, capacity: int,
+                 dtype, use_graph: bool):
+        self.language_model, self.base, self.dtype = language_model, base, dtype
+        device = row_prefix.device
+        num = row_prefix.shape[0]
+        self.prefix = PrefixKV([torch.empty_like(k) for k in prefix.keys], [torch.empty_like(v) for v in prefix.values])
+        self.rows = _Rows(self.prefix, row_prefix, capacity)
+        self.valid = torch.zeros(num, capacity, dtype=torch.bool, device=device)
+        self.tokens = torch.zeros(num, dtype=torch.long, device=device)
+        self.positions = torch.zeros(num, 1, dtype=torch.long, device=device)
+        self.column = torch.zeros(1, dtype=torch.long, device=device)
+        self.embed = language_model.get_input_embeddings()
+        self.use_graph = use_graph
+        self.graph = None
+        self.logits = None
+
+    def load(self, prefix: PrefixKV, row_prefix: torch.Tensor) -> None:
+        """Copy this call's prefixes and row-to-prefix map into the buffers (same shapes, same addresses)."""
+        for mine, theirs in zip(self.prefix.keys + self.prefix.values, prefix.keys + prefix.values):
+            mine.copy_(theirs)
+        self.rows.load_rows(row_prefix)
+        self.rows.length = 0
+        self.valid.zero_()
+
+    def _compute(self) -> torch.Tensor:
+        self.valid.index_fill_(1, self.column, True)
+        inputs = self.embed(self.tokens)[:, None].to(self.dtype)
+        return _forward(self.language_model, self.base, inputs, self.valid[:, None, None, :], self.positions, self.rows)
+
+    def step(self) -> torch.Tensor:
+        """Logits `[B, V]` of the tokens in `self.tokens` at `self.positions`, written at column `self.column`."""
+        if not self.use_graph:
+            return self._compute()
+        if self.graph is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up runs write the same column with the same values: harmless
+                for _ in range(2):
+                    self._compute()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self._compute()
+            self.graph = graph
+        self.graph.replay()
+        return self.logits
+
+
+def _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_graph) -> _StaticState:
+    sizes = torch.bincount(row_prefix.cpu(), minlength=prefix.count)
+    key = (row_prefix.shape[0], prefix.count, int(sizes.max()), prefix.length, capacity, dtype, str(row_prefix.device),
+           tuple(prefix.keys[0].shape), use_graph)
+    states = _states.setdefault(language_model, OrderedDict())
+    state = states.pop(key, None)
+    if state is None:
+        state = _StaticState(language_model, base, prefix, row_prefix, capacity, dtype, use_graph)
+        while len(states) >= MAX_STATES:
+            states.popitem(last=False)
+    states[key] = state
+    return state
+
+
+@torch.no_grad()
+def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], eos_token_id: int,
+                  max_new_tokens: int, row_prefix: torch.Tensor, grammar=None, modes: torch.Tensor | None = None,
+                  use_graph: bool = True) -> Generated:
+    """`generation.decode` with static shapes (see the module docstring); same arguments, same result.
+
+    `base` is the Llama-style decoder (`generation._decoder_parts`); `row_prefix [B]` and the grammar
+    `modes [B]` are tensors on the device.
+    """
+    num = len(suffix_embeds)
+    width = max(s.shape[0] for s in suffix_embeds)
+    capacity = -(-(width + max_new_tokens) // CAPACITY_STEP) * CAPACITY_STEP
+    device, dtype = suffix_embeds[0].device, suffix_embeds[0].dtype
+    state = _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_graph and device.type == "cuda")
+    state.load(prefix, row_prefix)
+    rows, valid = state.rows, state.valid
+
+    block = torch.zeros(num, width, suffix_embeds[0].shape[-1], device=device, dtype=dtype)
+    for row, suffix in enumerate(suffix_embeds):
+        block[row, width - suffix.shape[0]:] = suffix
+        valid[row, width - suffix.shape[0]:width] = True
+    causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
+    positions = (prefix.length + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix.length)
+    next_position = prefix.length + valid[:, :width].sum(1)
+
+    out_tokens = torch.full((num, max_new_tokens), -1, dtype=torch.long, device=device)
+    out_probs = torch.zeros(num, max_new_tokens, device=device)
+    finished = torch.zeros(num, dtype=torch.bool, device=device)
+    if grammar is not None:
+        grammar = grammar.to(device)
+    steps = 0
+    with _attention(language_model, ATTENTION_NAME):
+        logits = _forward(language_model, base, block, valid[:, None, None, :width] & causal[None, None], positions, rows)
+        rows.static_column = state.column
+        try:
+            for step in range(max_new_tokens):
+                probs = logits.float().softmax(-1)
+                if grammar is None:
+                    tokens = probs.argmax(-1)
+                else:
+                    allowed = grammar.allowed_tokens(modes, max_new_tokens - step)
+                    tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
+                    modes = torch.where(finished, modes, grammar.next_mode[modes, tokens])
+                out_tokens[:, step] = tokens
+                out_probs[:, step] = probs.gather(1, tokens[:, None])[:, 0]
+                steps = step + 1
+                finished |= tokens == eos_token_id
+                if step == max_new_tokens - 1 or bool(finished.all()):
+                    break
+                state.tokens.copy_(tokens)
+                state.positions.copy_(next_position[:, None])
+                state.column.fill_(width + step)
+                next_position = next_position + 1
+                logits = state.step()
+        finally:
+            rows.static_column = None
+    return _collect(out_tokens, out_probs, steps, eos_token_id)
