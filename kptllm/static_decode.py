@@ -22,6 +22,7 @@ which is how the CPU tests hold it to the naive path token for token.
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections import OrderedDict
 
@@ -36,8 +37,11 @@ _states: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.Wea
 
 
 def graphs_enabled(device) -> bool:
-    """CUDA graphs on by default on CUDA devices; `KPTLLM_CUDA_GRAPHS=0` turns them off."""
-    return torch.device(device).type == "cuda" and os.environ.get("KPTLLM_CUDA_GRAPHS", "1") != "0"
+    """CUDA graphs on by default on CUDA devices; `KPTLLM_CUDA_GRAPHS=0` turns them off. Off on ZeroGPU
+    Spaces (`SPACES_ZERO_GPU` set), where the GPU is attached per call and a graph kept between calls
+    would outlive its device context."""
+    return (torch.device(device).type == "cuda" and os.environ.get("KPTLLM_CUDA_GRAPHS", "1") != "0"
+            and not os.environ.get("SPACES_ZERO_GPU"))
 
 
 class _StaticState:
@@ -77,18 +81,26 @@ class _StaticState:
         if not self.use_graph:
             return self._compute()
         if self.graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up runs write the same column with the same values: harmless
-                for _ in range(2):
-                    self._compute()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.logits = self._compute()
-            self.graph = graph
+            try:
+                self._capture()
+            except RuntimeError as err:  # a model whose step cannot be captured still decodes, eagerly
+                warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", RuntimeWarning, stacklevel=2)
+                self.use_graph = False
+                return self._compute()
         self.graph.replay()
         return self.logits
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up runs write the same column with the same values: harmless
+            for _ in range(2):
+                self._compute()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = self._compute()
+        self.graph = graph
 
 
 def _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_graph) -> _StaticState:
