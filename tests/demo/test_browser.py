@@ -3,7 +3,9 @@
 Skipped (with the reason) when the playwright package or /usr/bin/chromium is missing (`.ci/run` installs
 chromium with apt-get). Never runs `playwright install`."""
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -69,11 +71,21 @@ def test_text_tab(page):
     _tab(page, "Text prompt (c)")
     _upload(page, "text-image", EXAMPLES / "keypointworld_person.jpg")
     page.locator("#text-bbox textarea, #text-bbox input").first.fill("63,136,84,96")
+    # picking a preset fills the names box
+    page.locator("#text-preset input").first.click()
+    page.get_by_role("option", name=re.compile("^AP-10K")).first.click()
+    page.wait_for_function("() => document.querySelector('#text-names textarea').value.includes('root of tail')")
     page.locator("#text-names textarea").fill("nose\nleft shoulder\nright knee")
     page.locator("#text-run").click()
     _result_image(page, "text-result")
     _wait_text(page, "text-table", "left shoulder")
     page.screenshot(path=str(page.shots / "text.png"), full_page=True)
+    # the JSON download: COCO-style keypoints of the three names asked for, and the prompt
+    with page.expect_download() as download:
+        page.locator("#text-json").click()
+    saved = json.loads(Path(download.value.path()).read_text())
+    text = json.dumps(saved)
+    assert all(name in text for name in ("nose", "left shoulder", "right knee")), text[:500]
 
 
 def test_semantic_tab(page):
