@@ -83,7 +83,7 @@ class _StaticState:
         if self.graph is None:
             try:
                 self._capture()
-            except RuntimeError as err:  # a model whose step cannot be captured still decodes, eagerly
+            except Exception as err:  # noqa: BLE001 -- a step that cannot be captured (e.g. host syncs in a quantized matmul) still decodes, eagerly
                 warnings.warn(f"CUDA graph capture failed ({err}); decoding eagerly", RuntimeWarning, stacklevel=2)
                 self.use_graph = False
                 return self._compute()
