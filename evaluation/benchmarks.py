@@ -16,6 +16,7 @@ from kptllm import catalog
 from kptllm.image import square_crop
 
 from .data import KeypointDataset, ap10k_cross_species, clean_bbox, make_episodes
+from .data.semantic_labels import SemanticLabels, builtin as builtin_semantic_labels
 from .metrics import CAPE_THRESHOLDS, cape_pck, keypoint_ap, pck, semantic_accuracy
 
 # benchmark name -> (catalog key of its keypoints, protocol text)
@@ -66,6 +67,7 @@ class Benchmark:
     missing_images: list[str] = field(default_factory=list)  # their file names
     supercategory: str | None = None  # MP-100 cross-supercategory: a key of CROSS_SUPERCATEGORIES
     boxes: list[dict] | None = None  # COCO detection results: units are detected boxes, not GT instances
+    semantic_labels: SemanticLabels | None = None  # MP-100 semantic task: what each keypoint is called
 
     @property
     def headline_metric(self) -> str:
@@ -88,7 +90,8 @@ class Benchmark:
         if self.name == "mp100":
             if self.task == "semantic":
                 return ("MP-100 keypoint semantic understanding: each labelled keypoint of each test instance of the "
-                        "categories with named keypoints; accuracy of the named keypoint")
+                        f"categories with named keypoints (label set {self.semantic_labels.name}); accuracy of the "
+                        "named keypoint")
             return (f"MP-100 {self.shots}-shot episodes (POMNet/CapeFormer sampler, seed {self.seed}, {self.episodes} "
                     f"episodes x 15 queries per category); PCK of max(w, h) of the sanitised query box, keypoints "
                     "visible in the query and every support")
@@ -148,7 +151,7 @@ def _detection_units(dataset: KeypointDataset, boxes: list[dict]) -> list[dict]:
 
 def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None, shots: int = 1,
                     episodes: int = 200, seed: int = 1, supercategory: str | None = None,
-                    boxes: list[dict] | None = None) -> Benchmark:
+                    boxes: list[dict] | None = None, semantic_labels: SemanticLabels | None = None) -> Benchmark:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     task = task or TASKS[name][0]
@@ -158,7 +161,12 @@ def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None
         raise ValueError("--supercategory is a setting of mp100 with visual prompts")
     if boxes is not None and (name not in GENERIC or catalog.get(GENERIC[name][0]).sigmas is None):
         raise ValueError(f"--boxes needs a benchmark scored by OKS AP, not {name}")
-    bench = Benchmark(name, dataset, task, shots, episodes, seed, supercategory=supercategory, boxes=boxes)
+    if semantic_labels is not None and (name, task) != ("mp100", "semantic"):
+        raise ValueError("--semantic-labels is a setting of mp100 with --task semantic")
+    if (name, task) == ("mp100", "semantic"):
+        semantic_labels = semantic_labels or builtin_semantic_labels()
+    bench = Benchmark(name, dataset, task, shots, episodes, seed, supercategory=supercategory, boxes=boxes,
+                      semantic_labels=semantic_labels)
     if boxes is not None:
         bench.units = _detection_units(dataset, boxes)
     elif name == "keypointworld" and task == "visual":
@@ -180,8 +188,8 @@ def build_benchmark(name: str, dataset: KeypointDataset, task: str | None = None
         for ann in annotations:
             if ann.num_keypoints == 0:
                 continue
-            if task == "semantic" and all(n.isdigit() for n in dataset.category_of(ann).keypoint_names):
-                continue  # index-named categories have no semantics to name
+            if task == "semantic" and not any(_semantic_names(bench, ann)):
+                continue  # numbered categories (and fully left-out ones) have no semantics to name
             bench.units.append({"ann_id": ann.id})
     _set_aside_missing(bench)
     return bench
@@ -209,6 +217,22 @@ def unit_key(unit: dict) -> str:
     if "det" in unit:
         return f"det{unit['det']}"
     return f"{unit['episode']}:{unit['query_id']}" if "episode" in unit else str(unit["ann_id"])
+
+
+def _semantic_names(bench: Benchmark, ann) -> list[str | None]:
+    """Per keypoint of `ann`: the name a semantic answer must give, or None (left out / numbered)."""
+    category = bench.dataset.category_of(ann)
+    if bench.semantic_labels is not None:
+        return bench.semantic_labels.labels_for(category.name, category.keypoint_names) or \
+            [None] * len(category.keypoint_names)
+    if all(str(n).strip().isdigit() for n in category.keypoint_names):
+        return [None] * len(category.keypoint_names)
+    return _keypoint_names(bench, ann)
+
+
+def categories_covered(bench: Benchmark) -> list[str]:
+    """Names of the categories a semantic benchmark asks about."""
+    return sorted({bench.dataset.category_of(bench.dataset.annotation(u["ann_id"])).name for u in bench.units})
 
 
 def _keypoint_names(bench: Benchmark, ann) -> list[str]:
@@ -261,10 +285,11 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
     ann = ds.annotation(unit["ann_id"])
     predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
     if bench.task == "semantic":
-        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann)) if ok]
+        names = _semantic_names(bench, ann)
+        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann))
+                    if ok and names[k] is not None]
         points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
         results = predictor.describe(points) if points else []
-        names = _keypoint_names(bench, ann)
         return {"key": unit_key(unit), "indices": labelled, "predicted": [r.text for r in results],
                 "expected": [names[k] for k in labelled]}
     names = _keypoint_names(bench, ann)
@@ -301,14 +326,16 @@ def plan_unit(bench: Benchmark, predictor, unit: dict):
         names = list(catalog.get(GENERIC[bench.name][0]).names)
         return Request(ds.images[unit["image_id"]].path, tuple(unit["bbox"]), Task.TEXT, names), {"count": len(names)}
     ann = ds.annotation(unit["ann_id"])
-    names = _keypoint_names(bench, ann)
     if bench.task == "semantic":
-        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann)) if ok]
+        names = _semantic_names(bench, ann)
+        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann))
+                    if ok and names[k] is not None]
         points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
         context = {"labelled": labelled, "names": names}
         if not points:
             return None, context
         return Request(ds.images[ann.image_id].path, ann.bbox, Task.SEMANTIC, [None] * len(points), points=points), context
+    names = _keypoint_names(bench, ann)
     return Request(ds.images[ann.image_id].path, ann.bbox, Task.TEXT, names), {"count": len(names)}
 
 

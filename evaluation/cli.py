@@ -3,6 +3,7 @@
     kptllm episodes --annotations FILE --shots S [--episodes N] [--queries Q] [--seed X]
     kptllm eval --model M --benchmark NAME --annotations FILE --images DIR [--task T] [--shots S] [--limit N] --out DIR
                 [--allow-missing] [--name NAME] [--boxes DETECTIONS.json] [--supercategory "Human Body"]
+                [--semantic-labels LABELS.json]
     kptllm results [--benchmark NAME] [--results DIR] [--csv]
     kptllm train --config CONFIG --output DIR [--resume] [--dry-run]
     kptllm synth --out DIR --n N --seed S
@@ -52,7 +53,8 @@ def _eval(args) -> None:
                                shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
                                chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name,
                                supercategory=args.supercategory, boxes=args.boxes, batch=args.batch,
-                               shard=_shard(args.shard), constrained=not args.no_constraints)
+                               shard=_shard(args.shard), constrained=not args.no_constraints,
+                               semantic_labels=args.semantic_labels)
     except OSError as err:
         raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
     if record is None:
@@ -157,6 +159,9 @@ def build_full_parser():
     evaluate.add_argument("--boxes", help="COCO detection results: score OKS AP on detected boxes (mmpose protocol)")
     evaluate.add_argument("--supercategory", choices=list(CROSS_SUPERCATEGORIES),
                           help="mp100 visual: MP-100 cross-supercategory setting (paper Table 3)")
+    evaluate.add_argument("--semantic-labels", metavar="LABELS.json",
+                          help="mp100 semantic: what each keypoint is called, {\"name\": ..., \"categories\": "
+                               "{category: [label or null, ...]}} (default: the built-in kptllm-mp100-v1)")
     evaluate.add_argument("--name", help="method name in `kptllm results` (default: model folder name + short hash)")
     evaluate.set_defaults(run=_eval)
 

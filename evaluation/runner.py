@@ -22,11 +22,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .benchmarks import (GENERIC, Benchmark, build_benchmark, coco_results, finish_unit, plan_unit, predict, score,
-                         unit_key)
+from .benchmarks import (GENERIC, Benchmark, build_benchmark, categories_covered, coco_results, finish_unit, plan_unit,
+                         predict, score, unit_key)
 from .checks import cached_file_sha256, check_keypoint_names, check_metric_libraries, check_model, file_sha256
 from .checks import missing_images_message
 from .data import KeypointDataset
+from .data.semantic_labels import load as load_semantic_labels
 
 RECORD_VERSION = 2  # 2: name, units_evaluated/units_total, images_missing, annotations_label
 
@@ -166,7 +167,7 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
                   chunk_size: int = 32, predictor=None, progress: bool = True, allow_missing: bool = False,
                   name: str | None = None, supercategory: str | None = None, boxes: str | None = None,
                   batch: int = 1, shard: tuple[int, int] | None = None, constrained: bool = True,
-                  wait_s: float = 86400.0) -> dict | None:
+                  wait_s: float = 86400.0, semantic_labels: str | None = None) -> dict | None:
     """Run (or resume) a benchmark and return its result record (also written to OUT/record.json).
 
     `predictor` may be passed in (an already loaded `KeypointPredictor`); otherwise it is loaded from `model`.
@@ -180,6 +181,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     OUT give the one-process record; a shard that is not last returns None. Rank 0 of an accelerate
     launch waits up to `wait_s` for the other ranks' chunks.
     `constrained`: decode with the answer grammar (kptllm.constraints); part of the run's settings.
+    `semantic_labels`: mp100 semantic: a label-set JSON file (evaluation/data/semantic_labels.py);
+    default the built-in `kptllm-mp100-v1`. The record names the set and the categories covered.
     """
     started = time.perf_counter()
     if limit is not None and limit < 1:
@@ -205,8 +208,9 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     if benchmark in GENERIC:
         check_keypoint_names(benchmark, dataset, GENERIC[benchmark][0])
     detections = load_boxes(boxes) if boxes else None
+    labels = load_semantic_labels(semantic_labels) if semantic_labels else None
     bench: Benchmark = build_benchmark(benchmark, dataset, task, shots, episodes, seed, supercategory=supercategory,
-                                       boxes=detections)
+                                       boxes=detections, semantic_labels=labels)
     total = len(bench.units) + len(bench.missing)
     if bench.missing and not allow_missing:
         raise ValueError(missing_images_message(bench.missing, total, images, bench.missing_images))
@@ -229,6 +233,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         settings["supercategory"] = supercategory
     if boxes:
         settings["boxes_sha256"] = file_sha256(Path(boxes))
+    if semantic_labels:  # only when given, so runs recorded before the option existed still resume
+        settings["semantic_labels_sha256"] = bench.semantic_labels.sha256
     if not constrained:  # only when off, so runs recorded before the flag existed still resume
         settings["constrained"] = False
     run_file = out_dir / "run.json"
@@ -299,6 +305,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
         **scored,
+        **({"semantic_labels": bench.semantic_labels.describe(), "categories_covered": categories_covered(bench)}
+           if bench.semantic_labels is not None else {}),
         "units": len(units), "units_evaluated": len(units), "units_total": total,
         "images_missing": len(bench.missing_images), "chunks": len(chunks), "chunks_reused": reused,
         "elapsed_s": elapsed, "wall_s_this_run": time.perf_counter() - started,
