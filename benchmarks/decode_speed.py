@@ -103,7 +103,7 @@ def engine(lm, prefix, suffixes, eos, new_tokens, grammar=None, static=None):
 
 def run(keypoints=(1, 5, 17, 68), new_tokens: int = 20, repeats: int = 3, size: str = "tiny", model: str | None = None,
         device: str = "cpu", dtype=torch.float32, methods=("naive", "hf", "engine", "grammar"),
-        merge_lora: bool = False) -> list[dict]:
+        merge_lora: bool = True) -> list[dict]:
     """One row per keypoint count: times (s), ratios naive/engine and hf/engine, token agreement."""
     if model is not None:
         from kptllm import KeypointPredictor
@@ -111,7 +111,7 @@ def run(keypoints=(1, 5, 17, 68), new_tokens: int = 20, repeats: int = 3, size: 
         predictor = KeypointPredictor.from_pretrained(model, device=device, dtype=dtype)
     else:
         predictor = build_predictor(size, device, dtype)
-    if merge_lora:  # the same merged model for all three methods
+    if merge_lora:  # the same merged model for all methods (what KeypointPredictor.from_pretrained loads)
         from kptllm.inference import merge_lora as merge
 
         merge(predictor.model)
@@ -176,17 +176,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["naive", "hf", "engine", "grammar"],
                         choices=["naive", "hf", "engine", "eager", "grammar"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--merge-lora", action="store_true", help="fold the LoRA adapters into the weights first")
+    parser.add_argument("--keep-lora", action="store_true",
+                        help="keep the LoRA adapters unmerged (default: merged, as from_pretrained loads a model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(args.keypoints, args.new_tokens, args.repeats, args.size, args.model, args.device,
-               getattr(torch, args.dtype), args.methods, args.merge_lora)
+               getattr(torch, args.dtype), args.methods, not args.keep_lora)
     if args.json:
         print(json.dumps({"rows": rows}))
         return
-    print(f"model={args.model or args.size}{' (LoRA merged)' if args.merge_lora else ''} dtype={args.dtype} device={_describe(args.device)} torch={torch.__version__} "
+    print(f"model={args.model or args.size}{' (LoRA adapters kept)' if args.keep_lora else ' (LoRA merged)'} dtype={args.dtype} device={_describe(args.device)} torch={torch.__version__} "
           f"new_tokens={args.new_tokens} repeats={args.repeats}")
     cell = lambda row, key, fmt: format(row[key], fmt) if key in row else "-"  # noqa: E731
     print(f"{'K':>4}{'naive s':>10}{'hf batched s':>14}{'engine s':>10}{'eager s':>9}{'engine+grammar s':>18}"

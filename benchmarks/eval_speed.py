@@ -58,7 +58,10 @@ def _predictor(model: str | None, device: str, max_new_tokens: int, size: str = 
     if size != "tiny":
         from benchmarks.bench_batching import build_predictor
 
+        from kptllm.inference import merge_lora
+
         predictor = build_predictor(size, device, dtype)
+        merge_lora(predictor.model)  # as KeypointPredictor.from_pretrained loads a model for inference
         predictor.max_new_tokens = max_new_tokens
         return predictor
     from kptllm.build import build_tiny

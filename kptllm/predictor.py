@@ -119,11 +119,14 @@ class KeypointPredictor:
         self._image: _ImageState | None = None
 
     @classmethod
-    def from_pretrained(cls, path_or_id=None, device=None, dtype=None, **kwargs) -> "KeypointPredictor":
+    def from_pretrained(cls, path_or_id=None, device=None, dtype=None, merge_lora: bool = True,
+                        **kwargs) -> "KeypointPredictor":
         """Load a saved model + tokenizer (`None`: the embedded KeypointWorld model, see `kptllm.embedded`).
 
         Default device: CUDA if available, else CPU; default dtype: bfloat16 on a GPU that supports it,
-        else float32."""
+        else float32. `merge_lora`: fold LoRA adapters into their weights (`kptllm.inference.merge_lora`):
+        one matmul per projection instead of three, the same outputs up to rounding; the loaded model
+        is then for inference only (pass False to keep the adapters, e.g. to train on)."""
         if path_or_id is None:
             from .embedded import embedded_model_path
 
@@ -132,6 +135,10 @@ class KeypointPredictor:
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype).to(device)
+        if merge_lora:
+            from .inference import merge_lora as merge
+
+            merge(model)
         return cls(model, KptLLMProcessor.from_pretrained(path_or_id, config=model.config), **kwargs)
 
     @property
