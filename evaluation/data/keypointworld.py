@@ -434,8 +434,13 @@ def _draw(draw: ImageDraw.ImageDraw, shape: Shape, transform, scale: float, colo
 
 
 def render_scene(rng: np.random.Generator, width: int | None = None, height: int | None = None,
-                 categories=None, num_objects: int | None = None, min_size: float = 0.3, max_size: float = 0.85) -> Scene:
-    """One image with 1-3 objects. Object size (its keypoints' extent) is `min_size..max_size` x min(w, h)."""
+                 categories=None, num_objects: int | None = None, min_size: float = 0.3, max_size: float = 0.85,
+                 required: str | None = None) -> Scene:
+    """One image with 1-3 objects. Object size (its keypoints' extent) is `min_size..max_size` x min(w, h).
+
+    `required`: one object (at a random place in the drawing order) is of this category, the others are
+    drawn from `categories` as usual; training asks for it instead of re-rendering until one appears.
+    Without it the random stream is the one the benchmark files were made with."""
     if width is None:
         width = int(rng.integers(160, 321))
     if height is None:
@@ -447,8 +452,9 @@ def render_scene(rng: np.random.Generator, width: int | None = None, height: int
     names = list(categories or CATEGORY_NAMES)
     count = num_objects if num_objects is not None else int(rng.choice([1, 1, 2, 2, 3]))
     placed = []
+    forced = int(rng.integers(count)) if required is not None else -1
     for k in range(count):
-        spec = MAKERS[names[int(rng.integers(len(names)))]](rng)
+        spec = MAKERS[required if k == forced else names[int(rng.integers(len(names)))]](rng)
         size = rng.uniform(min_size, max_size) * min(width, height) / (1 + 0.25 * (count - 1))
         transform, scale = _place(spec, rng, width, height, size)
         own = Image.new("L", (width, height), 0)

@@ -67,7 +67,9 @@ class KeypointWorldSource:
         self.categories = tuple(categories)
 
     def _instance(self, rng, category: str) -> Instance | None:
-        scene = render_scene(rng, categories=[category] if rng.random() < 0.5 else None)
+        # half the scenes hold only this category, half mix it with others (one object is forced to it:
+        # rejection sampling re-rendered ~3 scenes per instance, and rendering bounds GPU training)
+        scene = render_scene(rng, categories=[category]) if rng.random() < 0.5 else render_scene(rng, required=category)
         objects = [o for o in scene.objects if o.category.name == category]
         if not objects:
             return None
