@@ -55,9 +55,10 @@ def test_held_out_accuracy_and_no_loss_off_centre(embedded):
 
     plain = validate(embedded, objects=25)
     shifted = validate(embedded, objects=25, shift=True, neutral_canvas=True)
-    assert plain["text_pck@0.2"] >= 0.55, plain
-    assert plain["visual_pck@0.2"] >= 0.30, plain
-    assert plain["semantic_accuracy"] >= 0.20, plain
+    # the shipped model (stage 3) measures 0.855 / 0.494 / 0.399 here; margins for other CPUs' rounding
+    assert plain["text_pck@0.2"] >= 0.78, plain
+    assert plain["visual_pck@0.2"] >= 0.42, plain
+    assert plain["semantic_accuracy"] >= 0.32, plain
     assert shifted["text_pck@0.2"] >= plain["text_pck@0.2"] - 0.03, (plain, shifted)
     assert shifted["visual_pck@0.2"] >= plain["visual_pck@0.2"] - 0.03, (plain, shifted)
     assert shifted["semantic_accuracy"] >= plain["semantic_accuracy"] - 0.03, (plain, shifted)
@@ -75,6 +76,6 @@ def test_kptllm_eval_on_held_out_keypointworld_and_off_centre_copies(tmp_path):
                      str(data / "annotations.json"), "--images", str(data / "images"), "--out", str(tmp_path / f"r-{variant}")]) == 0
         records[variant] = json.loads((tmp_path / f"r-{variant}" / "record.json").read_text())
     plain, moved = records["plain"]["metrics"]["pck@0.2"], records["offcentre"]["metrics"]["pck@0.2"]
-    assert plain >= 0.5, records["plain"]["metrics"]
-    assert abs(moved - plain) <= 0.06, (plain, moved)
+    assert plain >= 0.8, records["plain"]["metrics"]  # 0.880 with the shipped model
+    assert abs(moved - plain) <= 0.06, (plain, moved)  # 0.847 off-centre (12 images: a noisier 0.03)
     assert records["plain"]["counts"]["unparsed"] == 0
