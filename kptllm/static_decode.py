@@ -12,7 +12,8 @@ be worth their capture, from call to call), so this path differs from the eager 
   `index_copy_` at a column held in a device tensor;
 - prefixes, row KV, inputs and outputs live in buffers owned by a `_StaticState`, kept per shape
   (rows, prefixes, rows per prefix, prefix length, capacity rounded up to 32, dtype, device) for later
-  calls (a few states at most, least recently used dropped).
+  calls (least recently used dropped beyond 4 states or `KPTLLM_STATIC_CACHE_GB`, default 8 GB, of
+  buffers; the newest is always kept).
 
 Only the single-token steps are graphed; the suffix block (the per-keypoint instruction) is prefilled
 eagerly into the same buffers. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
@@ -32,6 +33,9 @@ from .generation import ATTENTION_NAME, Generated, PrefixKV, _attention, _collec
 
 CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
 MAX_STATES = 4  # per language model
+# Older states are dropped while the kept ones exceed this (the newest is always kept): at 7B one row's KV
+# buffer is ~1 MB per layer, so an evaluation batch of 800 rows holds ~26 GB by itself.
+CACHE_BYTES = int(float(os.environ.get("KPTLLM_STATIC_CACHE_GB", "8")) * 2 ** 30)
 
 _states: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 
@@ -62,6 +66,9 @@ class _StaticState:
         self.use_graph = use_graph
         self.graph = None
         self.logits = None
+        kv = prefix.keys[0]  # [P, Hkv, Lp, d]
+        per_layer = 2 * (prefix.count * kv.shape[2] + num * capacity) * kv.shape[1] * kv.shape[3] * kv.element_size()
+        self.nbytes = per_layer * len(prefix.keys)  # prefix copies + row KV buffers
 
     def load(self, prefix: PrefixKV, row_prefix: torch.Tensor) -> None:
         """Copy this call's prefixes and row-to-prefix map into the buffers (same shapes, same addresses)."""
@@ -111,7 +118,7 @@ def _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_gr
     state = states.pop(key, None)
     if state is None:
         state = _StaticState(language_model, base, prefix, row_prefix, capacity, dtype, use_graph)
-        while len(states) >= MAX_STATES:
+        while states and (len(states) >= MAX_STATES or sum(s.nbytes for s in states.values()) + state.nbytes > CACHE_BYTES):
             states.popitem(last=False)
     states[key] = state
     return state

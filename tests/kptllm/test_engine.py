@@ -126,6 +126,27 @@ def test_static_buffers_reused_across_calls_hold_nothing_of_the_last_call():
     assert len(states) == 1 and id(next(iter(states.values())).rows.keys[0]) == buffers_before
 
 
+def test_static_state_cache_is_bounded_by_bytes(monkeypatch):
+    """Each kept shape holds its buffers: the estimate equals what is allocated, and older states go first
+    when the kept ones would exceed KPTLLM_STATIC_CACHE_GB."""
+    from kptllm import static_decode
+
+    model, processor = build_tiny(seed=8)
+    model.eval()
+    lm = model.language_model
+    prefix, suffixes = _inputs(model, processor, 1, NAMES[:4], seed=8)
+    _check(model, processor, prefix, suffixes, [0] * 4, 12, static=True)
+    (state,) = static_decode._states[lm].values()
+    allocated = sum(t.nbytes for t in state.rows.keys + state.rows.values + state.prefix.keys + state.prefix.values)
+    assert state.nbytes == allocated
+    _check(model, processor, prefix, suffixes[:3], [0] * 3, 12, static=True)  # another shape: a second state
+    assert len(static_decode._states[lm]) == 2
+    monkeypatch.setattr(static_decode, "CACHE_BYTES", state.nbytes)  # room for about one state
+    _check(model, processor, prefix, suffixes[:2], [0] * 2, 12, static=True)  # a third: the older two go
+    kept = list(static_decode._states[lm].values())
+    assert len(kept) == 1 and kept[0].rows.keys[0].shape[0] == 2
+
+
 # ----------------------------------------------------------------------------- predictor level
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_constrained_random_models_always_parse(seed, coco_person):
