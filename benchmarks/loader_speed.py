@@ -1,6 +1,7 @@
 """Training data throughput: KeypointWorld training items per second on this CPU (one loader process).
 
     python -m benchmarks.loader_speed [--config configs/keypointworld_continue.yaml] [--items 96]
+                                      [--questions-per-keypoint 2]
 
 GPU training of the embedded model is bounded by the loader (docs/BENCHMARKS.md), so items/s here is
 what a GPU step waits for. Baseline, in the same process: instances found by rejection sampling (re-render
@@ -40,7 +41,8 @@ class RejectionSource(KeypointWorldSource):
 def measure(processor, data: dict, source, items: int) -> dict:
     mixture = TrainingMixture(processor, [source], questions_per_image=data["questions_per_image"],
                               task_weights=data["tasks"], description_prob=data["description_prob"], flip_prob=0.0,
-                              box_jitter=data["box_jitter"], max_shots=data["max_shots"])
+                              box_jitter=data["box_jitter"], max_shots=data["max_shots"],
+                              questions_per_keypoint=int(data.get("questions_per_keypoint", 1)))
     renders = 0
     original = keypointworld.render_scene
 
@@ -63,8 +65,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/keypointworld_continue.yaml")
     parser.add_argument("--items", type=int, default=96)
+    parser.add_argument("--questions-per-keypoint", type=int, help="override the config's data.questions_per_keypoint")
     args = parser.parse_args()
     config = yaml.safe_load(open(args.config))
+    if args.questions_per_keypoint:
+        config["data"]["questions_per_keypoint"] = args.questions_per_keypoint
     if config["model"].get("type") == "checkpoint":
         from kptllm.processor import KptLLMProcessor
 
@@ -73,7 +78,8 @@ def main() -> None:
         _, processor = build_model(config["model"], meta=True)  # the tokenizer only; no weights
     rows = {"rejection (before)": measure(processor, config["data"], RejectionSource(), args.items),
             "required category (now)": measure(processor, config["data"], KeypointWorldSource(), args.items)}
-    print(f"{args.config}, {args.items} items, one process")
+    print(f"{args.config}, questions_per_keypoint={config['data'].get('questions_per_keypoint', 1)}, "
+          f"{args.items} items, one process")
     print(f"{'loader':<26}{'items/s':>9}{'sequences/s':>13}{'renders/item':>14}")
     for name, row in rows.items():
         print(f"{name:<26}{row['items_per_s']:>9.1f}{row['sequences_per_s']:>13.1f}{row['renders_per_item']:>14.2f}")

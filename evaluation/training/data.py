@@ -6,7 +6,9 @@
 Item `i` of a mixture is a deterministic function of (seed, i): one query instance plus the support
 instances its visual questions need, and up to `questions_per_image` questions about it, each with a
 task drawn from `task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an
-identify-then-detect answer ("left eye [0.412, 0.305]"). Determinism by index is what makes a resumed
+identify-then-detect answer ("left eye [0.412, 0.305]"). With `questions_per_keypoint` q > 1 a keypoint is
+asked about in up to q different tasks (drawn without replacement): more supervision per rendered image
+for the same image encoding (training batches encode each image once). Determinism by index is what makes a resumed
 run see exactly the batches an uninterrupted run would.
 
 Augmentation: box jitter (the crop moves and zooms as a detector box would) and, for sources that allow
@@ -135,7 +137,7 @@ class TrainingMixture:
     """Map-style dataset of training items (lists of `KeypointSample`); see the module docstring."""
 
     def __init__(self, processor: KptLLMProcessor, sources, weights=None, seed: int = 0, questions_per_image: int = 8,
-                 task_weights: dict | None = None, description_prob: float = 0.2, flip_prob: float = 0.5,
+                 task_weights: dict | None = None, questions_per_keypoint: int = 1, description_prob: float = 0.2, flip_prob: float = 0.5,
                  box_jitter: float = 0.1, max_shots: int = 3, length: int = 10 ** 12):
         self.processor = processor
         self.sources = list(sources)
@@ -151,6 +153,9 @@ class TrainingMixture:
         self.task_probs = np.asarray(list(task_weights.values()), dtype=np.float64)
         self.task_probs /= self.task_probs.sum()
         self.seed, self.questions_per_image = seed, questions_per_image
+        if not 1 <= questions_per_keypoint <= len(self.tasks):
+            raise ValueError(f"questions_per_keypoint must be 1..{len(self.tasks)} (one per task), got {questions_per_keypoint}")
+        self.questions_per_keypoint = questions_per_keypoint
         self.description_prob, self.flip_prob, self.box_jitter = description_prob, flip_prob, box_jitter
         self.max_shots, self.length = max_shots, length
 
@@ -173,10 +178,9 @@ class TrainingMixture:
                   if query.keypoints[k, 2] > 0 and q_prep.crop.contains(query.keypoints[k, :2])]
         rng.shuffle(usable)
         samples = []
-        for k in usable[: self.questions_per_image]:
+        for k, task in self._questions(usable[: self.questions_per_image], rng):
             name = query.names[k]
             xy = (float(query.keypoints[k, 0]), float(query.keypoints[k, 1]))
-            task = self.tasks[int(rng.choice(len(self.tasks), p=self.task_probs))]
             if task in (Task.VISUAL, Task.VISUAL_TEXT):
                 shown = [(s, p) for s, p in zip(supports, s_preps)
                          if s.keypoints[k, 2] > 0 and p.crop.contains(s.keypoints[k, :2])]
@@ -193,6 +197,15 @@ class TrainingMixture:
                 samples.append(KeypointSample(task, q_prep, name, xy=xy, text=text, supports=[p for _, p in shown],
                                               support_points=[tuple(float(v) for v in s.keypoints[k, :2]) for s, _ in shown]))
         return samples
+
+    def _questions(self, keypoints: list[int], rng):
+        """(keypoint, task) pairs: each keypoint with `questions_per_keypoint` distinct tasks."""
+        for k in keypoints:
+            if self.questions_per_keypoint == 1:  # the original draw (keeps the data stream of earlier runs)
+                yield k, self.tasks[int(rng.choice(len(self.tasks), p=self.task_probs))]
+                continue
+            for t in rng.choice(len(self.tasks), size=self.questions_per_keypoint, replace=False, p=self.task_probs):
+                yield k, self.tasks[int(t)]
 
     def collate(self, items: list[list[KeypointSample]]) -> dict:
         """Flatten items into one batch of sequences (`collate_samples`)."""

@@ -139,3 +139,27 @@ def test_continuing_the_shipped_float16_checkpoint_trains_float32_weights(monkey
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert all(p.requires_grad for p in model.parameters())  # llm_tuning / vision_tuning: full
     assert processor.tokenizer is not None
+
+
+def test_questions_per_keypoint_asks_each_keypoint_in_distinct_tasks(tiny_config):
+    config = TrainConfig.load(tiny_config)
+    _, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    weights = {"text": 0.4, "semantic": 0.4, "visual": 0.2}
+    once = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=16, flip_prob=0.0, task_weights=weights)
+    default = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=16, flip_prob=0.0,
+                              task_weights=weights, questions_per_keypoint=1)
+    twice = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=16, flip_prob=0.0,
+                            task_weights=weights, questions_per_keypoint=2)
+    for index in range(4):
+        one, two = once[index], twice[index]
+        assert [(s.task, s.semantics) for s in one] == [(s.task, s.semantics) for s in default[index]]  # the old stream
+        assert len(two) == 2 * len(one)
+        by_keypoint = {}
+        for sample in two:
+            by_keypoint.setdefault(sample.semantics, []).append(sample.task.value)
+        assert all(len(tasks) == 2 for tasks in by_keypoint.values())
+        # distinct tasks, except where a visual question had no support to show and fell back to text
+        assert all(len(set(tasks)) == 2 or tasks.count("text") == 2 for tasks in by_keypoint.values())
+        assert {s.semantics for s in two} == {s.semantics for s in one}
+    with pytest.raises(ValueError, match="questions_per_keypoint"):
+        TrainingMixture(processor, [KeypointWorldSource()], task_weights=weights, questions_per_keypoint=4)
