@@ -310,6 +310,7 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
     causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
     mask = valid[:, None, None, :width] & causal[None, None]  # [B, 1, T, S]
 
+    modes = None
     if grammar is not None:
         grammar = grammar.to(device)
         modes = torch.as_tensor(start_modes if start_modes is not None else [0] * num, dtype=torch.long, device=device)
@@ -324,15 +325,9 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         for step in range(max_new_tokens):
             logits = _forward(language_model, base, inputs, mask, input_positions, rows)
             rows.length += inputs.shape[1]
-            probs = logits.float().softmax(-1)
-            if grammar is None:
-                tokens = probs.argmax(-1)
-            else:
-                allowed = grammar.allowed_tokens(modes, max_new_tokens - step)
-                tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
-                modes = grammar.next_mode[modes, tokens]
+            tokens, chosen, modes = choose_tokens(logits, grammar, modes, max_new_tokens - step)
             out_tokens[active, step] = tokens
-            out_probs[active, step] = probs.gather(1, tokens[:, None])[:, 0]
+            out_probs[active, step] = chosen
             steps = step + 1
             done = tokens == eos_token_id
             if step == max_new_tokens - 1:
@@ -354,6 +349,18 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
             input_positions = next_position[:, None]
             next_position = next_position + 1
     return _collect(out_tokens, out_probs, steps, eos_token_id)
+
+
+def choose_tokens(logits: torch.Tensor, grammar, modes, remaining: int):
+    """Greedy tokens `[B]` from last-position logits `[B, V]` (masked to the grammar when one is given),
+    their probabilities (softmax over the full vocabulary) and the rows' next grammar modes."""
+    probs = logits.float().softmax(-1)
+    if grammar is None:
+        tokens = probs.argmax(-1)
+        return tokens, probs.gather(1, tokens[:, None])[:, 0], modes
+    allowed = grammar.allowed_tokens(modes, remaining)
+    tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
+    return tokens, probs.gather(1, tokens[:, None])[:, 0], grammar.next_mode[modes, tokens]
 
 
 def _collect(out_tokens: torch.Tensor, out_probs: torch.Tensor, steps: int, eos_token_id: int) -> Generated:

@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 import torch
 
-from .generation import ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _Rows
+from .generation import ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _Rows, choose_tokens
 
 CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
 MAX_STATES = 4  # per language model
@@ -160,15 +160,11 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
         rows.static_column = state.column
         try:
             for step in range(max_new_tokens):
-                probs = logits.float().softmax(-1)
-                if grammar is None:
-                    tokens = probs.argmax(-1)
-                else:
-                    allowed = grammar.allowed_tokens(modes, max_new_tokens - step)
-                    tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
-                    modes = torch.where(finished, modes, grammar.next_mode[modes, tokens])
+                tokens, chosen, next_modes = choose_tokens(logits, grammar, modes, max_new_tokens - step)
+                if grammar is not None:  # a finished row's mode stays (its later tokens are cut off anyway)
+                    modes = torch.where(finished, modes, next_modes)
                 out_tokens[:, step] = tokens
-                out_probs[:, step] = probs.gather(1, tokens[:, None])[:, 0]
+                out_probs[:, step] = chosen
                 steps = step + 1
                 finished |= tokens == eos_token_id
                 if step == max_new_tokens - 1 or bool(finished.all()):
