@@ -9,27 +9,32 @@
 # 3. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
 #    fills the card.
 # Expects transformers/peft wheels in .whl (the GPU image has transformers 5.17; we need >= 5.24).
+# QUICK=1: no naive baseline at paper size (measured before: 16.7 s per person on an H200), no batch-1 run.
+# Dry run on a CPU: PY=.venv/bin/python DEVICE=cpu SIZE=tiny QUICK=1 bash benchmarks/gpu_check.sh
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; SIZE=${SIZE:-paper}; QUICK=${QUICK:-}
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp}
 BATCH=${BATCH:-32}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
+DTYPE=$([ "$DEVICE" = cpu ] && echo float32 || echo bfloat16)
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+$PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
 step() { echo "== $1 ($(date +%T))"; }
 
 step "tokens: engine vs naive, small model, float32"
-timeout 90 python3 -m benchmarks.decode_speed --size small --device cuda --dtype float32 --keypoints 5 \
-    --new-tokens 12 --repeats 1 --methods naive engine 2>&1 | tee "$OUT/tokens_small.log" | grep -v Warn
+timeout 90 $PY -m benchmarks.decode_speed --size $([ "$SIZE" = tiny ] && echo tiny || echo small) --device $DEVICE \
+    --dtype float32 --keypoints 5 --new-tokens 12 --repeats 1 --methods naive engine 2>&1 | tee "$OUT/tokens_small.log" | grep -v Warn
 
-step "per person, paper size, bf16, 17 keypoints x 20 tokens"
-timeout 240 python3 -m benchmarks.decode_speed --size paper --device cuda --dtype bfloat16 --keypoints 17 \
-    --new-tokens 20 --repeats 3 --methods naive engine eager grammar 2>&1 | tee "$OUT/decode_paper.log" | grep -v Warn
+step "per person, $SIZE size, $DTYPE, 17 keypoints x 20 tokens"
+METHODS=$([ -n "$QUICK" ] && echo "engine eager grammar" || echo "naive engine eager grammar")
+timeout 240 $PY -m benchmarks.decode_speed --size $SIZE --device $DEVICE --dtype $DTYPE --keypoints 17 \
+    --new-tokens 20 --repeats 3 --methods $METHODS 2>&1 | tee "$OUT/decode_paper.log" | grep -v Warn
 
 # COCO instances need xtcocotools for OKS AP (no wheel for that machine's python; it cannot download):
 # MP-100 1-shot episodes otherwise
-WORKLOADS=$(python3 -c "import xtcocotools" 2>/dev/null && echo "coco mp100" || echo mp100)
-step "evaluation throughput, paper size, bf16, batch 1 vs $BATCH ($WORKLOADS)"
-timeout 150 python3 -m benchmarks.eval_speed --size paper --device cuda --dtype bfloat16 --workloads $WORKLOADS \
-    --limit 64 --batch "$BATCH" --max-new-tokens 20 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
-python3 -c "import torch; print('visible GPUs', torch.cuda.device_count())"
+WORKLOADS=$($PY -c "import xtcocotools" 2>/dev/null && echo "coco mp100" || echo mp100)
+step "evaluation throughput, $SIZE size, $DTYPE, batch 1 vs $BATCH ($WORKLOADS)"
+timeout 150 $PY -m benchmarks.eval_speed --size $SIZE --device $DEVICE --dtype $DTYPE --workloads $WORKLOADS \
+    --limit 64 --batch "$BATCH" --max-new-tokens 20 ${QUICK:+--skip-one} 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
+$PY -c "import torch; print('visible GPUs', torch.cuda.device_count())"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device-tool call for a lent GPU session (15 minutes in all, one command <= 600 s): continue the
+# embedded model, then the quick GPU speed check (CUDA-graph engine vs eager at paper size).
+#   run(command="TRAIN_BUDGET=300 bash evaluation/training/gpu_session.sh", carry=[".whl"], timeout_s=590)
+# .whl holds the transformers 5.24 / peft 0.21 wheels (the GPU image has older ones); $OUT comes back with
+# validate.json, metrics.jsonl, loss.png, the model as model.tar.part-* and the speed logs.
+# Time: ~50 s set-up and probe + TRAIN_BUDGET + ~40 s held-out check and packing + SPEED_BUDGET (<= 200 s).
+# Dry run on a CPU (checks the plumbing, not the numbers):
+#   PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 PROBE=20 TRAIN_BUDGET=20 OBJECTS=4 SIZE=tiny \
+#     OUT=/tmp/session bash evaluation/training/gpu_session.sh
+set -uo pipefail
+export OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+start=$(date +%s)
+CONFIG=${CONFIG:-configs/keypointworld_continue.yaml} BUDGET=${TRAIN_BUDGET:-300} \
+    bash evaluation/training/gpu_run.sh 2>&1 | grep -v "Loading\|Writing" | tee "$OUT/train.log" | tail -n 12
+echo "== training part: $(( $(date +%s) - start )) s"
+[ -n "${SKIP_SPEED:-}" ] && exit 0
+QUICK=1 timeout "${SPEED_BUDGET:-200}" bash benchmarks/gpu_check.sh 2>&1 | tee "$OUT/speed.log" | grep -v "Warn"
+echo "== total: $(( $(date +%s) - start )) s"
+ls -la "$OUT"
