@@ -2,7 +2,8 @@
 # One device-tool call for a lent GPU session (15 minutes in all, one command <= 600 s): continue the
 # embedded model, then the quick GPU speed check (CUDA-graph engine vs eager at paper size).
 #   run(command="TRAIN_BUDGET=300 bash evaluation/training/gpu_session.sh", carry=[".whl"], timeout_s=590)
-# .whl holds the transformers 5.24 / peft 0.21 wheels (the GPU image has older ones); $OUT comes back with
+# .whl holds the transformers 5.24 / peft 0.21 wheels (the GPU image has older ones; make it with
+#   pip download --no-deps -d .whl transformers==5.24.0 peft==0.21.2); $OUT comes back with
 # validate.json, metrics.jsonl, loss.png, the model as model.tar.part-* and the speed logs.
 # Time: ~50 s set-up and probe + TRAIN_BUDGET + ~40 s held-out check and packing + SPEED_BUDGET (<= 200 s).
 # Dry run on a CPU (checks the plumbing, not the numbers):
