@@ -16,7 +16,10 @@ be worth their capture, from call to call), so this path differs from the eager 
   buffers; the newest is always kept).
 
 Only the single-token steps are graphed; the suffix block (the per-keypoint instruction) is prefilled
-eagerly into the same buffers. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
+eagerly into the same buffers. A shape seen for the first time costs a capture (two eager warm-up steps
+plus the recording); per-person calls repeat their shape, but evaluation batches that mix categories
+with different keypoint counts change it often — padding rows to buckets is the next step if the GPU
+check shows captures dominating. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
 which is how the CPU tests hold it to the naive path token for token.
 """
 
