@@ -3,23 +3,23 @@
 On a GPU a decode step of a 7B model is launch-bound, not bandwidth-bound: ~20 small kernels per layer,
 ~60 ms a step eagerly, while reading the weights takes ~3 ms. A CUDA graph replays a recorded step with
 one launch. Graphs need every shape and every tensor address to stay the same from step to step (and, to
-be worth their capture, from call to call), so this path differs from the eager engine in three ways:
+be worth their capture, from call to call), so this path differs from the eager engine in four ways:
 
 - rows are never dropped: a finished row keeps computing (on a GPU a step costs its weight reads, not its
   rows); its extra tokens come after its EOS and are cut off;
 - each row attends over its whole KV buffer `[B, Hkv, capacity, d]`; the columns not yet written are
   masked out by `valid [B, capacity]`, which the step updates in place; the new column is written with
   `index_copy_` at a column held in a device tensor;
+- rows are laid out densely, the same number per prefix (the largest group rounded up to 8; padding rows
+  copy a real row and are cut off), so batches of other sizes and mixes share a shape;
 - prefixes, row KV, inputs and outputs live in buffers owned by a `_StaticState`, kept per shape
-  (rows, prefixes, rows per prefix, prefix length, capacity rounded up to 32, dtype, device) for later
+  (prefixes, rows per prefix, prefix length, capacity rounded up to 32, dtype, device) for later
   calls (least recently used dropped beyond 4 states or `KPTLLM_STATIC_CACHE_GB`, default 8 GB, of
   buffers; the newest is always kept).
 
 Only the single-token steps are graphed; the suffix block (the per-keypoint instruction) is prefilled
 eagerly into the same buffers. A shape seen for the first time costs a capture (two eager warm-up steps
-plus the recording); per-person calls repeat their shape, but evaluation batches that mix categories
-with different keypoint counts change it often — padding rows to buckets is the next step if the GPU
-check shows captures dominating. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
+plus the recording); with the dense layout an evaluation run meets a handful of shapes. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
 which is how the CPU tests hold it to the naive path token for token.
 """
 
@@ -35,6 +35,7 @@ import torch
 from .generation import ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _Rows, choose_tokens
 
 CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
+GROUP_STEP = 8  # rows per prefix are padded to a multiple of this, so batches of other sizes share a graph
 MAX_STATES = 4  # per language model
 # Older states are dropped while the kept ones exceed this (the newest is always kept): at 7B one row's KV
 # buffer is ~1 MB per layer, so an evaluation batch of 800 rows holds ~26 GB by itself.
@@ -127,6 +128,24 @@ def _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_gr
     return state
 
 
+def _dense_rows(row_prefix: list[int], count: int, step: int = GROUP_STEP) -> tuple[list[int], list[int], int]:
+    """Lay B rows out as a dense `[count, W]` grid, W = the largest group rounded up to `step`.
+
+    Returns (source row of each grid slot, grid slot of each original row, W). A group is filled with copies
+    of its first row; a prefix without rows borrows row 0 (computed and discarded either way)."""
+    groups: list[list[int]] = [[] for _ in range(count)]
+    for row, p in enumerate(row_prefix):
+        groups[p].append(row)
+    width = -(-max(len(g) for g in groups) // step) * step
+    source, slot = [], [0] * len(row_prefix)
+    for group in groups:
+        for j in range(width):
+            if j < len(group):
+                slot[group[j]] = len(source)
+            source.append(group[j] if j < len(group) else (group[0] if group else 0))
+    return source, slot, width
+
+
 @torch.no_grad()
 def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], eos_token_id: int,
                   max_new_tokens: int, row_prefix: torch.Tensor, grammar=None, modes: torch.Tensor | None = None,
@@ -136,6 +155,14 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     `base` is the Llama-style decoder (`generation._decoder_parts`); `row_prefix [B]` and the grammar
     `modes [B]` are tensors on the device.
     """
+    # a stable shape: every prefix gets the same number of rows (padding rows are cut off at the end)
+    source, slot, per_prefix = _dense_rows(row_prefix.tolist(), prefix.count)
+    device = suffix_embeds[0].device
+    suffix_embeds = [suffix_embeds[i] for i in source]
+    row_prefix = torch.arange(prefix.count, device=device).repeat_interleave(per_prefix)
+    if modes is not None:
+        modes = modes[torch.as_tensor(source, device=device)]
+    real = torch.as_tensor(slot, device=device)
     num = len(suffix_embeds)
     width = max(s.shape[0] for s in suffix_embeds)
     capacity = -(-(width + max_new_tokens) // CAPACITY_STEP) * CAPACITY_STEP
@@ -170,7 +197,7 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
                 out_probs[:, step] = chosen
                 steps = step + 1
                 finished |= tokens == eos_token_id
-                if step == max_new_tokens - 1 or bool(finished.all()):
+                if step == max_new_tokens - 1 or bool(finished[real].all()):
                     break
                 state.tokens.copy_(tokens)
                 state.positions.copy_(next_position[:, None])
@@ -179,4 +206,4 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
                 logits = state.step()
         finally:
             rows.static_column = None
-    return _collect(out_tokens, out_probs, steps, eos_token_id)
+    return _collect(out_tokens[real], out_probs[real], steps, eos_token_id)

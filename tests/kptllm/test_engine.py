@@ -139,12 +139,24 @@ def test_static_state_cache_is_bounded_by_bytes(monkeypatch):
     (state,) = static_decode._states[lm].values()
     allocated = sum(t.nbytes for t in state.rows.keys + state.rows.values + state.prefix.keys + state.prefix.values)
     assert state.nbytes == allocated
-    _check(model, processor, prefix, suffixes[:3], [0] * 3, 12, static=True)  # another shape: a second state
+    _check(model, processor, prefix, suffixes[:3], [0] * 3, 12, static=True)  # 3 rows pad to the same 8
+    assert len(static_decode._states[lm]) == 1
+    _check(model, processor, prefix, suffixes, [0] * 4, 40, static=True)  # a longer answer: a second shape
     assert len(static_decode._states[lm]) == 2
     monkeypatch.setattr(static_decode, "CACHE_BYTES", state.nbytes)  # room for about one state
-    _check(model, processor, prefix, suffixes[:2], [0] * 2, 12, static=True)  # a third: the older two go
+    _check(model, processor, prefix, suffixes, [0] * 4, 70, static=True)  # a third: the older two go
     kept = list(static_decode._states[lm].values())
-    assert len(kept) == 1 and kept[0].rows.keys[0].shape[0] == 2
+    assert len(kept) == 1 and kept[0].rows.capacity > state.rows.capacity
+
+
+def test_dense_row_layout_pads_every_prefix_to_the_same_rows():
+    from kptllm.static_decode import _dense_rows
+
+    source, slot, width = _dense_rows([2, 0, 2, 2], count=3, step=4)
+    assert width == 4 and len(source) == 12
+    assert [source[s] for s in slot] == [0, 1, 2, 3]  # every original row has its own slot
+    assert source[0:4] == [1, 1, 1, 1] and source[4:8] == [0, 0, 0, 0]  # prefix 1 has no rows: borrows row 0
+    assert source[8:12] == [0, 2, 3, 0]
 
 
 # ----------------------------------------------------------------------------- predictor level
