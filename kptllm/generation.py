@@ -275,8 +275,9 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         row_prefix: which prefix each row continues (default: all 0).
         grammar: an `AnswerGrammar` (constraints.py) to mask tokens; None = free greedy decoding.
         start_modes: grammar mode of each row at the start (`AnswerGrammar.start_mode`).
-        static: decode with static shapes and CUDA graphs (static_decode.py). None = on CUDA devices for
-            Llama-style LMs unless `KPTLLM_CUDA_GRAPHS=0`; True off a GPU runs the static step eagerly.
+        static: decode with static shapes and CUDA graphs (static_decode.py). None = as
+            `static_decode.static_enabled` says (on CUDA devices for Llama-style LMs by default); True off
+            a GPU runs the static step eagerly.
     """
     num = len(suffix_embeds)
     if num == 0:
@@ -295,8 +296,8 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         torch.as_tensor(row_prefix, dtype=torch.long, device=device)
     base = _decoder_parts(language_model)
     if static is None:
-        from .static_decode import graphs_enabled
-        static = base is not None and graphs_enabled(device)
+        from .static_decode import static_enabled
+        static = base is not None and static_enabled(device)
     if static:
         if base is None:
             raise ValueError("static decoding needs a Llama-style language model (model.layers, rotary_emb, norm)")

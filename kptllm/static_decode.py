@@ -44,12 +44,18 @@ CACHE_BYTES = int(float(os.environ.get("KPTLLM_STATIC_CACHE_GB", "8")) * 2 ** 30
 _states: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 
 
-def graphs_enabled(device) -> bool:
-    """CUDA graphs on by default on CUDA devices; `KPTLLM_CUDA_GRAPHS=0` turns them off. Off on ZeroGPU
-    Spaces (`SPACES_ZERO_GPU` set), where the GPU is attached per call and a graph kept between calls
-    would outlive its device context."""
-    return (torch.device(device).type == "cuda" and os.environ.get("KPTLLM_CUDA_GRAPHS", "1") != "0"
-            and not os.environ.get("SPACES_ZERO_GPU"))
+def static_enabled(device) -> bool:
+    """Whether `generation.decode(static=None)` takes this path. `KPTLLM_STATIC_DECODE`: `auto` (default) =
+    on CUDA devices, except on ZeroGPU Spaces (`SPACES_ZERO_GPU` set: the GPU is attached per call and a
+    graph kept between calls would outlive its device context); `1` = everywhere (off a GPU the static
+    step runs eagerly: how the tests run the evaluation runner through it); `0` = never.
+    `KPTLLM_CUDA_GRAPHS=0` is the same as `0`."""
+    choice = os.environ.get("KPTLLM_STATIC_DECODE", "auto").strip().lower()
+    if choice in ("0", "off", "false") or os.environ.get("KPTLLM_CUDA_GRAPHS", "1") == "0":
+        return False
+    if choice in ("1", "on", "true"):
+        return True
+    return torch.device(device).type == "cuda" and not os.environ.get("SPACES_ZERO_GPU")
 
 
 class _StaticState:
