@@ -22,6 +22,10 @@ on 1-5 example images and find them on another image, **(c)** name keypoints and
 tab puts the paper's numbers next to the numbers we measured."""
 
 
+# Gradio 6's gallery stretches a lone thumbnail over the whole row: keep the marked supports a strip of five
+CSS = "#vis-marked .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; }"
+
+
 def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = None, share_button: bool | None = None) -> gr.Blocks:
     """The whole app around one loaded model. `detector`: a `kptllm.detection.GroundingDinoDetector` or None."""
     if share_button is None:
@@ -65,4 +69,4 @@ def main(argv=None) -> None:
     detector, note = wild.load_local_detector(args.detector or os.environ.get("KPTLLM_DETECTOR"), loaded.predictor.device)
     demo = build_demo(loaded, detector, note, share_button=args.share or None)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
-                max_file_size="50mb", theme=gr.themes.Soft())
+                max_file_size="50mb", theme=gr.themes.Soft(), css=CSS)

@@ -26,7 +26,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
     """(url, loaded model, demo) of a running app."""
-    from demo.app import build_demo
+    from demo.app import CSS, build_demo
     from demo.model import load_model
     from demo.tabs.wild import load_local_detector
     from kptllm.detection import tiny_random_detector
@@ -46,7 +46,7 @@ def app(tmp_path_factory):
         _, note = load_local_detector("no-such/detector")  # what an offline start finds
         demo = build_demo(loaded, tiny_random_detector(seed=0), note)
         port = _free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
     finally:
         socket.socket.connect = real_connect
     yield f"http://127.0.0.1:{port}/", loaded, demo

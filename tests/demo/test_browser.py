@@ -115,6 +115,10 @@ def test_visual_tab(page):
     first = cells.index("name") + 1  # after the header: support, keypoint, x, y of the first row
     x, y = float(cells[first + 2]), float(cells[first + 3])
     assert abs(x - 0.45 * natural[0]) <= 2 and abs(y - 0.35 * natural[1]) <= 2, (x, y, natural)
+    # the marked support shows as a thumbnail in a strip of five, not stretched over the column
+    thumb = page.locator("#vis-marked img").first
+    thumb.wait_for()
+    assert thumb.bounding_box()["width"] < page.locator("#vis-marked").bounding_box()["width"] / 3
     _upload(page, "vis-query", EXAMPLES / "keypointworld_person.jpg")
     page.locator("#vis-run").click()
     _result_image(page, "vis-result")
