@@ -12,13 +12,13 @@ one entry per keypoint of the category in the file's order; `null` leaves a keyp
 Categories the set does not list keep the file's own names (read by `catalog.readable_name`:
 `L_F_Paw` -> "left front paw"), and categories whose names are only numbers are left out.
 
-The built-in set (`kptllm-mp100-v1`, `builtin()`) adds our own names for the 33 animal faces
+The built-in set (`kptllm-mp100-v1`, `builtin()`) adds our own names for the 30 animal faces
 (AnimalWeb's 9 landmarks, which MP-100 numbers 0-8). Their order was checked on the split-1 test
 annotations (`tests/evaluation/test_semantic_labels.py`): points 0-3 run left to right across the
 eyes in the image (0 < 1 < 2 < 3 in x for 73-98 % of the faces; the rest are profiles), 4 lies below
 the eyes, 5 is left of 6, 7 above 8, and 4 above 7. Names are from the animal's point of view (its
 right eye is on the image's left in a frontal face), as for every other MP-100 category. Clothes,
-furniture, vehicles and the human face (20 categories) stay out: their landmark orders are
+furniture, vehicles and the human face (23 categories) stay out: their landmark orders are
 dataset-specific and we have no checked names for them.
 """
 
@@ -61,13 +61,9 @@ class SemanticLabels:
 
 
 def builtin() -> SemanticLabels:
-    """`kptllm-mp100-v1`: the file's names plus our names for the 33 animal faces (see the module docstring)."""
-    faces = {}
-    for entry in catalog.mp100_categories():
-        category = catalog.mp100_category(entry) if isinstance(entry, (str, int)) else entry
-        if category.supercategory == "animal_face":
-            faces[category.key.split("/", 1)[1]] = ANIMAL_FACE
-    return SemanticLabels("kptllm-mp100-v1", faces)
+    """`kptllm-mp100-v1`: the file's names plus our names for the 30 animal faces (see the module docstring)."""
+    return SemanticLabels("kptllm-mp100-v1", {name: ANIMAL_FACE for name in catalog.mp100_categories()
+                                              if catalog.mp100_category(name).supercategory == "animal_face"})
 
 
 def load(path) -> SemanticLabels:

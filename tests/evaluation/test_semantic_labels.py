@@ -57,6 +57,17 @@ def test_builtin_set_names_the_animal_faces_and_leaves_numbered_objects_out():
     assert "kptllm-mp100-v1" in bench.protocol and builtin().sha256 is None
 
 
+def test_builtin_set_covers_77_of_the_100_categories():
+    """The coverage the README states: 47 named categories + 30 animal faces; 23 left out."""
+    from kptllm import catalog
+
+    labels = builtin()
+    assert len(labels.categories) == 30
+    covered = [n for n in catalog.mp100_categories()
+               if labels.labels_for(n, catalog.mp100_category(n).names)]
+    assert len(covered) == 77
+
+
 def _person_mp100(tmp_path, numbered=False):
     data = json.loads((REAL / "coco" / "test_coco.json").read_text())
     people = [a for a in data["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 5][:4]
