@@ -219,15 +219,22 @@ def unit_key(unit: dict) -> str:
     return f"{unit['episode']}:{unit['query_id']}" if "episode" in unit else str(unit["ann_id"])
 
 
+FILE_NAMES = SemanticLabels("the file's names")  # semantic benchmarks without a label set (KeypointWorld)
+
+
 def _semantic_names(bench: Benchmark, ann) -> list[str | None]:
     """Per keypoint of `ann`: the name a semantic answer must give, or None (left out / numbered)."""
     category = bench.dataset.category_of(ann)
-    if bench.semantic_labels is not None:
-        return bench.semantic_labels.labels_for(category.name, category.keypoint_names) or \
-            [None] * len(category.keypoint_names)
-    if all(str(n).strip().isdigit() for n in category.keypoint_names):
-        return [None] * len(category.keypoint_names)
-    return _keypoint_names(bench, ann)
+    labels = (bench.semantic_labels or FILE_NAMES).labels_for(category.name, category.keypoint_names)
+    return labels or [None] * len(category.keypoint_names)
+
+
+def _semantic_points(bench: Benchmark, predictor, ann) -> tuple[list, list[int], list[tuple[float, float]]]:
+    """(names, asked keypoint indices, their pixel points): the labelled, promptable, named keypoints of `ann`."""
+    names = _semantic_names(bench, ann)
+    labelled = [k for k, ok in enumerate(_promptable(predictor, bench.dataset.images[ann.image_id], ann))
+                if ok and names[k] is not None]
+    return names, labelled, [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
 
 
 def categories_covered(bench: Benchmark) -> list[str]:
@@ -285,10 +292,7 @@ def predict(bench: Benchmark, predictor, unit: dict) -> dict:
     ann = ds.annotation(unit["ann_id"])
     predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
     if bench.task == "semantic":
-        names = _semantic_names(bench, ann)
-        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann))
-                    if ok and names[k] is not None]
-        points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
+        names, labelled, points = _semantic_points(bench, predictor, ann)
         results = predictor.describe(points) if points else []
         return {"key": unit_key(unit), "indices": labelled, "predicted": [r.text for r in results],
                 "expected": [names[k] for k in labelled]}
@@ -327,10 +331,7 @@ def plan_unit(bench: Benchmark, predictor, unit: dict):
         return Request(ds.images[unit["image_id"]].path, tuple(unit["bbox"]), Task.TEXT, names), {"count": len(names)}
     ann = ds.annotation(unit["ann_id"])
     if bench.task == "semantic":
-        names = _semantic_names(bench, ann)
-        labelled = [k for k, ok in enumerate(_promptable(predictor, ds.images[ann.image_id], ann))
-                    if ok and names[k] is not None]
-        points = [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
+        names, labelled, points = _semantic_points(bench, predictor, ann)
         context = {"labelled": labelled, "names": names}
         if not points:
             return None, context
