@@ -282,18 +282,13 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
     num = len(suffix_embeds)
     if num == 0:
         return Generated([], [], [])
-    width = max(s.shape[0] for s in suffix_embeds)
-    dim = suffix_embeds[0].shape[-1]
     device, dtype = suffix_embeds[0].device, suffix_embeds[0].dtype
-    block = torch.zeros(num, width, dim, device=device, dtype=dtype)
-    valid = torch.zeros(num, width + max_new_tokens, device=device, dtype=torch.bool)
-    for row, suffix in enumerate(suffix_embeds):
-        block[row, width - suffix.shape[0]:] = suffix
-        valid[row, width - suffix.shape[0]:width] = True
-    prefix_len = prefix.length
-    positions = (prefix_len + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix_len)
     row_prefix_t = torch.zeros(num, dtype=torch.long, device=device) if row_prefix is None else \
         torch.as_tensor(row_prefix, dtype=torch.long, device=device)
+    modes = None
+    if grammar is not None:
+        grammar = grammar.to(device)
+        modes = torch.as_tensor(start_modes if start_modes is not None else [0] * num, dtype=torch.long, device=device)
     base = _decoder_parts(language_model)
     if static is None:
         from .static_decode import static_enabled
@@ -302,19 +297,22 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         if base is None:
             raise ValueError("static decoding needs a Llama-style language model (model.layers, rotary_emb, norm)")
         from .static_decode import decode_static
-        modes = None
-        if grammar is not None:
-            modes = torch.as_tensor(start_modes if start_modes is not None else [0] * num, dtype=torch.long, device=device)
         return decode_static(language_model, base, prefix, suffix_embeds, eos_token_id, max_new_tokens, row_prefix_t,
                              grammar=grammar, modes=modes, use_graph=torch.device(device).type == "cuda")
+
+    width = max(s.shape[0] for s in suffix_embeds)
+    dim = suffix_embeds[0].shape[-1]
+    block = torch.zeros(num, width, dim, device=device, dtype=dtype)
+    valid = torch.zeros(num, width + max_new_tokens, device=device, dtype=torch.bool)
+    for row, suffix in enumerate(suffix_embeds):
+        block[row, width - suffix.shape[0]:] = suffix
+        valid[row, width - suffix.shape[0]:width] = True
+    prefix_len = prefix.length
+    positions = (prefix_len + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix_len)
     rows = _Rows(prefix, row_prefix_t, width + max_new_tokens)
     causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
     mask = valid[:, None, None, :width] & causal[None, None]  # [B, 1, T, S]
 
-    modes = None
-    if grammar is not None:
-        grammar = grammar.to(device)
-        modes = torch.as_tensor(start_modes if start_modes is not None else [0] * num, dtype=torch.long, device=device)
     embed = language_model.get_input_embeddings()
     out_tokens = torch.full((num, max_new_tokens), -1, dtype=torch.long, device=device)
     out_probs = torch.zeros(num, max_new_tokens, device=device)

@@ -120,10 +120,9 @@ class _StaticState:
         self.graph = graph
 
 
-def _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_graph) -> _StaticState:
-    sizes = torch.bincount(row_prefix.cpu(), minlength=prefix.count)
-    key = (row_prefix.shape[0], prefix.count, int(sizes.max()), prefix.length, capacity, dtype, str(row_prefix.device),
-           tuple(prefix.keys[0].shape), use_graph)
+def _state_for(language_model, base, prefix, row_prefix, per_prefix, capacity, dtype, use_graph) -> _StaticState:
+    """The cached state of this shape (`per_prefix`: rows of each prefix in the dense layout), or a new one."""
+    key = (per_prefix, capacity, dtype, str(row_prefix.device), tuple(prefix.keys[0].shape), use_graph)
     states = _states.setdefault(language_model, OrderedDict())
     state = states.pop(key, None)
     if state is None:
@@ -158,8 +157,8 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
                   use_graph: bool = True) -> Generated:
     """`generation.decode` with static shapes (see the module docstring); same arguments, same result.
 
-    `base` is the Llama-style decoder (`generation._decoder_parts`); `row_prefix [B]` and the grammar
-    `modes [B]` are tensors on the device.
+    `base` is the Llama-style decoder (`generation._decoder_parts`); `row_prefix [B]`, the grammar and its
+    `modes [B]` are on the device (`decode` puts them there).
     """
     # a stable shape: every prefix gets the same number of rows (padding rows are cut off at the end)
     source, slot, per_prefix = _dense_rows(row_prefix.tolist(), prefix.count)
@@ -173,7 +172,8 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     width = max(s.shape[0] for s in suffix_embeds)
     capacity = -(-(width + max_new_tokens) // CAPACITY_STEP) * CAPACITY_STEP
     device, dtype = suffix_embeds[0].device, suffix_embeds[0].dtype
-    state = _state_for(language_model, base, prefix, row_prefix, capacity, dtype, use_graph and device.type == "cuda")
+    state = _state_for(language_model, base, prefix, row_prefix, per_prefix, capacity, dtype,
+                       use_graph and device.type == "cuda")
     state.load(prefix, row_prefix)
     rows, valid = state.rows, state.valid
 
@@ -188,8 +188,6 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     out_tokens = torch.full((num, max_new_tokens), -1, dtype=torch.long, device=device)
     out_probs = torch.zeros(num, max_new_tokens, device=device)
     finished = torch.zeros(num, dtype=torch.bool, device=device)
-    if grammar is not None:
-        grammar = grammar.to(device)
     steps = 0
     with _attention(language_model, ATTENTION_NAME):
         logits = _forward(language_model, base, block, valid[:, None, None, :width] & causal[None, None], positions, rows)
