@@ -9,6 +9,7 @@ draws) and `RUN/loss.png` when present. The model card (`README.md`) is written 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -38,8 +39,6 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
 def _drop_load_time_keys(path: Path) -> None:
     """The tokenizer saves how it was loaded (`local_files_only` is true in an offline run): a shipped
     checkpoint must not tell its users' loaders to stay offline."""
-    import json
-
     if path.is_file():
         config = json.loads(path.read_text())
         if {"local_files_only", "is_local"} & set(config):
