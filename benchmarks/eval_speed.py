@@ -7,6 +7,11 @@ keypoints each; the 12 labelled people repeated to `--limit`) and MP-100-style 1
 twice into fresh folders, `--batch 1` then `--batch N`, in this process; the table gives queries
 (work units) per second and keypoints per second of both, the ratio, and whether the two records'
 metrics, counts and predictions are identical.
+
+`--warmup` (default on a GPU) first runs the batched evaluation once untimed: kernel selection and the
+CUDA-graph captures of each batch shape are one-off costs that a full benchmark (thousands of units, a
+few shapes) pays once, so the timed pass measures the steady state. `--episodes E` sets the MP-100
+workload's size (15 queries per episode).
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ def _predictor(model: str | None, device: str, max_new_tokens: int, size: str = 
 
 def run(batch: int = 16, limit: int = 24, model: str | None = None, device: str = "cpu",
         max_new_tokens: int = 32, size: str = "tiny", dtype=torch.float32, workloads=("coco", "mp100"),
-        skip_one: bool = False) -> list[dict]:
+        skip_one: bool = False, warmup: bool = False, episodes: int = 2) -> list[dict]:
     """One row per workload: seconds and units/s of `--batch 1` and `--batch N`, ratio, identical records."""
     from evaluation.runner import run_benchmark
 
@@ -81,10 +86,13 @@ def run(batch: int = 16, limit: int = 24, model: str | None = None, device: str 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         known = {"coco": ("coco instances", "coco", coco_like(tmp, limit), {}),
-                 "mp100": ("mp100 1-shot episodes", "mp100", mp100_like(tmp), {"shots": 1, "episodes": 2})}
+                 "mp100": ("mp100 1-shot episodes", "mp100", mp100_like(tmp), {"shots": 1, "episodes": episodes})}
         for name, bench, annotations, extra in (known[w] for w in workloads):
             row = {"workload": name}
             records = {}
+            if warmup:
+                run_benchmark(model or "tiny", bench, str(annotations), str(REAL / "coco"), str(tmp / f"{bench}-warmup"),
+                              limit=limit, chunk_size=8, predictor=predictor, progress=False, batch=batch, **extra)
             sizes = (("batched", batch),) if skip_one else (("one", 1), ("batched", batch))
             for label, size in sizes:
                 out = tmp / f"{bench}-{label}"
@@ -120,19 +128,24 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--workloads", nargs="+", choices=["coco", "mp100"], default=["coco", "mp100"])
     parser.add_argument("--skip-one", action="store_true", help="time only --batch N (skip the batch-1 baseline)")
+    parser.add_argument("--episodes", type=int, default=2, help="MP-100 episodes (15 queries each)")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                        help="one untimed batched pass first (default: on for a GPU)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = args.device.startswith("cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(args.batch, args.limit, args.model, args.device, args.max_new_tokens, args.size,
-               getattr(torch, args.dtype), args.workloads, args.skip_one)
+               getattr(torch, args.dtype), args.workloads, args.skip_one, args.warmup, args.episodes)
     if args.json:
         print(json.dumps({"rows": rows}))
         return
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"model={args.model or args.size} dtype={args.dtype} device={device} torch={torch.__version__} batch={args.batch} "
-          f"limit={args.limit} max_new_tokens={args.max_new_tokens}")
+          f"limit={args.limit} max_new_tokens={args.max_new_tokens} warmup={args.warmup}")
     print(f"{'workload':<24}{'units':>6}{'batch 1 q/s':>13}{f'batch {args.batch} q/s':>15}{'ratio':>8}{'identical':>11}")
     for row in rows:
         one = f"{row['one_qps']:.2f}" if "one_qps" in row else "-"

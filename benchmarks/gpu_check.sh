@@ -15,7 +15,7 @@ set -uo pipefail
 PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; SIZE=${SIZE:-paper}; QUICK=${QUICK:-}
 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp}
+OUT=${OUT:-/tmp}; mkdir -p "$OUT"
 BATCH=${BATCH:-32}
 DTYPE=$([ "$DEVICE" = cpu ] && echo float32 || echo bfloat16)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
@@ -36,5 +36,5 @@ timeout 240 $PY -m benchmarks.decode_speed --size $SIZE --device $DEVICE --dtype
 WORKLOADS=$($PY -c "import xtcocotools" 2>/dev/null && echo "coco mp100" || echo mp100)
 step "evaluation throughput, $SIZE size, $DTYPE, batch 1 vs $BATCH ($WORKLOADS)"
 timeout 150 $PY -m benchmarks.eval_speed --size $SIZE --device $DEVICE --dtype $DTYPE --workloads $WORKLOADS \
-    --limit 64 --batch "$BATCH" --max-new-tokens 20 ${QUICK:+--skip-one} 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
+    --limit 64 --episodes 4 --batch "$BATCH" --max-new-tokens 20 ${QUICK:+--skip-one} 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
 $PY -c "import torch; print('visible GPUs', torch.cuda.device_count())"

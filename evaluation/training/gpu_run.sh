@@ -27,6 +27,6 @@ echo "probe: $rate steps/s -> $steps steps"
 $PY -m evaluation.cli train $common --output /tmp/run --steps $steps --time-limit $((BUDGET + 30)) --save-every 500 2>&1 | grep -v Writing
 tail -n 3 /tmp/run/metrics.jsonl
 $PY -m evaluation.training.validate --model /tmp/run/model --objects $OBJECTS --device $DEVICE --dtype float32 2>&1 | grep -v Loading | tee $OUT/validate.json
-cp /tmp/run/metrics.jsonl /tmp/run/run.json $OUT/ 2>/dev/null; cp /tmp/run/loss.png $OUT/ 2>/dev/null
-tar -C /tmp/run -cf - model | split -b 15M - $OUT/model.tar.part-
+# one split tarball (model + curve + logs): the device tool returns at most 8 files
+tar -C /tmp/run -cf - model $(cd /tmp/run && ls metrics.jsonl run.json loss.png 2>/dev/null) | split -b 15M - $OUT/model.tar.part-
 ls -la $OUT

@@ -4,7 +4,7 @@
 #   run(command="TRAIN_BUDGET=300 bash evaluation/training/gpu_session.sh", carry=[".whl"], timeout_s=590)
 # .whl holds the transformers 5.24 / peft 0.21 wheels (the GPU image has older ones; make it with
 #   pip download --no-deps -d .whl transformers==5.24.0 peft==0.21.2); $OUT comes back with
-# validate.json, metrics.jsonl, loss.png, the model as model.tar.part-* and the speed logs.
+# validate.json, train.log, speed.log and model.tar.part-* (the model, metrics.jsonl, run.json, loss.png).
 # Time: ~50 s set-up and probe + TRAIN_BUDGET + ~40 s held-out check and packing + SPEED_BUDGET (<= 200 s).
 # Dry run on a CPU (checks the plumbing, not the numbers):
 #   PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 PROBE=20 TRAIN_BUDGET=20 OBJECTS=4 SIZE=tiny \
@@ -17,6 +17,7 @@ CONFIG=${CONFIG:-configs/keypointworld_continue.yaml} BUDGET=${TRAIN_BUDGET:-300
     bash evaluation/training/gpu_run.sh 2>&1 | grep -v "Loading\|Writing" | tee "$OUT/train.log" | tail -n 12
 echo "== training part: $(( $(date +%s) - start )) s"
 [ -n "${SKIP_SPEED:-}" ] && exit 0
-QUICK=1 timeout "${SPEED_BUDGET:-200}" bash benchmarks/gpu_check.sh 2>&1 | tee "$OUT/speed.log" | grep -v "Warn"
+# its per-step logs stay on the machine (speed.log has them all): the device tool returns at most 8 files
+QUICK=1 OUT=/tmp/speed timeout "${SPEED_BUDGET:-200}" bash benchmarks/gpu_check.sh 2>&1 | tee "$OUT/speed.log" | grep -v "Warn"
 echo "== total: $(( $(date +%s) - start )) s"
 ls -la "$OUT"
