@@ -90,7 +90,7 @@ def _train(args) -> None:
     from .training.train import TrainConfig, train
 
     config = TrainConfig.load(args.config)
-    for key in ("log_every", "stop_after", "steps", "time_limit", "num_workers", "images_per_step", "save_every", "mixed_precision"):
+    for key in ("log_every", "stop_after", "steps", "time_limit", "time_budget", "num_workers", "images_per_step", "save_every", "mixed_precision"):
         value = getattr(args, key)
         if value is not None:
             setattr(config.train, key, value)
@@ -177,6 +177,8 @@ def build_full_parser():
     training.add_argument("--dry-run", action="store_true", help="build on the meta device, print sizes and data")
     training.add_argument("--steps", type=int, help="override train.steps")
     training.add_argument("--time-limit", type=float, help="seconds; save and stop when reached")
+    training.add_argument("--time-budget", type=float,
+                          help="seconds of training in all: the cosine spans them, then save and stop (--steps: upper bound)")
     training.add_argument("--num-workers", type=int, help="data loader workers")
     training.add_argument("--images-per-step", type=int, help="override train.images_per_step (per process)")
     training.add_argument("--save-every", type=int)

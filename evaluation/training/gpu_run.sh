@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Train the embedded KeypointWorld model on a lent GPU (device tool) within a fixed time budget.
 #   BUDGET=400 bash evaluation/training/gpu_run.sh       (carry: .whl with transformers/peft wheels)
-# 1. a 30-second probe measures steps/s over its second half (worker start-up excluded: stage 3 measured
-#    2.6 over the last two thirds, ran at 3.9); 2. the real run gets steps = rate x BUDGET, so its cosine
-# schedule ends when the budget does; 3. a held-out check; 4. the model goes to $OUT as a split tarball.
-# Dry run on a CPU: PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 PROBE=20 BUDGET=20 OBJECTS=4
+# 1. one run whose cosine spans the time budget (`--time-budget`: the lr follows the seconds spent, the run
+#    saves and stops when they are; the step-sized schedule of stages 1-5 needed a probe first, which cost
+#    ~45 s and under-estimated the rate, so runs ended early); 2. a held-out check; 3. the model goes to
+#    $OUT as a split tarball.
+# FROM=DIR continues that model instead of the config's `model.path` (a second call on a warm machine:
+#   FROM=/tmp/run/model continues the run just made; it is copied away before /tmp/run is cleared).
+# Dry run on a CPU: PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 BUDGET=20 OBJECTS=4
 set -uo pipefail
 PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; PRECISION=${PRECISION:-bf16}; OBJECTS=${OBJECTS:-60}
 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -12,19 +15,16 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_
 OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-400}; WORKERS=${WORKERS:-15}; IMAGES=${IMAGES:-64}
 CONFIG=${CONFIG:-configs/keypointworld.yaml}
 mkdir -p "$OUT"
-rm -rf /tmp/probe /tmp/run  # a warm machine keeps the last call's runs
+if [ -n "${FROM:-}" ]; then
+    rm -rf /tmp/from && cp -r "$FROM" /tmp/from || exit 1
+    $PY -c "import yaml; c = yaml.safe_load(open('$CONFIG')); c['model']['path'] = '/tmp/from'; yaml.safe_dump(c, open('/tmp/from.yaml', 'w'))" || exit 1
+    CONFIG=/tmp/from.yaml; echo "continuing $FROM"
+fi
+rm -rf /tmp/run  # a warm machine keeps the last call's runs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
 common="--config $CONFIG --num-workers $WORKERS --images-per-step $IMAGES --mixed-precision $PRECISION --no-progress"
-$PY -m evaluation.cli train $common --output /tmp/probe --steps 100000 --time-limit ${PROBE:-30} --log-every 2 --save-every 1000000 2>&1 | grep -v Writing
-# rate over the probe's second half; with too few log lines (a slow machine), over the whole probe
-rate=$($PY -c "
-import json
-r = [json.loads(l) for l in open('/tmp/probe/metrics.jsonl')]
-a, b = (r[len(r) // 2], r[-1]) if len(r) >= 4 else ({'step': 0, 'elapsed': 0.0}, r[-1])
-print((b['step'] - a['step']) / max(b['elapsed'] - a['elapsed'], 1e-6))") || { echo "probe failed: no metrics"; exit 1; }
-steps=$($PY -c "print(max(1, int($rate * $BUDGET * 0.97)))")
-echo "probe: $rate steps/s -> $steps steps"
-$PY -m evaluation.cli train $common --output /tmp/run --steps $steps --time-limit $((BUDGET + 30)) --save-every 500 2>&1 | grep -v Writing
+$PY -m evaluation.cli train $common --output /tmp/run --steps 1000000 --time-budget $BUDGET --time-limit $((BUDGET + 60)) \
+    --save-every 500 2>&1 | grep -v Writing
 tail -n 3 /tmp/run/metrics.jsonl
 $PY -m evaluation.training.validate --model /tmp/run/model --objects $OBJECTS --device $DEVICE --dtype float32 2>&1 | grep -v Loading | tee $OUT/validate.json
 # one split tarball (model + curve + logs): the device tool returns at most 8 files

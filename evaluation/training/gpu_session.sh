@@ -5,9 +5,9 @@
 # .whl holds the transformers 5.24 / peft 0.21 wheels (the GPU image has older ones; make it with
 #   pip download --no-deps -d .whl transformers==5.24.0 peft==0.21.2); $OUT comes back with
 # validate.json, train.log, speed.log and model.tar.part-* (the model, metrics.jsonl, run.json, loss.png).
-# Time: ~50 s set-up and probe + TRAIN_BUDGET + ~40 s held-out check and packing + SPEED_BUDGET (<= 200 s).
+# Time: ~20 s set-up + TRAIN_BUDGET + ~40 s held-out check and packing + SPEED_BUDGET (<= 200 s).
 # Dry run on a CPU (checks the plumbing, not the numbers):
-#   PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 PROBE=20 TRAIN_BUDGET=20 OBJECTS=4 SIZE=tiny \
+#   PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 TRAIN_BUDGET=20 OBJECTS=4 SIZE=tiny \
 #     OUT=/tmp/session bash evaluation/training/gpu_session.sh
 set -uo pipefail
 export OUT=${OUT:-/tmp/out}

@@ -11,6 +11,11 @@ and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUT
 appends to the same metrics log, so the loss curve goes on where it stopped. `OUTPUT/loss.png` is
 redrawn at each save.
 
+`time_budget` (seconds, for lent GPUs) makes the cosine span training time instead of steps: after the
+warmup steps the lr follows the fraction of the budget spent, and the run saves and stops when the
+budget is spent (`steps` is then only an upper bound). Resumed runs count the seconds already trained.
+The fraction is the slowest process's, so data-parallel replicas keep one lr.
+
 The batch of step s on process r is the items `(s * world + r) * B ... + B` of the mixture, each a
 deterministic function of its index, so a resumed or re-sharded run sees the same data.
 """
@@ -50,7 +55,8 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 10
     save_every: int = 500
-    time_limit: float | None = None  # seconds; save and stop when reached
+    time_limit: float | None = None  # seconds of this invocation; save and stop when reached
+    time_budget: float | None = None  # seconds of training in all; the cosine spans them (module docstring)
     stop_after: int | None = None  # save and stop after this step (the schedule still spans `steps`)
 
 
@@ -117,7 +123,8 @@ def plot_loss(metrics_file: Path, out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] \
+        if metrics_file.is_file() else []
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -131,7 +138,7 @@ def plot_loss(metrics_file: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def _save(accelerator, model, processor, output: Path, step: int) -> None:
+def _save(accelerator, model, processor, output: Path, step: int, trained_seconds: float = 0.0) -> None:
     """Training state to OUTPUT/checkpoint and a loadable model to OUTPUT/model, each swapped in atomically."""
     for name, write in (("checkpoint", lambda d: accelerator.save_state(str(d))),
                         ("model", lambda d: (accelerator.unwrap_model(model).save_pretrained(d), processor.save_pretrained(d)))):
@@ -144,7 +151,7 @@ def _save(accelerator, model, processor, output: Path, step: int) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if name == "checkpoint":
-                (tmp / "step.json").write_text(json.dumps({"step": step}))
+                (tmp / "step.json").write_text(json.dumps({"step": step, "trained_seconds": round(trained_seconds, 3)}))
             final = output / name
             if final.exists():
                 shutil.rmtree(final)
@@ -154,8 +161,8 @@ def _save(accelerator, model, processor, output: Path, step: int) -> None:
         plot_loss(output / "metrics.jsonl", output / "loss.png")
 
 
-def train(config: TrainConfig, output, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) training; returns {"step", "loss", "output"}."""
+def train(config: TrainConfig, output, resume: bool = False, progress: bool = True, clock=time.time) -> dict:
+    """Run (or resume) training; returns {"step", "loss", "output"}. `clock` (seconds) is for tests."""
     settings = config.train
     output = Path(output)
     # Batches without keypoint prompts (text-only) leave the prompt modules without gradients: DDP must allow it.
@@ -173,16 +180,22 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    spent = {"fraction": 0.0}  # of time_budget, set by the loop before each scheduler step
+    if settings.time_budget:
+        warmup = scheduler.lr_lambdas[0]
+        scheduler.lr_lambdas[0] = lambda s: warmup(s) if s < settings.warmup_steps else \
+            0.5 * (1.0 + math.cos(math.pi * min(1.0, spent["fraction"])))
     if settings.min_lr_ratio > 0:  # cosine to a floor instead of zero
         floor = settings.min_lr_ratio
         base = scheduler.lr_lambdas[0]
         scheduler.lr_lambdas[0] = lambda s: max(floor, base(s)) if s >= settings.warmup_steps else base(s)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    start = 0
+    start, trained_before = 0, 0.0
     if resume:
         accelerator.load_state(str(checkpoint))
-        start = json.loads((checkpoint / "step.json").read_text())["step"]
+        state = json.loads((checkpoint / "step.json").read_text())
+        start, trained_before = state["step"], float(state.get("trained_seconds", 0.0))
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         trainable, total = count_parameters(accelerator.unwrap_model(model))
@@ -201,7 +214,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
 
         bar = tqdm(total=settings.steps, initial=start, desc="train", dynamic_ncols=True)
     model.train()
-    began, seen, window, last_loss = time.time(), 0, [], math.nan
+    began, seen, window, last_loss = clock(), 0, [], math.nan
     step = start
     metrics = output / "metrics.jsonl"
     for step, batch in enumerate(loader, start=start + 1):
@@ -212,27 +225,32 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         if settings.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
+        if settings.time_budget:
+            trained = accelerator.reduce(torch.tensor(trained_before + clock() - began, device=accelerator.device), "max")
+            spent["fraction"] = float(trained) / settings.time_budget
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         window.append(loss.detach())
         seen += batch["input_ids"].shape[0]
-        if step % settings.log_every == 0 or step == settings.steps:
+        out_of_time = settings.time_limit is not None and clock() - began > settings.time_limit
+        out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum") > 0)
+        out_of_time = out_of_time or spent["fraction"] >= 1.0  # already the same on every process
+        out_of_time = out_of_time or (settings.stop_after is not None and step >= settings.stop_after)
+        if step % settings.log_every == 0 or step == settings.steps or out_of_time:  # the last step is always logged
             mean = accelerator.reduce(torch.stack(window).mean(), reduction="mean")
             last_loss, window = float(mean), []
             if accelerator.is_main_process:
+                now = clock()
                 row = {"step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
-                       "elapsed": round(time.time() - began, 2), "sequences_per_s": round(seen / (time.time() - began), 2)}
+                       "elapsed": round(trained_before + now - began, 2), "sequences_per_s": round(seen / max(now - began, 1e-9), 2)}
                 with metrics.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 if bar:
                     bar.set_postfix(loss=f"{last_loss:.4f}")
         if bar:
             bar.update(1)
-        out_of_time = settings.time_limit is not None and time.time() - began > settings.time_limit
-        out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum") > 0)
-        out_of_time = out_of_time or (settings.stop_after is not None and step >= settings.stop_after)
         if step % settings.save_every == 0 or step == settings.steps or out_of_time:
-            _save(accelerator, model, processor, output, step)
+            _save(accelerator, model, processor, output, step, trained_before + clock() - began)
         if out_of_time:
             break
     if bar:
