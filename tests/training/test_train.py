@@ -159,17 +159,20 @@ def test_dry_run_of_the_paper_configs_prints_sizes_without_downloading(capsys):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo on linux")
-def test_two_cpu_processes_through_torchrun_end_with_the_same_weights(tiny_config, tmp_path):
+@pytest.mark.parametrize("schedule", [["--steps", "3"], ["--steps", "1000", "--time-budget", "5"]], ids=["steps", "time-budget"])
+def test_two_cpu_processes_through_torchrun_end_with_the_same_weights(tiny_config, tmp_path, schedule):
+    """With a time budget each process reads its own clock: the lr and the stop must still be one."""
     run = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "evaluation.cli", "train",
-           "--config", str(tiny_config), "--output", str(run), "--steps", "3", "--no-progress"]
+           "--config", str(tiny_config), "--output", str(run), *schedule, "--no-progress"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((run / "final_state.json").read_text())
     assert len(state["weight_checksums"]) == 2
     assert state["weight_checksums"][0] == state["weight_checksums"][1]
+    assert state["step"] == 3 if "--time-budget" not in schedule else 3 < state["step"] < 1000
     assert json.loads((run / "run.json").read_text())["processes"] == 2
 
 
