@@ -151,6 +151,11 @@ def run(keypoints=(1, 5, 17, 68), new_tokens: int = 20, repeats: int = 3, size: 
                     row["ratio_hf_batched"] = row["hf_batched_s"] / row["engine_s"]
             values = list(tokens.values())
             row["tokens_match"] = all(v == values[0] for v in values)
+            # rows of each other method equal to the first's (in bf16 a random model's near-tied logits can
+            # flip a token where reductions differ: how many rows does it touch?)
+            row["rows_matching"] = min((sum(a == b for a, b in zip(v, values[0])) for v in values[1:]),
+                                       default=len(values[0]) if values else 0)
+            row["rows"] = len(values[0]) if values else 0
             row["tokens_match_naive"] = tokens.get("naive", tokens.get("engine")) == tokens.get("engine")
             row["tokens_match_hf_batched"] = tokens.get("hf", tokens.get("engine")) == tokens.get("engine")
             row["tokens_per_row"] = statistics.mean(len(t) for t in values[0]) if values else 0
@@ -195,7 +200,8 @@ def main() -> None:
     for row in rows:
         print(f"{row['keypoints']:>4}{cell(row, 'naive_s', '.3f'):>10}{cell(row, 'hf_batched_s', '.3f'):>14}"
               f"{cell(row, 'engine_s', '.3f'):>10}{cell(row, 'engine_eager_s', '.3f'):>9}{cell(row, 'engine_grammar_s', '.3f'):>18}"
-              f"{cell(row, 'ratio', '.1f'):>13}x{cell(row, 'ratio_hf_batched', '.2f'):>10}x{str(row['tokens_match']):>13}")
+              f"{cell(row, 'ratio', '.1f'):>13}x{cell(row, 'ratio_hf_batched', '.2f'):>10}x{str(row['tokens_match']):>13}"
+              + ("" if row["tokens_match"] else f" ({row['rows_matching']}/{row['rows']} rows)"))
     if torch.device(args.device).type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 

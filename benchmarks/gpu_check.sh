@@ -6,7 +6,8 @@
 # 2. per-person latency, 17 keypoints x 20 answer tokens, paper size (DINOv2-L/14 + 7B Llama, random
 #    weights, bf16): naive generate per keypoint, our engine (static shapes + CUDA graphs), the same
 #    engine eager (`static=False`) and with the grammar;
-# 3. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
+# 3. where one call's time goes (benchmarks/decode_profile.py: phases and top kernels);
+# 4. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
 #    fills the card.
 # Expects transformers/peft wheels in .whl (the GPU image has transformers 5.17; we need >= 5.24).
 # QUICK=1: no naive baseline at paper size (measured before: 16.7 s per person on an H200), no batch-1 run.
@@ -30,6 +31,10 @@ step "per person, $SIZE size, $DTYPE, 17 keypoints x 20 tokens"
 METHODS=$([ -n "$QUICK" ] && echo "engine eager grammar" || echo "naive engine eager grammar")
 timeout 240 $PY -m benchmarks.decode_speed --size $SIZE --device $DEVICE --dtype $DTYPE --keypoints 17 \
     --new-tokens 20 --repeats 3 --methods $METHODS 2>&1 | tee "$OUT/decode_paper.log" | grep -v Warn
+
+step "where a call's time goes, $SIZE size, $DTYPE (prefill, suffix block, per step, the graph replay alone)"
+timeout 120 $PY -m benchmarks.decode_profile --size $SIZE --device $DEVICE --dtype $DTYPE --keypoints 17 \
+    --new-tokens 20 2>&1 | tee "$OUT/profile_paper.log" | grep -v "Warn\|USDT"
 
 # COCO instances need xtcocotools for OKS AP (no wheel for that machine's python; it cannot download):
 # MP-100 1-shot episodes otherwise
