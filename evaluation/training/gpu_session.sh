@@ -2,6 +2,7 @@
 # One device-tool call for a lent GPU session (15 minutes in all, one command <= 600 s): continue the
 # embedded model, then the quick GPU speed check (CUDA-graph engine vs eager at paper size).
 #   run(command="TRAIN_BUDGET=300 bash evaluation/training/gpu_session.sh", carry=[".whl"], timeout_s=590)
+# or in two calls, one longer cosine: TRAIN_BUDGET=480 SKIP_SPEED=1 ..., then SKIP_TRAIN=1 ... on the warm machine
 # .whl holds the transformers 5.24 / peft 0.21 wheels (the GPU image has older ones; make it with
 #   pip download --no-deps -d .whl transformers==5.24.0 peft==0.21.2); $OUT comes back with
 # validate.json, train.log, speed.log and model.tar.part-* (the model, metrics.jsonl, run.json, loss.png).
@@ -13,9 +14,11 @@ set -uo pipefail
 export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 start=$(date +%s)
-CONFIG=${CONFIG:-configs/keypointworld_continue.yaml} BUDGET=${TRAIN_BUDGET:-300} \
-    bash evaluation/training/gpu_run.sh 2>&1 | grep -v "Loading\|Writing" | tee "$OUT/train.log" | tail -n 12
-echo "== training part: $(( $(date +%s) - start )) s"
+if [ -z "${SKIP_TRAIN:-}" ]; then
+    CONFIG=${CONFIG:-configs/keypointworld_continue.yaml} BUDGET=${TRAIN_BUDGET:-300} \
+        bash evaluation/training/gpu_run.sh 2>&1 | grep -v "Loading\|Writing" | tee "$OUT/train.log" | tail -n 12
+    echo "== training part: $(( $(date +%s) - start )) s"
+fi
 [ -n "${SKIP_SPEED:-}" ] && exit 0
 # its per-step logs stay on the machine (speed.log has them all): the device tool returns at most 8 files
 QUICK=1 OUT=/tmp/speed timeout "${SPEED_BUDGET:-200}" bash benchmarks/gpu_check.sh 2>&1 | tee "$OUT/speed.log" | grep -v "Warn"
