@@ -24,27 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.bench_batching import build_predictor  # noqa: E402
-from benchmarks.decode_speed import _describe, _sync, prepare  # noqa: E402
+from benchmarks.decode_speed import _describe, _sync, _timed, prepare  # noqa: E402
 from kptllm.generation import decode, prefill_prefixes  # noqa: E402
 
 
 def _median_s(fn, repeats: int, device) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _timed(fn, repeats, device)[0]
 
 
 def profile(size: str = "tiny", device: str = "cpu", dtype=torch.float32, keypoints: int = 17, new_tokens: int = 20,
