@@ -149,6 +149,24 @@ def test_static_state_cache_is_bounded_by_bytes(monkeypatch):
     assert len(kept) == 1 and kept[0].rows.capacity > state.rows.capacity
 
 
+def test_static_suffix_prefill_computes_the_real_rows_only(monkeypatch):
+    """The dense layout pads 5 + 2 rows to 8 per prefix: the suffix block is still prefilled for 7 rows, and
+    the padding slots' copies of their KV leave every answer equal to the reference."""
+    from kptllm import static_decode
+
+    model, processor = build_tiny(seed=5)
+    model.eval()
+    prefix, suffixes = _inputs(model, processor, 2, NAMES[:7], seed=5)
+    widths = []
+    forward = static_decode._forward
+    monkeypatch.setattr(static_decode, "_forward", lambda lm, base, inputs, *rest: (
+        widths.append(tuple(inputs.shape[:2])), forward(lm, base, inputs, *rest))[1])
+    _check(model, processor, prefix, suffixes, [0, 1, 0, 0, 1, 0, 0], 12, static=True)
+    width = max(s.shape[0] for s in suffixes)
+    assert widths[0] == (7, width)  # the block: real rows only (the dense grid has 2 x 8 = 16 slots)
+    assert all(w == (16, 1) for w in widths[1:])  # the steps: the whole grid, one token
+
+
 def test_dense_row_layout_pads_every_prefix_to_the_same_rows():
     from kptllm.static_decode import _dense_rows
 
