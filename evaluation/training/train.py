@@ -5,7 +5,7 @@
 
 Read it top to bottom: build model + data, AdamW (lr 2e-4, no weight decay by default), warmup + cosine,
 then for each step: the batch of that step -> loss -> backward -> clip -> step. Every `log_every` steps a
-line goes to `OUTPUT/metrics.jsonl`; every `save_every` steps (and at the end, or when `time_limit`
+line goes to `OUTPUT/metrics.jsonl` (loss, lr, elapsed, sequences/s, `data_wait`: the loader's share of the time); every `save_every` steps (and at the end, or when `time_limit`
 runs out) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
 and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUTPUT/checkpoint/` and
 appends to the same metrics log, so the loss curve goes on where it stopped. `OUTPUT/loss.png` is
@@ -161,6 +161,14 @@ def _save(accelerator, model, processor, output: Path, step: int, trained_second
         plot_loss(output / "metrics.jsonl", output / "loss.png")
 
 
+def _agreed(accelerator, value: float, reduction: str) -> float:
+    """`value` reduced over the processes ("max" or "sum"), so that all take the same decision; with one process
+    the plain value (a reduce on a device tensor would make the host wait for the GPU at every step)."""
+    if accelerator.num_processes == 1:
+        return value
+    return float(accelerator.reduce(torch.tensor(value, device=accelerator.device), reduction))
+
+
 def train(config: TrainConfig, output, resume: bool = False, progress: bool = True, clock=time.time) -> dict:
     """Run (or resume) training; returns {"step", "loss", "output"}. `clock` (seconds) is for tests."""
     settings = config.train
@@ -215,9 +223,13 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         bar = tqdm(total=settings.steps, initial=start, desc="train", dynamic_ncols=True)
     model.train()
     began, seen, window, last_loss = clock(), 0, [], math.nan
+    # seconds the loop waited for the loader since the last log line: near 0 when the device (or the host
+    # queueing its work) is the limit, most of the time when rendering/collating is
+    waited, since, ready = 0.0, clock(), clock()
     step = start
     metrics = output / "metrics.jsonl"
     for step, batch in enumerate(loader, start=start + 1):
+        waited += clock() - ready
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             loss = model(**batch).loss
@@ -226,14 +238,13 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         if settings.time_budget:
-            trained = accelerator.reduce(torch.tensor(trained_before + clock() - began, device=accelerator.device), "max")
-            spent["fraction"] = float(trained) / settings.time_budget
+            spent["fraction"] = _agreed(accelerator, trained_before + clock() - began, "max") / settings.time_budget
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         window.append(loss.detach())
         seen += batch["input_ids"].shape[0]
         out_of_time = settings.time_limit is not None and clock() - began > settings.time_limit
-        out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum") > 0)
+        out_of_time = _agreed(accelerator, float(out_of_time), "sum") > 0
         out_of_time = out_of_time or spent["fraction"] >= 1.0  # already the same on every process
         out_of_time = out_of_time or (settings.stop_after is not None and step >= settings.stop_after)
         if step % settings.log_every == 0 or step == settings.steps or out_of_time:  # the last step is always logged
@@ -242,7 +253,9 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             if accelerator.is_main_process:
                 now = clock()
                 row = {"step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
-                       "elapsed": round(trained_before + now - began, 2), "sequences_per_s": round(seen / max(now - began, 1e-9), 2)}
+                       "elapsed": round(trained_before + now - began, 2), "sequences_per_s": round(seen / max(now - began, 1e-9), 2),
+                       "data_wait": round(waited / max(now - since, 1e-9), 3)}
+                waited, since = 0.0, now
                 with metrics.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 if bar:
@@ -253,6 +266,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             _save(accelerator, model, processor, output, step, trained_before + clock() - began)
         if out_of_time:
             break
+        ready = clock()
     if bar:
         bar.close()
     # Every process reports a checksum of its weights: data-parallel replicas must agree exactly.
