@@ -5,8 +5,8 @@
 
 Read it top to bottom: build model + data, AdamW (lr 2e-4, no weight decay by default), warmup + cosine,
 then for each step: the batch of that step -> loss -> backward -> clip -> step. Every `log_every` steps a
-line goes to `OUTPUT/metrics.jsonl` (loss, lr, elapsed, sequences/s, `data_wait`: the loader's share of the time); every `save_every` steps (and at the end, or when `time_limit`
-runs out) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
+line goes to `OUTPUT/metrics.jsonl` (loss, lr, elapsed, sequences/s, `data_wait`: the loader's share of
+the time); every `save_every` steps (and at the end, or when `time_limit` runs out) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
 and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUTPUT/checkpoint/` and
 appends to the same metrics log, so the loss curve goes on where it stopped. `OUTPUT/loss.png` is
 redrawn at each save.
