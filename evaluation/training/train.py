@@ -215,7 +215,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     loader = DataLoader(mixture, batch_sampler=StepSampler(start, settings.steps, settings.images_per_step,
                                                            accelerator.process_index, accelerator.num_processes),
                         collate_fn=mixture.collate, num_workers=settings.num_workers,
-                        persistent_workers=False, prefetch_factor=4 if settings.num_workers else None)
+                        persistent_workers=False, prefetch_factor=4 if settings.num_workers else None,
+                        pin_memory=accelerator.device.type == "cuda")  # page-locked: the copies below overlap compute
     bar = None
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
@@ -230,7 +231,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     metrics = output / "metrics.jsonl"
     for step, batch in enumerate(loader, start=start + 1):
         waited += clock() - ready
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         with accelerator.autocast():
             loss = model(**batch).loss
         accelerator.backward(loss)
