@@ -6,15 +6,18 @@
 Read it top to bottom: build model + data, AdamW (lr 2e-4, no weight decay by default), warmup + cosine,
 then for each step: the batch of that step -> loss -> backward -> clip -> step. Every `log_every` steps a
 line goes to `OUTPUT/metrics.jsonl` (loss, lr, elapsed, sequences/s, `data_wait`: the loader's share of
-the time); every `save_every` steps (and at the end, or when `time_limit` runs out) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
+the time); every `save_every` steps (and at the end, or when `time_limit`, `time_budget` or `stop_after`
+stops the run) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
 and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUTPUT/checkpoint/` and
 appends to the same metrics log, so the loss curve goes on where it stopped. `OUTPUT/loss.png` is
 redrawn at each save.
 
 `time_budget` (seconds, for lent GPUs) makes the cosine span training time instead of steps: after the
 warmup steps the lr follows the fraction of the budget spent, and the run saves and stops when the
-budget is spent (`steps` is then only an upper bound). Resumed runs count the seconds already trained.
-The fraction is the slowest process's, so data-parallel replicas keep one lr.
+budget is spent (`steps` is then only an upper bound). Resumed runs count the seconds already trained
+(a run resumed with a larger budget goes on from the cosine's point at its spent fraction, no new
+warmup; a warmup longer than the budget is cut short). The fraction is the slowest process's, so
+data-parallel replicas keep one lr.
 
 The batch of step s on process r is the items `(s * world + r) * B ... + B` of the mixture, each a
 deterministic function of its index, so a resumed or re-sharded run sees the same data.
@@ -173,8 +176,13 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     """Run (or resume) training; returns {"step", "loss", "output"}. `clock` (seconds) is for tests."""
     settings = config.train
     output = Path(output)
+    if settings.time_budget is not None and settings.time_budget <= 0:
+        raise ValueError(f"time_budget must be a positive number of seconds, not {settings.time_budget}")
     # Batches without keypoint prompts (text-only) leave the prompt modules without gradients: DDP must allow it.
+    # Every process runs every step of the schedule (the loader is ours, not accelerate's), so the scheduler
+    # steps once per step, not once per process (accelerate's default assumes a prepared, split loader).
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
+                              step_scheduler_with_optimizer=False,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     checkpoint = output / "checkpoint"
     if resume and not (checkpoint / "step.json").is_file():
@@ -189,7 +197,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
     spent = {"fraction": 0.0}  # of time_budget, set by the loop before each scheduler step
-    if settings.time_budget:
+    if settings.time_budget is not None:
         warmup = scheduler.lr_lambdas[0]
         scheduler.lr_lambdas[0] = lambda s: warmup(s) if s < settings.warmup_steps else \
             0.5 * (1.0 + math.cos(math.pi * min(1.0, spent["fraction"])))
@@ -204,6 +212,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / "step.json").read_text())
         start, trained_before = state["step"], float(state.get("trained_seconds", 0.0))
+    # a resumed run whose budget is spent has nothing left to do (the loop would train one more step)
+    end = start if settings.time_budget is not None and trained_before >= settings.time_budget else settings.steps
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         trainable, total = count_parameters(accelerator.unwrap_model(model))
@@ -212,7 +222,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             "parameters": {"trainable": trainable, "total": total}, "processes": accelerator.num_processes,
             "device": str(accelerator.device)}, indent=1, default=str))
 
-    loader = DataLoader(mixture, batch_sampler=StepSampler(start, settings.steps, settings.images_per_step,
+    loader = DataLoader(mixture, batch_sampler=StepSampler(start, end, settings.images_per_step,
                                                            accelerator.process_index, accelerator.num_processes),
                         collate_fn=mixture.collate, num_workers=settings.num_workers,
                         persistent_workers=False, prefetch_factor=4 if settings.num_workers else None,
@@ -238,7 +248,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         if settings.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
-        if settings.time_budget:
+        if settings.time_budget is not None:
             spent["fraction"] = _agreed(accelerator, trained_before + clock() - began, "max") / settings.time_budget
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -264,7 +274,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         if bar:
             bar.update(1)
         if step % settings.save_every == 0 or step == settings.steps or out_of_time:
-            _save(accelerator, model, processor, output, step, trained_before + clock() - began)
+            _save(accelerator, model, processor, output, step, _agreed(accelerator, trained_before + clock() - began, "max"))
         if out_of_time:
             break
         ready = clock()

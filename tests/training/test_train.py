@@ -138,6 +138,10 @@ def test_a_resumed_time_budget_counts_the_seconds_already_trained(tiny_config, t
     assert all(a < b for a, b in zip(elapsed, elapsed[1:])) and elapsed[3] > trained  # one clock across runs
     assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and elapsed[-1] >= 80.0
     assert elapsed[-1] < 80.0 + trained / 2  # the resumed part had only the rest of the budget (a step is a few readings)
+    # resuming a run whose budget is spent trains nothing (not one more step at the floor lr)
+    weights = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    assert train(config, tmp_path / "run", resume=True, progress=False, clock=_Clock())["loss"] is None
+    assert _rows(tmp_path / "run") == rows and (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == weights
 
 
 def test_a_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tiny_config, tmp_path, capsys):
@@ -175,6 +179,10 @@ def test_two_cpu_processes_through_torchrun_end_with_the_same_weights(tiny_confi
     assert state["weight_checksums"][0] == state["weight_checksums"][1]
     assert state["step"] == 3 if "--time-budget" not in schedule else 3 < state["step"] < 1000
     assert json.loads((run / "run.json").read_text())["processes"] == 2
+    if "--time-budget" not in schedule:  # the lr schedule is the one-process schedule (one scheduler step per step)
+        single = tmp_path / "single"
+        assert main(["train", "--config", str(tiny_config), "--output", str(single), *schedule, "--no-progress"]) == 0
+        assert [r["lr"] for r in _rows(run)] == pytest.approx([r["lr"] for r in _rows(single)])
 
 
 def test_shared_images_in_a_batch_are_encoded_once_with_the_same_loss(tiny_config):
