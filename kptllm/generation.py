@@ -139,18 +139,6 @@ class _Rows:
             old[1].copy_(self.slot)
             self.groups, self.slot = old
 
-    def adopt(self, other: "_Rows", index: torch.Tensor) -> None:
-        """Row KV columns `[0, W)` from `other` (written up to W): row r gets `other`'s row `index[r]`.
-        The buffers are allocated once at this object's capacity and then written in place (their addresses
-        are what a captured CUDA graph reads)."""
-        for layer, (k, v) in enumerate(zip(other.keys, other.values)):
-            if self.keys[layer] is None:
-                shape = (index.shape[0], k.shape[1], self.capacity, k.shape[3])
-                self.keys[layer], self.values[layer] = k.new_zeros(shape), v.new_zeros(shape)
-            width = k.shape[2]
-            self.keys[layer][:, :, :width] = k.index_select(0, index)
-            self.values[layer][:, :, :width] = v.index_select(0, index)
-
     def keep(self, index: torch.Tensor) -> None:
         """Keep only rows `index` (drop finished rows)."""
         for i, (k, v) in enumerate(zip(self.keys, self.values)):

@@ -18,8 +18,8 @@ be worth their capture, from call to call), so this path differs from the eager 
   buffers; the newest is always kept).
 
 Only the single-token steps are graphed; the suffix block (the per-keypoint instruction) is prefilled
-eagerly, for the real rows only (padding rows are copies: they get their source row's KV and logits, so
-the dense layout costs no prefill compute, ~30 % of it at 17 keypoints per prefix), into the same buffers. A shape seen for the first time costs a capture (two eager warm-up steps
+eagerly, for the real rows only, straight into the same buffers (padding rows are computed and cut off:
+they are not prefilled, which would cost ~30 % more prefill at 17 keypoints per prefix). A shape seen for the first time costs a capture (two eager warm-up steps
 plus the recording); with the dense layout an evaluation run meets a handful of shapes. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
 which is how the CPU tests hold it to the naive path token for token.
 """
@@ -121,6 +121,27 @@ class _StaticState:
         self.graph = graph
 
 
+class _BlockRows(_Rows):
+    """The cache of the suffix-block prefill of the real rows: `update` writes their `[R, Hkv, W, d]` KV into
+    the dense buffers of `target` at rows `slots [R]`, columns `[0, W)` (allocated there once, at the
+    target's capacity: a captured graph reads those addresses), and attends over the block's own KV."""
+
+    def __init__(self, prefix: PrefixKV, row_prefix: torch.Tensor, target: _Rows, slots: torch.Tensor):
+        super().__init__(prefix, row_prefix, capacity=0)
+        self.target, self.slots = target, slots
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        target = self.target
+        if target.keys[layer_idx] is None:
+            b, h, _, d = key_states.shape
+            shape = (target.row_prefix.shape[0], h, target.capacity, d)
+            target.keys[layer_idx], target.values[layer_idx] = key_states.new_zeros(shape), value_states.new_zeros(shape)
+        width = key_states.shape[2]
+        target.keys[layer_idx][:, :, :width].index_copy_(0, self.slots, key_states)
+        target.values[layer_idx][:, :, :width].index_copy_(0, self.slots, value_states)
+        return key_states, value_states
+
+
 def _state_for(language_model, base, prefix, row_prefix, per_prefix, capacity, dtype, use_graph) -> _StaticState:
     """The cached state of this shape (`per_prefix`: rows of each prefix in the dense layout), or a new one."""
     key = (per_prefix, capacity, dtype, str(row_prefix.device), tuple(prefix.keys[0].shape), use_graph)
@@ -172,7 +193,7 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
         modes = modes[src]
     num = len(source)
     lengths = torch.tensor([s.shape[0] for s in suffix_embeds], device=device)
-    width = int(lengths.max())
+    width = max(s.shape[0] for s in suffix_embeds)  # on the host: no device sync
     capacity = -(-(width + max_new_tokens) // CAPACITY_STEP) * CAPACITY_STEP
     state = _state_for(language_model, base, prefix, row_prefix, per_prefix, capacity, dtype,
                        use_graph and device.type == "cuda")
@@ -192,11 +213,11 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     finished = torch.zeros(num, dtype=torch.bool, device=device)
     steps = 0
     with _attention(language_model, ATTENTION_NAME):
-        # the real rows' suffixes, then their KV and logits copied to every dense slot that holds them
-        block_rows = _Rows(state.prefix, real_prefix, width)
+        # the real rows' suffixes, their KV written straight into their dense slots; every slot starts from
+        # its source row's logits (padding slots then decode from whatever KV their slots hold: rows are
+        # independent and padding rows are cut off, so they need only be finite)
         logits = _forward(language_model, base, block, valid[real][:, None, None, :width] & causal[None, None],
-                          positions[real], block_rows)[src]
-        rows.adopt(block_rows, src)
+                          positions[real], _BlockRows(state.prefix, real_prefix, rows, real))[src]
         rows.static_column = state.column
         try:
             for step in range(max_new_tokens):
