@@ -7,6 +7,7 @@
 #    $OUT as a split tarball.
 # FROM=DIR continues that model instead of the config's `model.path` (a second call on a warm machine:
 #   FROM=/tmp/run/model continues the run just made; it is copied away before /tmp/run is cleared).
+# BUDGET is whole seconds.
 # Dry run on a CPU: PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 BUDGET=20 OBJECTS=4
 set -uo pipefail
 PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; PRECISION=${PRECISION:-bf16}; OBJECTS=${OBJECTS:-60}
@@ -15,9 +16,9 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_
 OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-400}; WORKERS=${WORKERS:-15}; IMAGES=${IMAGES:-64}
 CONFIG=${CONFIG:-configs/keypointworld.yaml}
 mkdir -p "$OUT"
-if [ -n "${FROM:-}" ]; then
-    rm -rf /tmp/from && cp -r "$FROM" /tmp/from || exit 1
-    $PY -c "import yaml; c = yaml.safe_load(open('$CONFIG')); c['model']['path'] = '/tmp/from'; yaml.safe_dump(c, open('/tmp/from.yaml', 'w'))" || exit 1
+if [ -n "${FROM:-}" ]; then  # a checkpoint model, whatever the config's `model.type` (scratch would ignore path)
+    [ "$(realpath "$FROM")" = /tmp/continue-from ] || { rm -rf /tmp/continue-from && cp -r "$FROM" /tmp/continue-from; } || exit 1
+    $PY -c "import yaml; c = yaml.safe_load(open('$CONFIG')); c['model'].update(type='checkpoint', path='/tmp/continue-from'); yaml.safe_dump(c, open('/tmp/from.yaml', 'w'))" || exit 1
     CONFIG=/tmp/from.yaml; echo "continuing $FROM"
 fi
 rm -rf /tmp/run  # a warm machine keeps the last call's runs
