@@ -100,3 +100,24 @@ def test_clean_text_collapses_whitespace():
 def test_out_of_range_target_is_refused():
     with pytest.raises(ValueError, match="outside"):
         format_answer("nose", (1.2, 0.5))
+
+
+def test_processor_token_memo_returns_fresh_lists_and_follows_the_tokenizer():
+    """`_tokens` is memoised for the data loader: the ids must equal a fresh tokenisation, a caller's edit
+    must not reach the memo, and a replaced tokenizer must not be answered from the old one's entries."""
+    from kptllm.build import build_tiny
+
+    _, processor = build_tiny(seed=0)
+    text = "Find the left shoulder in this image."
+    first = processor._tokens(text)
+    assert first == processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    first.append(-1)
+    assert processor._tokens(text) == first[:-1]
+
+    class Shifted:  # a tokenizer that gives other ids for the same text
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [i + 1 for i in original(text, add_special_tokens=add_special_tokens)["input_ids"]]}
+
+    original = processor.tokenizer
+    processor.tokenizer = Shifted()
+    assert processor._tokens(text) == [i + 1 for i in first[:-1]]
