@@ -7,7 +7,8 @@
 #    weights, bf16): naive generate per keypoint, our engine (static shapes + CUDA graphs), the same
 #    engine eager (`static=False`) and with the grammar;
 # 3. where one call's time goes (benchmarks/decode_profile.py: phases and top kernels);
-# 4. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
+# 4. the embedded model's training step on the device (benchmarks/train_speed.py, as trained: bf16, 64 images);
+# 5. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
 #    fills the card.
 # Expects transformers/peft wheels in .whl (the GPU image has transformers 5.17; we need >= 5.24).
 # QUICK=1: no naive baseline at paper size (measured before: 16.7 s per person on an H200), no batch-1 run.
@@ -35,6 +36,10 @@ timeout 240 $PY -m benchmarks.decode_speed --size $SIZE --device $DEVICE --dtype
 step "where a call's time goes, $SIZE size, $DTYPE (prefill, suffix block, per step, the graph replay alone)"
 timeout 120 $PY -m benchmarks.decode_profile --size $SIZE --device $DEVICE --dtype $DTYPE --keypoints 17 \
     --new-tokens 20 2>&1 | tee "$OUT/profile_paper.log" | grep -v "Warn\|USDT"
+
+step "training step of the embedded model (64 images, as trained): the device's share of a step"
+timeout 90 $PY -m benchmarks.train_speed --config configs/keypointworld_continue.yaml --device $DEVICE --repeats 3 --profile \
+    $([ "$DEVICE" = cpu ] && echo "--images 2" || echo "--images 64 --bf16") 2>&1 | tee "$OUT/train_step.log" | grep -v "Warn\|USDT\|Loading"
 
 # COCO instances need xtcocotools for OKS AP (no wheel for that machine's python; it cannot download):
 # MP-100 1-shot episodes otherwise

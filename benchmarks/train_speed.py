@@ -1,14 +1,20 @@
 """Training step speed: one crop per question (before) vs each image encoded once (`image_index`, after).
 
     python -m benchmarks.train_speed [--config configs/keypointworld.yaml] [--images 4] [--repeats 3]
+                                     [--device cuda --bf16] [--profile]
 
-Builds the config's model (random init), draws `--images` KeypointWorld items (up to 8 questions each)
-and times forward + backward of the same batch both ways, in this process. Prints a table and the ratio.
+Builds the config's model, draws `--images` KeypointWorld items (the config's questions per image) and
+times forward + backward of the same batch both ways, in this process. Prints a table and the ratio.
+On a GPU (`--device cuda --bf16`, autocast as in training) this is the device's share of a training step:
+compared with a run's steps/s it tells whether the GPU or the loop around it (loader, host) is the bound;
+`--profile` adds the top operators of one shared-crop step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import time
 
@@ -16,15 +22,26 @@ import torch
 
 from evaluation.training.data import tokenizer_corpus
 from evaluation.training.model import build_model
+from benchmarks.decode_profile import _top_ops
+from benchmarks.decode_speed import _sync
 from evaluation.training.train import TrainConfig, build_mixture
 
 
-def _time(model, batch, repeats: int) -> float:
+def _step(model, batch, autocast) -> None:
+    model.zero_grad(set_to_none=True)
+    with autocast():
+        loss = model(**batch).loss
+    loss.backward()
+
+
+def _time(model, batch, repeats: int, autocast=contextlib.nullcontext, device="cpu") -> float:
     best = float("inf")
+    _step(model, batch, autocast)  # warm-up (allocator, kernel choice)
     for _ in range(repeats):
-        model.zero_grad(set_to_none=True)
+        _sync(device)
         start = time.perf_counter()
-        model(**batch).loss.backward()
+        _step(model, batch, autocast)
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -34,12 +51,17 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="configs/keypointworld.yaml")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as `--mixed-precision bf16` trains")
+    parser.add_argument("--profile", action="store_true", help="top operators of one shared-crop step")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     config = TrainConfig.load(args.config)
     model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
-    model.train()
+    model.to(args.device).train()
+    device_type = torch.device(args.device).type
+    autocast = functools.partial(torch.autocast, device_type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext
     mixture = build_mixture(config, processor)
     shared = mixture.collate([mixture[i] for i in range(args.images)])
     per_row = {k: v for k, v in shared.items() if k != "image_index"}
@@ -47,17 +69,27 @@ def main(argv=None) -> None:
     if "support_pixel_values" in shared:
         per_row["support_pixel_values"] = shared["support_pixel_values"][shared["kpt_support_ids"]]
         per_row["kpt_support_ids"] = torch.arange(len(shared["kpt_points"]))
-    before, after = _time(model, per_row, args.repeats), _time(model, shared, args.repeats)
+    shared = {k: v.to(args.device) for k, v in shared.items()}
+    per_row = {k: v.to(args.device) for k, v in per_row.items()}
+    before = _time(model, per_row, args.repeats, autocast, args.device)
+    after = _time(model, shared, args.repeats, autocast, args.device)
     rows = shared["input_ids"].shape[0]
     result = {"sequences": rows, "images": args.images, "per_row_s": round(before, 4), "shared_s": round(after, 4),
-              "ratio": round(before / after, 2)}
+              "ratio": round(before / after, 2), "tokens_per_sequence": shared["input_ids"].shape[1]}
+    if args.profile:
+        result["top_ops"], result["kernels"] = _top_ops(lambda: _step(model, shared, autocast), args.device, 15)
     if args.json:
         print(json.dumps(result))
         return
     print(f"{'variant':<28}{'fwd+bwd s':>10}{'sequences/s':>14}")
     print(f"{'one crop per question':<28}{before:>10.3f}{rows / before:>14.1f}")
     print(f"{'each image encoded once':<28}{after:>10.3f}{rows / after:>14.1f}")
-    print(f"ratio {before / after:.2f}x  ({rows} sequences from {args.images} images, torch threads {torch.get_num_threads()})")
+    print(f"ratio {before / after:.2f}x  ({rows} sequences of {result['tokens_per_sequence']} tokens from {args.images} images, "
+          f"device {args.device}, bf16 {args.bf16}, torch threads {torch.get_num_threads()})")
+    if args.profile:
+        print(f"top operators of one shared-crop step ({result['kernels'] or '-'} kernels):")
+        for row in result["top_ops"]:
+            print(f"  {row['self_ms']:>9.2f} ms {row['calls']:>6}x  {row['op'][:80]}")
 
 
 if __name__ == "__main__":
