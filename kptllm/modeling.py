@@ -163,6 +163,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        shared_prefix_length: int | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Language-model forward with multimodal splicing; `labels` (-100 outside the answers) give the loss of Eq. 8.
@@ -173,6 +174,9 @@ class KptLLMForKeypoints(PreTrainedModel):
                 `image_index [B']`, the distinct crops `[U, 3, S, S]` and which one each such row shows.
             support_pixel_values: `[M, 3, S, S]` support crops (for task (a) pass the query crop again).
             kpt_points, kpt_support_ids, kpt_slot_ids: see `encode_prompts`; slot ids default to one point per slot.
+            shared_prefix_length: training only (with `labels` and `image_index`): the first Lp tokens (BOS, system
+                prompt, image tokens) are the same for all rows of an image; run them once per image and let
+                the rows attend to that KV (`_shared_prefix_loss`). Same loss and gradients, ~Lp/L fewer LM tokens.
         """
         if inputs_embeds is None:
             image_tokens = None if pixel_values is None else self.project_image(self.encode_images(pixel_values))
@@ -187,11 +191,61 @@ class KptLLMForKeypoints(PreTrainedModel):
                 kpt_tokens = self.encode_prompts(self.encode_images(support_pixel_values), kpt_points,
                                                  kpt_support_ids, slot_ids, num_slots)
             inputs_embeds = self.embed_inputs(input_ids, image_tokens, kpt_tokens)
+        if shared_prefix_length is not None:
+            if labels is None or image_index is None:
+                raise ValueError("shared_prefix_length needs labels and image_index (a training batch)")
+            return CausalLMOutputWithPast(loss=self._shared_prefix_loss(
+                input_ids, inputs_embeds, attention_mask, labels, image_index, shared_prefix_length))
         return self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
             cache=cache, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def _shared_prefix_loss(self, input_ids, inputs_embeds, attention_mask, labels, image_index, prefix_length: int):
+        """The causal-LM loss of `[B, L]` rows whose first `prefix_length` tokens are those of their image.
+
+        Each image's prefix `[U, Lp, D]` runs through the LM once (with gradients); the rows' remaining tokens
+        `[B, L - Lp, D]` attend to their image's prefix KV and to their own tokens (the inference engine's
+        shared-prefix attention). Causal attention never lets a prefix token see a row token, so every
+        hidden state, the loss and the gradients equal the plain forward's (up to rounding).
+        """
+        from transformers import DynamicCache
+
+        from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows
+
+        lm = self.language_model
+        base = _decoder_parts(lm)
+        rows, length = input_ids.shape
+        count = int(image_index.max()) + 1
+        first = torch.full((count,), rows, device=input_ids.device).scatter_reduce(
+            0, image_index, torch.arange(rows, device=input_ids.device), "amin")
+        if base is None or not bool((input_ids[:, :prefix_length] == input_ids[first[image_index], :prefix_length]).all()) \
+                or (attention_mask is not None and not bool(attention_mask[:, :prefix_length].all())):
+            raise ValueError("shared_prefix_length: rows of an image must share their first tokens (a Llama-style LM)")
+        cache = DynamicCache(config=lm.config)
+        lm(inputs_embeds=inputs_embeds[first, :prefix_length], cache=cache, use_cache=True, logits_to_keep=1)
+        prefix = PrefixKV.from_cache(cache)
+        suffix = inputs_embeds[:, prefix_length:]
+        width = suffix.shape[1]
+        valid = torch.ones(rows, width, dtype=torch.bool, device=suffix.device) if attention_mask is None \
+            else attention_mask[:, prefix_length:].bool()
+        causal = torch.ones(width, width, dtype=torch.bool, device=suffix.device).tril()
+        mask = valid[:, None, None, :] & causal[None, None]
+        positions = (prefix_length + torch.arange(width, device=suffix.device))[None].expand(rows, -1)
+        row_kv = _Rows(prefix, image_index, width)
+        with _attention(lm, ATTENTION_NAME):
+            hidden = suffix
+            rotary = base.rotary_emb(hidden, position_ids=positions)
+            for layer in base.layers[:base.config.num_hidden_layers]:
+                hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=row_kv,
+                               position_embeddings=rotary, kptllm_rows=row_kv)
+        logits = lm.lm_head(base.norm(hidden))  # position t predicts token t + 1
+        # the prefix predicts no labelled token (answers come after the query), so only the rows' part counts
+        if bool((labels[:, :prefix_length + 1] != -100).any()):
+            raise ValueError("shared_prefix_length: labels inside the shared prefix")
+        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                                 labels[:, prefix_length + 1:].reshape(-1), ignore_index=-100)
 
 
 # Lets AutoConfig / AutoModel (and AutoTokenizer, which reads the config) resolve saved checkpoints.

@@ -61,6 +61,7 @@ class TrainSettings:
     time_limit: float | None = None  # seconds of this invocation; save and stop when reached
     time_budget: float | None = None  # seconds of training in all; the cosine spans them (module docstring)
     stop_after: int | None = None  # save and stop after this step (the schedule still spans `steps`)
+    shared_prefix: bool = False  # each image's prefix through the LM once per step (same loss; modeling docs)
 
 
 @dataclass
@@ -222,6 +223,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             "parameters": {"trainable": trainable, "total": total}, "processes": accelerator.num_processes,
             "device": str(accelerator.device)}, indent=1, default=str))
 
+    prefix_length = {"shared_prefix_length": len(processor.encode_prefix())} if settings.shared_prefix else {}
     loader = DataLoader(mixture, batch_sampler=StepSampler(start, end, settings.images_per_step,
                                                            accelerator.process_index, accelerator.num_processes),
                         collate_fn=mixture.collate, num_workers=settings.num_workers,
@@ -243,7 +245,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         waited += clock() - ready
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         with accelerator.autocast():
-            loss = model(**batch).loss
+            loss = model(**batch, **prefix_length).loss
         accelerator.backward(loss)
         if settings.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)

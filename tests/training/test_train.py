@@ -205,6 +205,48 @@ def test_shared_images_in_a_batch_are_encoded_once_with_the_same_loss(tiny_confi
         assert model(**batch).loss.item() == pytest.approx(model(**expanded).loss.item(), rel=1e-5)
 
 
+def test_a_shared_prefix_gives_the_plain_forwards_loss_and_gradients(tiny_config):
+    """Each image's prefix run once (rows attend to its KV): the same loss and gradients as every row
+    running it, and a batch whose rows do not share their prefix is refused."""
+    config = TrainConfig.load(tiny_config)
+    torch.manual_seed(0)
+    model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    model.train()
+    mixture = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=4, flip_prob=0.0)
+    batch = mixture.collate([mixture[i] for i in range(3)])
+    assert batch["image_index"].unique().numel() < batch["input_ids"].shape[0]  # rows do share images
+    length = len(processor.encode_prefix())
+
+    def loss_and_grads(**extra):
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch, **extra).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = loss_and_grads()
+    shared, shared_grads = loss_and_grads(shared_prefix_length=length)
+    assert shared == pytest.approx(plain, rel=1e-5)
+    assert plain_grads.keys() == shared_grads.keys()
+    scale = max(g.abs().max().item() for g in plain_grads.values())
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, rtol=1e-3, atol=1e-5 * scale), name
+    # one position too long: the rows differ there (the query starts), which must not pass silently
+    with pytest.raises(ValueError, match="share their first tokens"):
+        model(**batch, shared_prefix_length=length + 2)
+
+
+def test_training_with_a_shared_prefix_follows_the_plain_loss_curve(tiny_config, tmp_path):
+    from evaluation.training.train import train
+
+    curves = {}
+    for shared in (False, True):
+        config = TrainConfig.load(tiny_config)
+        config.train.steps, config.train.shared_prefix = 3, shared
+        train(config, tmp_path / str(shared), progress=False)
+        curves[shared] = _losses(tmp_path / str(shared))
+    assert len(curves[True]) == 3 and curves[True] == pytest.approx(curves[False], rel=1e-4)
+
+
 def test_continuing_the_shipped_float16_checkpoint_trains_float32_weights(monkeypatch):
     """configs/keypointworld_continue.yaml starts from assets/ (float16 on disk): Adam needs float32 weights."""
     import yaml
