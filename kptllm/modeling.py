@@ -217,6 +217,8 @@ class KptLLMForKeypoints(PreTrainedModel):
         lm = self.language_model
         base = _decoder_parts(lm)
         rows, length = input_ids.shape
+        if image_index.shape[0] != rows:
+            raise ValueError("shared_prefix_length: every row needs a query image (image_index has one entry per row)")
         count = int(image_index.max()) + 1
         first = torch.full((count,), rows, device=input_ids.device).scatter_reduce(
             0, image_index, torch.arange(rows, device=input_ids.device), "amin")
