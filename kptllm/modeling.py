@@ -216,7 +216,7 @@ class KptLLMForKeypoints(PreTrainedModel):
 
         lm = self.language_model
         base = _decoder_parts(lm)
-        rows, length = input_ids.shape
+        rows = input_ids.shape[0]
         if image_index.shape[0] != rows:
             raise ValueError("shared_prefix_length: every row needs a query image (image_index has one entry per row)")
         count = int(image_index.max()) + 1
