@@ -77,12 +77,17 @@ class PrefixKV:
                    [torch.cat([p.values[i] for p in prefixes]) for i in layers])
 
 
-@torch.no_grad()
-def prefill(language_model, prefix_embeds: torch.Tensor) -> DynamicCache:
-    """Run the prefixes `[P, Lp, D]` (usually P = 1) once and return their KV cache."""
+def fill_cache(language_model, prefix_embeds: torch.Tensor) -> DynamicCache:
+    """Run the prefixes `[P, Lp, D]` once and return their KV cache (with gradients when enabled: training)."""
     cache = DynamicCache(config=language_model.config)
     language_model(inputs_embeds=prefix_embeds, cache=cache, use_cache=True, logits_to_keep=1)
     return cache
+
+
+@torch.no_grad()
+def prefill(language_model, prefix_embeds: torch.Tensor) -> DynamicCache:
+    """Run the prefixes `[P, Lp, D]` (usually P = 1) once and return their KV cache."""
+    return fill_cache(language_model, prefix_embeds)
 
 
 @torch.no_grad()
@@ -255,12 +260,18 @@ def _forward(language_model, base, inputs, mask, positions, rows) -> torch.Tenso
     if base is None:
         return language_model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, cache=rows,
                               use_cache=False, logits_to_keep=1, kptllm_rows=rows).logits[:, -1]
+    return language_model.lm_head(base.norm(decoder_hidden(base, inputs, mask, positions, rows)[:, -1:]))[:, -1]
+
+
+def decoder_hidden(base, inputs, mask, positions, rows) -> torch.Tensor:
+    """Hidden states `[B, T, D]` (before the final norm) of `inputs [B, T, D]` through a Llama-style decoder
+    `base` (`_decoder_parts`), each row attending to its prefix and its own KV in `rows` (`_Rows`)."""
     hidden = inputs
     rotary = base.rotary_emb(hidden, position_ids=positions)
     for layer in base.layers[:base.config.num_hidden_layers]:
         hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=rows, position_embeddings=rotary,
                        kptllm_rows=rows)
-    return language_model.lm_head(base.norm(hidden[:, -1:]))[:, -1]
+    return hidden
 
 
 @torch.no_grad()
@@ -300,13 +311,10 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         return decode_static(language_model, base, prefix, suffix_embeds, eos_token_id, max_new_tokens, row_prefix_t,
                              grammar=grammar, modes=modes, use_graph=torch.device(device).type == "cuda")
 
-    width = max(s.shape[0] for s in suffix_embeds)
-    dim = suffix_embeds[0].shape[-1]
-    block = torch.zeros(num, width, dim, device=device, dtype=dtype)
+    block, lengths = _left_padded(suffix_embeds)
+    width = block.shape[1]
     valid = torch.zeros(num, width + max_new_tokens, device=device, dtype=torch.bool)
-    for row, suffix in enumerate(suffix_embeds):
-        block[row, width - suffix.shape[0]:] = suffix
-        valid[row, width - suffix.shape[0]:width] = True
+    valid[:, :width] = torch.arange(width, device=device)[None] >= (width - lengths)[:, None]
     prefix_len = prefix.length
     positions = (prefix_len + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix_len)
     rows = _Rows(prefix, row_prefix_t, width + max_new_tokens)
@@ -348,6 +356,17 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
             input_positions = next_position[:, None]
             next_position = next_position + 1
     return _collect(out_tokens, out_probs, steps, eos_token_id)
+
+
+def _left_padded(suffix_embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The suffixes `[L_b, D]` as one block `[B, W, D]`, each right-aligned (last token at W - 1, zeros
+    before it), and their lengths `[B]`."""
+    sizes = [s.shape[0] for s in suffix_embeds]
+    width, first = max(sizes), suffix_embeds[0]
+    block = first.new_zeros(len(sizes), width, first.shape[-1])
+    for row, suffix in enumerate(suffix_embeds):
+        block[row, width - suffix.shape[0]:] = suffix
+    return block, torch.tensor(sizes, device=first.device)
 
 
 def choose_tokens(logits: torch.Tensor, grammar, modes, remaining: int):

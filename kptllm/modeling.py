@@ -210,9 +210,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         shared-prefix attention). Causal attention never lets a prefix token see a row token, so every
         hidden state, the loss and the gradients equal the plain forward's (up to rounding).
         """
-        from transformers import DynamicCache
-
-        from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows
+        from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows, decoder_hidden, fill_cache
 
         lm = self.language_model
         base = _decoder_parts(lm)
@@ -225,9 +223,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         if base is None or not bool((input_ids[:, :prefix_length] == input_ids[first[image_index], :prefix_length]).all()) \
                 or (attention_mask is not None and not bool(attention_mask[:, :prefix_length].all())):
             raise ValueError("shared_prefix_length: rows of an image must share their first tokens (a Llama-style LM)")
-        cache = DynamicCache(config=lm.config)
-        lm(inputs_embeds=inputs_embeds[first, :prefix_length], cache=cache, use_cache=True, logits_to_keep=1)
-        prefix = PrefixKV.from_cache(cache)
+        prefix = PrefixKV.from_cache(fill_cache(lm, inputs_embeds[first, :prefix_length]))
         suffix = inputs_embeds[:, prefix_length:]
         width = suffix.shape[1]
         valid = torch.ones(rows, width, dtype=torch.bool, device=suffix.device) if attention_mask is None \
@@ -237,11 +233,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         positions = (prefix_length + torch.arange(width, device=suffix.device))[None].expand(rows, -1)
         row_kv = _Rows(prefix, image_index, width)
         with _attention(lm, ATTENTION_NAME):
-            hidden = suffix
-            rotary = base.rotary_emb(hidden, position_ids=positions)
-            for layer in base.layers[:base.config.num_hidden_layers]:
-                hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=row_kv,
-                               position_embeddings=rotary, kptllm_rows=row_kv)
+            hidden = decoder_hidden(base, suffix, mask, positions, row_kv)
         logits = lm.lm_head(base.norm(hidden))  # position t predicts token t + 1
         # the prefix predicts no labelled token (answers come after the query), so only the rows' part counts
         if bool((labels[:, :prefix_length + 1] != -100).any()):

@@ -11,7 +11,7 @@ be worth their capture, from call to call), so this path differs from the eager 
   masked out by `valid [B, capacity]`, which the step updates in place; the new column is written with
   `index_copy_` at a column held in a device tensor;
 - rows are laid out densely, the same number per prefix (the largest group rounded up to 8; padding rows
-  copy a real row and are cut off), so batches of other sizes and mixes share a shape;
+  start from a real row's first token and are cut off), so batches of other sizes and mixes share a shape;
 - prefixes, row KV, inputs and outputs live in buffers owned by a `_StaticState`, kept per shape
   (prefixes, rows per prefix, prefix length, capacity rounded up to 32, dtype, device) for later
   calls (least recently used dropped beyond 4 states or `KPTLLM_STATIC_CACHE_GB`, default 8 GB, of
@@ -19,9 +19,10 @@ be worth their capture, from call to call), so this path differs from the eager 
 
 Only the single-token steps are graphed; the suffix block (the per-keypoint instruction) is prefilled
 eagerly, for the real rows only, straight into the same buffers (padding rows are computed and cut off:
-they are not prefilled, which would cost ~30 % more prefill at 17 keypoints per prefix). A shape seen for the first time costs a capture (two eager warm-up steps
-plus the recording); with the dense layout an evaluation run meets a handful of shapes. Off a GPU, or with `use_graph=False`, the same static step runs eagerly,
-which is how the CPU tests hold it to the naive path token for token.
+they are not prefilled, which would cost ~30 % more prefill at 17 keypoints per prefix). A shape seen for
+the first time costs a capture (two eager warm-up steps plus the recording); with the dense layout an
+evaluation run meets a handful of shapes. Off a GPU, or with `use_graph=False`, the same static step runs
+eagerly, which is how the CPU tests hold it to the naive path token for token.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from collections import OrderedDict
 
 import torch
 
-from .generation import ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _Rows, choose_tokens
+from .generation import (ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _left_padded, _Rows,
+                         choose_tokens)
 
 CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
 GROUP_STEP = 8  # rows per prefix are padded to a multiple of this, so batches of other sizes share a graph
@@ -192,17 +194,14 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     if modes is not None:
         modes = modes[src]
     num = len(source)
-    lengths = torch.tensor([s.shape[0] for s in suffix_embeds], device=device)
-    width = max(s.shape[0] for s in suffix_embeds)  # on the host: no device sync
+    block, lengths = _left_padded(suffix_embeds)  # left-padded: every row's last suffix token at width - 1
+    width = block.shape[1]
     capacity = -(-(width + max_new_tokens) // CAPACITY_STEP) * CAPACITY_STEP
     state = _state_for(language_model, base, prefix, row_prefix, per_prefix, capacity, dtype,
                        use_graph and device.type == "cuda")
     state.load(prefix, row_prefix)
     rows, valid = state.rows, state.valid
 
-    block = torch.zeros(len(suffix_embeds), width, suffix_embeds[0].shape[-1], device=device, dtype=dtype)
-    for row, suffix in enumerate(suffix_embeds):  # left-padded: every row's last suffix token at width - 1
-        block[row, width - suffix.shape[0]:] = suffix
     valid[:, :width] = torch.arange(width, device=device)[None] >= (width - lengths[src])[:, None]
     causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
     positions = (prefix.length + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix.length)

@@ -236,6 +236,10 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         bar = tqdm(total=settings.steps, initial=start, desc="train", dynamic_ncols=True)
     model.train()
     began, seen, window, last_loss = clock(), 0, [], math.nan
+
+    def trained() -> float:  # seconds of training in all, this run's and the resumed ones'
+        return trained_before + clock() - began
+
     # seconds the loop waited for the loader since the last log line: near 0 when the device (or the host
     # queueing its work) is the limit, most of the time when rendering/collating is
     waited, since, ready = 0.0, clock(), clock()
@@ -251,7 +255,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         if settings.time_budget is not None:
-            spent["fraction"] = _agreed(accelerator, trained_before + clock() - began, "max") / settings.time_budget
+            spent["fraction"] = _agreed(accelerator, trained(), "max") / settings.time_budget
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         window.append(loss.detach())
@@ -276,7 +280,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         if bar:
             bar.update(1)
         if step % settings.save_every == 0 or step == settings.steps or out_of_time:
-            _save(accelerator, model, processor, output, step, _agreed(accelerator, trained_before + clock() - began, "max"))
+            _save(accelerator, model, processor, output, step, _agreed(accelerator, trained(), "max"))
         if out_of_time:
             break
         ready = clock()
