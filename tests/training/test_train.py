@@ -109,6 +109,14 @@ def test_a_time_budget_spans_the_cosine_and_stops_when_spent(tiny_config, tmp_pa
     assert saved["step"] == rows[-1]["step"] and saved["trained_seconds"] >= 80.0
 
 
+@pytest.mark.parametrize("budget", ["0", "-5"])
+def test_a_time_budget_that_is_not_positive_is_refused(tiny_config, tmp_path, capsys, budget):
+    assert main(["train", "--config", str(tiny_config), "--output", str(tmp_path / "run"), "--time-budget", budget,
+                 "--no-progress"]) == 2
+    assert "time_budget must be a positive number of seconds" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_a_run_stopped_before_its_first_log_line_still_logs_its_last_step(tiny_config, tmp_path):
     from evaluation.training.train import train
 
