@@ -90,7 +90,8 @@ def _train(args) -> None:
     from .training.train import TrainConfig, train
 
     config = TrainConfig.load(args.config)
-    for key in ("log_every", "stop_after", "steps", "time_limit", "time_budget", "num_workers", "images_per_step", "save_every", "mixed_precision"):
+    for key in ("log_every", "stop_after", "steps", "time_limit", "time_budget", "num_workers", "images_per_step", "save_every", "mixed_precision",
+                "seed"):
         value = getattr(args, key)
         if value is not None:
             setattr(config.train, key, value)
@@ -181,6 +182,9 @@ def build_full_parser():
                           help="seconds of training in all: the cosine spans them, then save and stop (--steps: upper bound)")
     training.add_argument("--num-workers", type=int, help="data loader workers")
     training.add_argument("--images-per-step", type=int, help="override train.images_per_step (per process)")
+    training.add_argument("--seed", type=int,
+                          help="override train.seed: item i is drawn from seed [SEED, i], so a model continued with "
+                               "the seed it was trained with sees the same scenes again")
     training.add_argument("--save-every", type=int)
     training.add_argument("--log-every", type=int)
     training.add_argument("--stop-after", type=int, help="save and stop after this step (schedule unchanged)")

@@ -59,6 +59,18 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_config):
     assert loss.item() < 0.8 * first
 
 
+def test_seed_override_draws_other_scenes(tiny_config, tmp_path):
+    """A continued model trained with its old seed would see its old scenes again: --seed changes them."""
+    runs = {seed: tmp_path / f"seed{seed}" for seed in (None, 0, 5)}
+    for seed, run in runs.items():
+        extra = [] if seed is None else ["--seed", str(seed)]
+        assert main(["train", "--config", str(tiny_config), "--output", str(run), "--stop-after", "1",
+                     "--no-progress", *extra]) == 0
+    assert json.loads((runs[5] / "run.json").read_text())["train"]["seed"] == 5
+    assert _losses(runs[0]) == pytest.approx(_losses(runs[None]), rel=1e-6)  # the config's seed is 0
+    assert _losses(runs[5])[0] != pytest.approx(_losses(runs[0])[0], rel=1e-3)
+
+
 def test_resume_continues_the_same_loss_curve(tiny_config, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert main(["train", "--config", str(tiny_config), "--output", str(straight), "--no-progress"]) == 0
