@@ -35,9 +35,14 @@ def _command(record: dict) -> str:
     return " ".join(parts)
 
 
-def _record(path) -> dict:
+def _record(path, root=RESULTS_DIR) -> dict:
+    """A measured record's JSON; {} for anything but a `record.json` under `root` (the breakdown
+    endpoints take a path from the client)."""
     try:
-        return json.loads(Path(path).read_text())
+        path = Path(path).resolve()
+        if path.name != "record.json" or not path.is_relative_to(Path(root).resolve()):
+            return {}
+        return json.loads(path.read_text())
     except (OSError, ValueError, TypeError):
         return {}
 
@@ -53,7 +58,7 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
             measured = ev.measured_results(results_dir)
             metrics = set(measured["metric"])
             measured = measured[~measured["metric"].map(lambda m: m != m.upper() and m.upper() in metrics)]
-        records = {p: _record(p) for p in measured["record"].dropna().unique()}
+        records = {p: _record(p, results_dir) for p in measured["record"].dropna().unique()}
         for column in ("model", "checkpoint_sha256", "annotations", "annotations_sha256", "code_version", "hardware", "date"):
             from_file = measured["record"].map(lambda p, c=column: records.get(p, {}).get(c))
             measured[column] = measured[column].where(measured[column].notna(), from_file) if column in measured else from_file
@@ -103,6 +108,15 @@ def breakdowns(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
         category, _, name = key.rpartition("/")
         kpts.append({"category": category, "keypoint": name, "value": round(value * 100, 2) if value is not None else None})
     return pd.DataFrame(cats), pd.DataFrame(kpts, columns=["category", "keypoint", "value"])
+
+
+def semantic_errors(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(answers by kind in percent, most frequent confusions) of a semantic record; empty frames otherwise."""
+    record = _record(record_path) if record_path else {}
+    kinds = [{"answer": kind.replace("_", "/"), "percent": round(value * 100, 2)}
+             for kind, value in (record.get("errors") or {}).items()]
+    return (pd.DataFrame(kinds, columns=["answer", "percent"]),
+            pd.DataFrame(record.get("confusions") or [], columns=["expected", "predicted", "count"]))
 
 
 def training_curve(path: Path = METRICS_JSONL) -> pd.DataFrame:

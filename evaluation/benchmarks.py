@@ -17,7 +17,7 @@ from kptllm.image import square_crop
 
 from .data import KeypointDataset, ap10k_cross_species, clean_bbox, make_episodes
 from .data.semantic_labels import SemanticLabels, builtin as builtin_semantic_labels
-from .metrics import CAPE_THRESHOLDS, cape_pck, keypoint_ap, pck, semantic_accuracy
+from .metrics import CAPE_THRESHOLDS, cape_pck, keypoint_ap, pck, semantic_accuracy, semantic_errors
 
 # benchmark name -> (catalog key of its keypoints, protocol text)
 GENERIC = {
@@ -480,16 +480,23 @@ def _score_keypointworld(bench, predictions):
 def _score_semantic(bench, predictions):
     predicted = [p for pred in predictions for p in pred["predicted"]]
     expected = [e for pred in predictions for e in pred["expected"]]
-    per_category = {}
+    per_category, per_keypoint = {}, {}
     for unit, pred in zip(bench.units, predictions):
         name = bench.dataset.category_of(bench.dataset.annotation(unit["ann_id"])).name
         per_category.setdefault(name, ([], []))
         per_category[name][0].extend(pred["predicted"])
         per_category[name][1].extend(pred["expected"])
+        for answer, truth in zip(pred["predicted"], pred["expected"]):
+            pair = per_keypoint.setdefault(f"{name}/{truth}", ([], []))
+            pair[0].append(answer)
+            pair[1].append(truth)
+    errors = semantic_errors(predicted, expected)
     return {"metrics": {"accuracy": semantic_accuracy(predicted, expected)},
             "counts": {"instances": len(predictions), "keypoints": len(expected),
                        "unparsed": sum(p is None for p in predicted)},
-            "per_category": {k: {"accuracy": semantic_accuracy(*v), "keypoints": len(v[1])} for k, v in per_category.items()}}
+            "errors": errors["kinds"], "confusions": errors["confusions"],
+            "per_category": {k: {"accuracy": semantic_accuracy(*v), "keypoints": len(v[1])} for k, v in per_category.items()},
+            "per_keypoint": {k: semantic_accuracy(*v) for k, v in per_keypoint.items()}}
 
 
 def _score_cape(bench, predictions):

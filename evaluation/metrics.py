@@ -242,3 +242,42 @@ def semantic_accuracy(predicted: Sequence[str | None], expected: Sequence[str],
     mapping = _canonical_map(synonyms)
     correct = sum(p is not None and _canonical(p, mapping) == _canonical(e, mapping) for p, e in zip(predicted, expected))
     return correct / len(expected)
+
+
+_SWAPS = {"mirror": {"left": "right", "right": "left"}, "front_back": {"front": "back", "back": "front"}}
+SEMANTIC_ERROR_KINDS = ("correct", "mirror", "front_back", "other", "unparsed")
+
+
+def _swapped(name: str, table: Mapping[str, str]) -> str:
+    return " ".join(table.get(word, word) for word in name.split())
+
+
+def semantic_errors(predicted: Sequence[str | None], expected: Sequence[str],
+                    synonyms: Mapping[str, Sequence[str]] | None = None, top: int = 10) -> dict:
+    """What the wrong answers are, after the same normalisation as `semantic_accuracy`.
+
+    Returns {"kinds": fraction of answers per kind, "confusions": the `top` most frequent wrong
+    (expected, predicted) pairs with counts}. Kinds (they sum to 1): `correct`; `mirror`, the same keypoint
+    of the other side (left <-> right only); `front_back`, front <-> back only ("hind paw" counts as back);
+    `other`, any other answer (a neighbour, a name of another category, free text); `unparsed`, no answer.
+    """
+    if len(predicted) != len(expected):
+        raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected names")
+    mapping = _canonical_map(synonyms)
+    counts = dict.fromkeys(SEMANTIC_ERROR_KINDS, 0)
+    pairs: dict[tuple[str, str], int] = {}
+    for p, e in zip(predicted, expected):
+        if p is None:
+            counts["unparsed"] += 1
+            continue
+        answer, truth = _canonical(p, mapping), _canonical(e, mapping)
+        if answer == truth:
+            counts["correct"] += 1
+            continue
+        kind = next((k for k, table in _SWAPS.items() if _swapped(truth, table) == answer), "other")
+        counts[kind] += 1
+        pairs[truth, answer] = pairs.get((truth, answer), 0) + 1
+    total = max(len(expected), 1)
+    ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return {"kinds": {k: v / total for k, v in counts.items()},
+            "confusions": [{"expected": t, "predicted": a, "count": n} for (t, a), n in ranked]}

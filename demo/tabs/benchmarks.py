@@ -69,7 +69,8 @@ def breakdown(record: str | None):
         metric = next(c for c in categories.columns if c not in ("category", "keypoints", "accuracy_n"))
         chart = px.bar(categories, x="category", y=metric, title=f"{metric} per category (%)", hover_data=categories.columns)
         chart.update_layout(height=360)
-    return categories, keypoints, chart
+    kinds, confusions = data.semantic_errors(record)
+    return categories, keypoints, chart, kinds, confusions
 
 
 def build() -> None:
@@ -98,11 +99,16 @@ def build() -> None:
         wide = gr.Dataframe(interactive=False, show_search="search", elem_id="bench-side")
     with gr.Accordion("Breakdowns of a measured record (per category / per keypoint)", open=False):
         record = gr.Dropdown(records, value=records[0] if records else None, label="Record")
-        first_cats, first_kpts, first_cat_chart = breakdown(records[0] if records else None)
+        first_cats, first_kpts, first_cat_chart, first_kinds, first_confusions = breakdown(records[0] if records else None)
         cat_chart = gr.Plot(first_cat_chart, label="Per category")
         with gr.Row():
             cats = gr.Dataframe(first_cats, label="Per category", interactive=False)
             kpts = gr.Dataframe(first_kpts, label="Per keypoint", interactive=False, show_search="filter", max_height=360)
+        with gr.Row():  # semantic records: what the wrong names are
+            kinds = gr.Dataframe(first_kinds, label="Semantic answers by kind (mirror = left/right swapped)",
+                                 interactive=False, elem_id="bench-kinds")
+            confusions = gr.Dataframe(first_confusions, label="Most frequent confusions", interactive=False,
+                                      elem_id="bench-confusions")
     with gr.Accordion("Provenance of every measured number", open=False):
         prov = gr.Dataframe(provenance(), interactive=False, show_search="search", wrap=True, elem_id="bench-prov")
     with gr.Accordion("Training curve of the embedded model", open=True):
@@ -110,4 +116,5 @@ def build() -> None:
     inputs = [tasks, datasets, metrics, methods, sources]
     apply.click(filtered, inputs, [rows, chart, csv], api_name="benchmarks", queue=False)
     compare_btn.click(compare, [pick, tasks, datasets, metrics], wide, api_name="benchmarks_side_by_side", queue=False)
-    record.change(breakdown, record, [cats, kpts, cat_chart], api_name="benchmarks_breakdown", queue=False)
+    record.change(breakdown, record, [cats, kpts, cat_chart, kinds, confusions], api_name="benchmarks_breakdown",
+                  queue=False)

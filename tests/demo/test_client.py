@@ -8,6 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from demo.benchmarks import RESULTS_DIR, breakdowns, semantic_errors
 from tests.demo.conftest import EXAMPLES, OUTBOUND
 
 PERSON = str(EXAMPLES / "keypointworld_person.jpg")
@@ -169,3 +170,24 @@ def test_benchmarks_endpoints(client):
     assert {"KptLLM", "KptLLM++"} <= set(wide["headers"])
     with pytest.raises(Exception, match="2 or 3"):
         client.predict(["KptLLM"], [], [], [], api_name="/benchmarks_side_by_side")
+
+
+def test_benchmarks_breakdown_of_a_semantic_record(client):
+    record = str(RESULTS_DIR / "keypointworld-semantic" / "record.json")
+    categories, keypoints, _, kinds, confusions = client.predict(record, api_name="/benchmarks_breakdown")
+    assert {row[0] for row in _table(categories)} >= {"person", "quadruped", "face"}
+    assert len(_table(keypoints)) > 17
+    shares = dict(_table(kinds))
+    assert set(shares) == {"correct", "mirror", "front/back", "other", "unparsed"}
+    assert sum(shares.values()) == pytest.approx(100, abs=0.1)
+    top = _table(confusions)[0]
+    assert top[0] != top[1] and top[2] >= 1  # expected, predicted, count
+
+
+def test_breakdowns_read_only_records_under_results(tmp_path):
+    """The breakdown endpoint takes a path from the client: nothing but results/**/record.json is read."""
+    outside = tmp_path / "record.json"
+    outside.write_text((RESULTS_DIR / "keypointworld-semantic" / "record.json").read_text())
+    for path in (outside, RESULTS_DIR.parent / "assets" / "kptllm-keypointworld" / "config.json"):
+        assert all(frame.empty for frame in (*breakdowns(str(path)), *semantic_errors(str(path))))
+    assert not semantic_errors(str(RESULTS_DIR / "keypointworld-semantic" / "record.json"))[0].empty

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import (CAPE_THRESHOLDS, auc, cape_pck, epe, keypoint_ap, nme, normalize_keypoint_name,
-                                normalized_distances, pck, semantic_accuracy)
+                                normalized_distances, pck, semantic_accuracy, semantic_errors)
 from tests.realdata import REAL
 
 COCO_JSON = REAL / "coco" / "test_coco.json"
@@ -109,6 +109,24 @@ def test_semantic_accuracy_normalisation():
     assert semantic_accuracy([], []) == 0.0
     with pytest.raises(ValueError):
         semantic_accuracy(["a"], [])
+
+
+def test_semantic_errors_sort_wrong_answers_by_kind():
+    predicted = ["right eye", "Right_Eye", "left hind paw", "R_F_Paw", "right back paw", "hip", None, "left eye", "nose"]
+    expected = ["left eye", "left_eye", "left front paw", "L_B_Paw", "left front paw", "shoulder", "nose", "left eye", "nose"]
+    result = semantic_errors(predicted, expected)
+    kinds = result["kinds"]
+    assert kinds["correct"] == pytest.approx(2 / 9)  # the last two
+    assert kinds["mirror"] == pytest.approx(2 / 9)  # left eye -> right eye, both spellings
+    assert kinds["front_back"] == pytest.approx(1 / 9)  # left front paw -> left hind (= back) paw
+    # right front paw for left back paw swaps both: not one confusion but another keypoint; so is hip for shoulder
+    assert kinds["other"] == pytest.approx(3 / 9)
+    assert kinds["unparsed"] == pytest.approx(1 / 9)
+    assert sum(kinds.values()) == pytest.approx(1.0)
+    assert result["confusions"][0] == {"expected": "left eye", "predicted": "right eye", "count": 2}
+    assert {"expected": "shoulder", "predicted": "hip", "count": 1} in result["confusions"]
+    assert len(semantic_errors(predicted, expected, top=2)["confusions"]) == 2
+    assert semantic_accuracy(predicted, expected) == pytest.approx(kinds["correct"])
 
 
 # --------------------------------------------------------------------------- OKS AP

@@ -87,6 +87,16 @@ def test_mp100_visual_and_semantic(tiny_dir, tmp_path, mp100_like):
     semantic = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(tmp_path / "s"),
                              task="semantic", limit=2, progress=False)
     assert set(semantic["metrics"]) == {"accuracy"} and semantic["counts"]["keypoints"] > 0
+    kinds = semantic["errors"]
+    assert sum(kinds.values()) == pytest.approx(1.0) and kinds["correct"] == pytest.approx(semantic["metrics"]["accuracy"])
+    answers = [(p, e) for chunk in (tmp_path / "s" / "chunks").glob("*.json")
+               for u in json.loads(chunk.read_text())["predictions"] for p, e in zip(u["predicted"], u["expected"])]
+    assert sum(c["count"] for c in semantic["confusions"]) <= sum(p != e for p, e in answers)
+    # per keypoint: keyed category/name, and its answers add back up to the overall accuracy
+    per_keypoint = semantic["per_keypoint"]
+    assert all("/" in key for key in per_keypoint)
+    count = {key: sum(e == key.rpartition("/")[2] for _, e in answers) for key in per_keypoint}
+    assert sum(per_keypoint[k] * count[k] for k in per_keypoint) / len(answers) == pytest.approx(semantic["metrics"]["accuracy"])
 
 
 def test_keypoints_outside_image_or_crop_are_not_prompted(tiny_dir, tmp_path, mp100_like):
