@@ -110,7 +110,7 @@ def build() -> None:
             confusions = gr.Dataframe(first_confusions, label="Most frequent confusions", interactive=False,
                                       elem_id="bench-confusions")
     with gr.Accordion("Provenance of every measured number", open=False):
-        prov = gr.Dataframe(provenance(), interactive=False, show_search="search", wrap=True, elem_id="bench-prov")
+        gr.Dataframe(provenance(), interactive=False, show_search="search", wrap=True, elem_id="bench-prov")
     with gr.Accordion("Training curve of the embedded model", open=True):
         gr.Plot(curve_chart(data.training_curve()), elem_id="bench-curve")
     inputs = [tasks, datasets, metrics, methods, sources]
