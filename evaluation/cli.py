@@ -79,11 +79,11 @@ def _results(args) -> None:
         runs = provenance(table)
         if len(runs):
             print("\nmeasured runs:")
-            for run in runs.itertuples():
-                units = f"{run.units_evaluated} of {run.units_total} units" if pd.notna(run.units_total) else \
-                    f"{run.units_evaluated} units"
-                sha = run.checkpoint_sha256[:12] if isinstance(run.checkpoint_sha256, str) else "-"
-                print(f"  {run.method}: {run.date}  checkpoint {sha}  {run.annotations_label}  {units}  {run.record}")
+            for measured in runs.itertuples():
+                units = f"{measured.units_evaluated} of {measured.units_total} units" if pd.notna(measured.units_total) else \
+                    f"{measured.units_evaluated} units"
+                sha = measured.checkpoint_sha256[:12] if isinstance(measured.checkpoint_sha256, str) else "-"
+                print(f"  {measured.method}: {measured.date}  checkpoint {sha}  {measured.annotations_label}  {units}  {measured.record}")
 
 
 def _train(args) -> None:

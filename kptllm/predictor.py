@@ -233,7 +233,7 @@ class KeypointPredictor:
             names: optional list of keypoint names/descriptions, one per keypoint (visual + text prompt).
         """
         self.processor.protocol.check_task(Task.VISUAL if names is None else Task.VISUAL_TEXT)
-        state = self._state()
+        self._state()  # fails early without a query image
         many = isinstance(support_image, (list, tuple))
         images = list(support_image) if many else [support_image]
         point_lists = [list(p) for p in support_points] if many else [list(support_points)]

@@ -1,6 +1,5 @@
 """Issue #6.4: `kptllm eval` checks everything before it writes run.json or loads the model."""
 
-import json
 import shutil
 import sys
 
