@@ -7,7 +7,8 @@ Builds the config's model, draws `--images` KeypointWorld items (the config's qu
 times forward + backward of the same batch both ways, in this process. Prints a table and the ratio.
 On a GPU (`--device cuda --bf16`, autocast as in training) this is the device's share of a training step:
 compared with a run's steps/s it tells whether the GPU or the loop around it (loader, host) is the bound;
-`--profile` adds the top operators of one shared-prefix step (`train.shared_prefix`, the fastest way).
+`--profile` adds the top operators of one shared-prefix step with the config's `train.length_buckets`
+(rows in groups of similar length; the fastest way, what training runs).
 """
 
 from __future__ import annotations
@@ -73,14 +74,18 @@ def main(argv=None) -> None:
     per_row = {k: v.to(args.device) for k, v in per_row.items()}
     before = _time(model, per_row, args.repeats, autocast, args.device)
     after = _time(model, shared, args.repeats, autocast, args.device)
-    prefixed = dict(shared, shared_prefix_length=len(processor.encode_prefix()))
+    prefixed = dict(shared, shared_prefix_length=len(processor.encode_prefix()), length_buckets=1)
     prefix_s = _time(model, prefixed, args.repeats, autocast, args.device)
+    bucketed = dict(prefixed, length_buckets=config.train.length_buckets)
+    bucket_s = _time(model, bucketed, args.repeats, autocast, args.device)
     rows = shared["input_ids"].shape[0]
     result = {"sequences": rows, "images": args.images, "per_row_s": round(before, 4), "shared_s": round(after, 4),
               "ratio": round(before / after, 2), "shared_prefix_s": round(prefix_s, 4),
-              "ratio_shared_prefix": round(after / prefix_s, 2), "tokens_per_sequence": shared["input_ids"].shape[1]}
+              "ratio_shared_prefix": round(after / prefix_s, 2), "length_buckets": config.train.length_buckets,
+              "bucketed_s": round(bucket_s, 4), "ratio_bucketed": round(prefix_s / bucket_s, 2),
+              "tokens_per_sequence": shared["input_ids"].shape[1]}
     if args.profile:
-        result["top_ops"], result["kernels"] = _top_ops(lambda: _step(model, prefixed, autocast), args.device, 15)
+        result["top_ops"], result["kernels"] = _top_ops(lambda: _step(model, bucketed, autocast), args.device, 15)
     if args.json:
         print(json.dumps(result))
         return
@@ -88,6 +93,8 @@ def main(argv=None) -> None:
     print(f"{'one crop per question':<28}{before:>10.3f}{rows / before:>14.1f}")
     print(f"{'each image encoded once':<28}{after:>10.3f}{rows / after:>14.1f}")
     print(f"{'+ prefix once per image':<28}{prefix_s:>10.3f}{rows / prefix_s:>14.1f}   ({after / prefix_s:.2f}x over the line above)")
+    label = f"+ {config.train.length_buckets} length buckets"
+    print(f"{label:<28}{bucket_s:>10.3f}{rows / bucket_s:>14.1f}   ({prefix_s / bucket_s:.2f}x over the line above)")
     print(f"ratio {before / after:.2f}x  ({rows} sequences of {result['tokens_per_sequence']} tokens from {args.images} images, "
           f"device {args.device}, bf16 {args.bf16}, torch threads {torch.get_num_threads()})")
     if args.profile:

@@ -164,6 +164,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         shared_prefix_length: int | None = None,
+        length_buckets: int = 1,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Language-model forward with multimodal splicing; `labels` (-100 outside the answers) give the loss of Eq. 8.
@@ -177,6 +178,8 @@ class KptLLMForKeypoints(PreTrainedModel):
             shared_prefix_length: training only (with `labels` and `image_index`): the first Lp tokens (BOS, system
                 prompt, image tokens) are the same for all rows of an image; run them once per image and let
                 the rows attend to that KV (`_shared_prefix_loss`). Same loss and gradients, ~Lp/L fewer LM tokens.
+            length_buckets: with `shared_prefix_length`, run the rows in this many groups of similar length, each
+                padded to its own longest row only (same loss; ~30 % fewer LM tokens at 4 on KeypointWorld batches).
         """
         if inputs_embeds is None:
             image_tokens = None if pixel_values is None else self.project_image(self.encode_images(pixel_values))
@@ -195,51 +198,66 @@ class KptLLMForKeypoints(PreTrainedModel):
             if labels is None or image_index is None:
                 raise ValueError("shared_prefix_length needs labels and image_index (a training batch)")
             return CausalLMOutputWithPast(loss=self._shared_prefix_loss(
-                input_ids, inputs_embeds, attention_mask, labels, image_index, shared_prefix_length))
+                input_ids, inputs_embeds, attention_mask, labels, image_index, shared_prefix_length, length_buckets))
         return self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
             cache=cache, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
             **kwargs,
         )
 
-    def _shared_prefix_loss(self, input_ids, inputs_embeds, attention_mask, labels, image_index, prefix_length: int):
+    def _shared_prefix_loss(self, input_ids, inputs_embeds, attention_mask, labels, image_index, prefix_length: int,
+                            length_buckets: int = 1):
         """The causal-LM loss of `[B, L]` rows whose first `prefix_length` tokens are those of their image.
 
         Each image's prefix `[U, Lp, D]` runs through the LM once (with gradients); the rows' remaining tokens
-        `[B, L - Lp, D]` attend to their image's prefix KV and to their own tokens (the inference engine's
-        shared-prefix attention). Causal attention never lets a prefix token see a row token, so every
-        hidden state, the loss and the gradients equal the plain forward's (up to rounding).
+        attend to their image's prefix KV and to their own tokens (the inference engine's shared-prefix
+        attention). Causal attention never lets a prefix token see a row token, so every hidden state, the
+        loss and the gradients equal the plain forward's (up to rounding). Rows run in `length_buckets`
+        groups sorted by length, each `[b, W_group, D]` (padding costs nothing beyond a group's longest
+        row); logits are computed only where a label is, and the loss is the mean over all labelled tokens.
         """
         from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows, decoder_hidden, fill_cache
 
         lm = self.language_model
         base = _decoder_parts(lm)
         rows = input_ids.shape[0]
+        device = input_ids.device
         if image_index.shape[0] != rows:
             raise ValueError("shared_prefix_length: every row needs a query image (image_index has one entry per row)")
         count = int(image_index.max()) + 1
-        first = torch.full((count,), rows, device=input_ids.device).scatter_reduce(
-            0, image_index, torch.arange(rows, device=input_ids.device), "amin")
+        first = torch.full((count,), rows, device=device).scatter_reduce(
+            0, image_index, torch.arange(rows, device=device), "amin")
         if base is None or not bool((input_ids[:, :prefix_length] == input_ids[first[image_index], :prefix_length]).all()) \
                 or (attention_mask is not None and not bool(attention_mask[:, :prefix_length].all())):
             raise ValueError("shared_prefix_length: rows of an image must share their first tokens (a Llama-style LM)")
-        prefix = PrefixKV.from_cache(fill_cache(lm, inputs_embeds[first, :prefix_length]))
-        suffix = inputs_embeds[:, prefix_length:]
-        width = suffix.shape[1]
-        valid = torch.ones(rows, width, dtype=torch.bool, device=suffix.device) if attention_mask is None \
-            else attention_mask[:, prefix_length:].bool()
-        causal = torch.ones(width, width, dtype=torch.bool, device=suffix.device).tril()
-        mask = valid[:, None, None, :] & causal[None, None]
-        positions = (prefix_length + torch.arange(width, device=suffix.device))[None].expand(rows, -1)
-        row_kv = _Rows(prefix, image_index, width)
-        with _attention(lm, ATTENTION_NAME):
-            hidden = decoder_hidden(base, suffix, mask, positions, row_kv)
-        logits = lm.lm_head(base.norm(hidden))  # position t predicts token t + 1
         # the prefix predicts no labelled token (answers come after the query), so only the rows' part counts
         if bool((labels[:, :prefix_length + 1] != -100).any()):
             raise ValueError("shared_prefix_length: labels inside the shared prefix")
-        return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                                 labels[:, prefix_length + 1:].reshape(-1), ignore_index=-100)
+        prefix = PrefixKV.from_cache(fill_cache(lm, inputs_embeds[first, :prefix_length]))
+        suffix = inputs_embeds[:, prefix_length:]
+        valid = torch.ones(suffix.shape[:2], dtype=torch.bool, device=device) if attention_mask is None \
+            else attention_mask[:, prefix_length:].bool()
+        # suffix position t predicts token prefix_length + 1 + t; the last position predicts nothing
+        targets = torch.nn.functional.pad(labels[:, prefix_length + 1:], (0, 1), value=-100)
+        columns = torch.arange(suffix.shape[1], device=device)
+        # a row needs its columns up to its last labelled prediction (causal: later ones change nothing before)
+        used = torch.where(targets != -100, columns + 1, 0).amax(1)
+        total = suffix.new_zeros((), dtype=torch.float32)
+        with _attention(lm, ATTENTION_NAME):
+            for group in torch.tensor_split(torch.argsort(used, stable=True), max(1, min(length_buckets, rows))):
+                if group.numel() == 0:
+                    continue
+                width = max(int(used[group].max()), 1)
+                causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+                mask = valid[group, None, None, :width] & causal[None, None]
+                positions = (prefix_length + columns[:width])[None].expand(group.numel(), -1)
+                hidden = decoder_hidden(base, suffix[group, :width], mask, positions,
+                                        _Rows(prefix, image_index[group], width))
+                wanted = targets[group, :width]
+                keep = wanted != -100
+                logits = lm.lm_head(base.norm(hidden[keep]))
+                total = total + torch.nn.functional.cross_entropy(logits.float(), wanted[keep], reduction="sum")
+        return total / (targets != -100).sum()
 
 
 # Lets AutoConfig / AutoModel (and AutoTokenizer, which reads the config) resolve saved checkpoints.

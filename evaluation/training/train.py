@@ -62,6 +62,7 @@ class TrainSettings:
     time_budget: float | None = None  # seconds of training in all; the cosine spans them (module docstring)
     stop_after: int | None = None  # save and stop after this step (the schedule still spans `steps`)
     shared_prefix: bool = False  # each image's prefix through the LM once per step (same loss; modeling docs)
+    length_buckets: int = 4  # with shared_prefix: rows in groups of similar length, each padded to its own longest
 
 
 @dataclass
@@ -223,7 +224,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
             "parameters": {"trainable": trainable, "total": total}, "processes": accelerator.num_processes,
             "device": str(accelerator.device)}, indent=1, default=str))
 
-    prefix_length = {"shared_prefix_length": len(processor.encode_prefix())} if settings.shared_prefix else {}
+    prefix_length = {"shared_prefix_length": len(processor.encode_prefix()), "length_buckets": settings.length_buckets} \
+        if settings.shared_prefix else {}
     loader = DataLoader(mixture, batch_sampler=StepSampler(start, end, settings.images_per_step,
                                                            accelerator.process_index, accelerator.num_processes),
                         collate_fn=mixture.collate, num_workers=settings.num_workers,

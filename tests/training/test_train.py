@@ -244,12 +244,15 @@ def test_a_shared_prefix_gives_the_plain_forwards_loss_and_gradients(tiny_config
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain, plain_grads = loss_and_grads()
-    shared, shared_grads = loss_and_grads(shared_prefix_length=length)
-    assert shared == pytest.approx(plain, rel=1e-5)
-    assert plain_grads.keys() == shared_grads.keys()
+    lengths = batch["attention_mask"][:, length:].sum(1)
+    assert lengths.unique().numel() > 3  # rows of several lengths: the buckets pad differently
     scale = max(g.abs().max().item() for g in plain_grads.values())
-    for name, grad in plain_grads.items():
-        assert torch.allclose(shared_grads[name], grad, rtol=1e-3, atol=1e-5 * scale), name
+    for buckets in (1, 3, 1000):  # 1000: more buckets than rows, one row per group
+        shared, shared_grads = loss_and_grads(shared_prefix_length=length, length_buckets=buckets)
+        assert shared == pytest.approx(plain, rel=1e-5), buckets
+        assert plain_grads.keys() == shared_grads.keys()
+        for name, grad in plain_grads.items():
+            assert torch.allclose(shared_grads[name], grad, rtol=1e-3, atol=1e-5 * scale), (buckets, name)
     # one position too long: the rows differ there (the query starts), which must not pass silently
     with pytest.raises(ValueError, match="share their first tokens"):
         model(**batch, shared_prefix_length=length + 2)
