@@ -181,10 +181,14 @@ class KptLLMForKeypoints(PreTrainedModel):
             length_buckets: with `shared_prefix_length`, run the rows in this many groups of similar length, each
                 padded to its own longest row only (same loss; ~30 % fewer LM tokens at 4 on KeypointWorld batches).
         """
+        first = None
+        if shared_prefix_length is not None:
+            if labels is None or image_index is None:
+                raise ValueError("shared_prefix_length needs labels and image_index (a training batch)")
+            first = self._prefix_rows(input_ids, attention_mask, labels, image_index, shared_prefix_length)
+        prefix_embeds = suffix_embeds = None
         if inputs_embeds is None:
             image_tokens = None if pixel_values is None else self.project_image(self.encode_images(pixel_values))
-            if image_tokens is not None and image_index is not None:
-                image_tokens = image_tokens[image_index]
             kpt_tokens = None
             if kpt_points is not None:
                 if support_pixel_values is None or kpt_support_ids is None:
@@ -193,48 +197,66 @@ class KptLLMForKeypoints(PreTrainedModel):
                 slot_ids = kpt_slot_ids if kpt_slot_ids is not None else torch.arange(len(kpt_points), device=input_ids.device)
                 kpt_tokens = self.encode_prompts(self.encode_images(support_pixel_values), kpt_points,
                                                  kpt_support_ids, slot_ids, num_slots)
-            inputs_embeds = self.embed_inputs(input_ids, image_tokens, kpt_tokens)
-        if shared_prefix_length is not None:
-            if labels is None or image_index is None:
-                raise ValueError("shared_prefix_length needs labels and image_index (a training batch)")
+            if first is not None:  # each image's tokens spliced into its one prefix, not into every row's copy
+                length = shared_prefix_length
+                prefix_embeds = self.embed_inputs(input_ids[first, :length],
+                                                  None if image_tokens is None else image_tokens[:first.shape[0]])
+                suffix_embeds = self.embed_inputs(input_ids[:, length:], None, kpt_tokens)
+            else:
+                if image_tokens is not None and image_index is not None:
+                    image_tokens = image_tokens[image_index]
+                inputs_embeds = self.embed_inputs(input_ids, image_tokens, kpt_tokens)
+        if first is not None:
+            if inputs_embeds is not None:
+                prefix_embeds, suffix_embeds = inputs_embeds[first, :shared_prefix_length], inputs_embeds[:, shared_prefix_length:]
             return CausalLMOutputWithPast(loss=self._shared_prefix_loss(
-                input_ids, inputs_embeds, attention_mask, labels, image_index, shared_prefix_length, length_buckets))
+                prefix_embeds, suffix_embeds, attention_mask, labels, image_index, shared_prefix_length, length_buckets))
         return self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
             cache=cache, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
             **kwargs,
         )
 
-    def _shared_prefix_loss(self, input_ids, inputs_embeds, attention_mask, labels, image_index, prefix_length: int,
-                            length_buckets: int = 1):
-        """The causal-LM loss of `[B, L]` rows whose first `prefix_length` tokens are those of their image.
+    def _prefix_rows(self, input_ids, attention_mask, labels, image_index, prefix_length: int) -> torch.Tensor:
+        """`[U]`: the first row of each image, after checking that the rows of an image share their first
+        `prefix_length` tokens, unpadded and unlabelled (what `shared_prefix_length` assumes)."""
+        from .generation import _decoder_parts
 
-        Each image's prefix `[U, Lp, D]` runs through the LM once (with gradients); the rows' remaining tokens
-        attend to their image's prefix KV and to their own tokens (the inference engine's shared-prefix
-        attention). Causal attention never lets a prefix token see a row token, so every hidden state, the
-        loss and the gradients equal the plain forward's (up to rounding). Rows run in `length_buckets`
-        groups sorted by length, each `[b, W_group, D]` (padding costs nothing beyond a group's longest
-        row); logits are computed only where a label is, and the loss is the mean over all labelled tokens.
-        """
-        from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows, decoder_hidden, fill_cache
-
-        lm = self.language_model
-        base = _decoder_parts(lm)
         rows = input_ids.shape[0]
-        device = input_ids.device
         if image_index.shape[0] != rows:
             raise ValueError("shared_prefix_length: every row needs a query image (image_index has one entry per row)")
         count = int(image_index.max()) + 1
-        first = torch.full((count,), rows, device=device).scatter_reduce(
-            0, image_index, torch.arange(rows, device=device), "amin")
-        if base is None or not bool((input_ids[:, :prefix_length] == input_ids[first[image_index], :prefix_length]).all()) \
+        first = torch.full((count,), rows, device=input_ids.device).scatter_reduce(
+            0, image_index, torch.arange(rows, device=input_ids.device), "amin")
+        if bool((first == rows).any()):
+            raise ValueError("shared_prefix_length: an image without rows (image_index must use 0..U-1)")
+        if _decoder_parts(self.language_model) is None \
+                or not bool((input_ids[:, :prefix_length] == input_ids[first[image_index], :prefix_length]).all()) \
                 or (attention_mask is not None and not bool(attention_mask[:, :prefix_length].all())):
             raise ValueError("shared_prefix_length: rows of an image must share their first tokens (a Llama-style LM)")
         # the prefix predicts no labelled token (answers come after the query), so only the rows' part counts
         if bool((labels[:, :prefix_length + 1] != -100).any()):
             raise ValueError("shared_prefix_length: labels inside the shared prefix")
-        prefix = PrefixKV.from_cache(fill_cache(lm, inputs_embeds[first, :prefix_length]))
-        suffix = inputs_embeds[:, prefix_length:]
+        return first
+
+    def _shared_prefix_loss(self, prefix_embeds, suffix, attention_mask, labels, image_index, prefix_length: int,
+                            length_buckets: int = 1):
+        """The causal-LM loss of `[B, L]` rows whose first `prefix_length` tokens are those of their image.
+
+        `prefix_embeds [U, Lp, D]` (one per image, `_prefix_rows`), `suffix [B, L - Lp, D]` (each row's
+        rest). Each image's prefix runs through the LM once (with gradients); the rows' tokens attend to
+        their image's prefix KV and to their own tokens (the inference engine's shared-prefix attention).
+        Causal attention never lets a prefix token see a row token, so every hidden state, the loss and
+        the gradients equal the plain forward's (up to rounding). Rows run in `length_buckets` groups
+        sorted by length, each `[b, W_group, D]` (padding costs nothing beyond a group's longest row);
+        logits are computed only where a label is, and the loss is the mean over all labelled tokens.
+        """
+        from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows, decoder_hidden, fill_cache
+
+        lm = self.language_model
+        base = _decoder_parts(lm)
+        rows, device = suffix.shape[0], suffix.device
+        prefix = PrefixKV.from_cache(fill_cache(lm, prefix_embeds))
         valid = torch.ones(suffix.shape[:2], dtype=torch.bool, device=device) if attention_mask is None \
             else attention_mask[:, prefix_length:].bool()
         # suffix position t predicts token prefix_length + 1 + t; the last position predicts nothing

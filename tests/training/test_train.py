@@ -256,6 +256,8 @@ def test_a_shared_prefix_gives_the_plain_forwards_loss_and_gradients(tiny_config
     # one position too long: the rows differ there (the query starts), which must not pass silently
     with pytest.raises(ValueError, match="share their first tokens"):
         model(**batch, shared_prefix_length=length + 2)
+    with pytest.raises(ValueError, match="an image without rows"):
+        model(**dict(batch, image_index=batch["image_index"] + 1), shared_prefix_length=length)
 
 
 def test_training_with_a_shared_prefix_follows_the_plain_loss_curve(tiny_config, tmp_path):
