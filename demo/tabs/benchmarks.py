@@ -98,7 +98,7 @@ def build() -> None:
         compare_btn = gr.Button("Compare", elem_id="bench-compare")
         wide = gr.Dataframe(interactive=False, show_search="search", elem_id="bench-side")
     with gr.Accordion("Breakdowns of a measured record (per category / per keypoint)", open=False):
-        record = gr.Dropdown(records, value=records[0] if records else None, label="Record")
+        record = gr.Dropdown(records, value=records[0] if records else None, label="Record", elem_id="bench-record")
         first_cats, first_kpts, first_cat_chart, first_kinds, first_confusions = breakdown(records[0] if records else None)
         cat_chart = gr.Plot(first_cat_chart, label="Per category")
         with gr.Row():

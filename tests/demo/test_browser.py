@@ -141,3 +141,10 @@ def test_benchmarks_tab(page):
     page.locator("#bench-apply").click()
     page.locator("#bench-chart .js-plotly-plot, #bench-chart svg").first.wait_for()
     page.screenshot(path=str(page.shots / "benchmarks.png"), full_page=True)
+    # a semantic record's breakdown: answers by kind and the most frequent confusions
+    page.get_by_text("Breakdowns of a measured record").click()
+    page.locator("#bench-record input").click()
+    page.get_by_role("option", name="keypointworld-semantic", exact=False).first.click()
+    _wait_text(page, "bench-kinds", "mirror")
+    _wait_text(page, "bench-confusions", "right")
+    page.screenshot(path=str(page.shots / "benchmarks_breakdown.png"), full_page=True)
