@@ -116,7 +116,7 @@ def semantic_errors(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame
     kinds = [{"answer": kind.replace("_", "/"), "percent": round(value * 100, 2)}
              for kind, value in (record.get("errors") or {}).items()]
     return (pd.DataFrame(kinds, columns=["answer", "percent"]),
-            pd.DataFrame(record.get("confusions") or [], columns=["expected", "predicted", "count"]))
+            pd.DataFrame(record.get("confusions") or [], columns=["category", "expected", "predicted", "count"]))
 
 
 def training_curve(path: Path = METRICS_JSONL) -> pd.DataFrame:

@@ -480,9 +480,10 @@ def _score_keypointworld(bench, predictions):
 def _score_semantic(bench, predictions):
     predicted = [p for pred in predictions for p in pred["predicted"]]
     expected = [e for pred in predictions for e in pred["expected"]]
-    per_category, per_keypoint = {}, {}
+    per_category, per_keypoint, categories = {}, {}, []
     for unit, pred in zip(bench.units, predictions):
         name = bench.dataset.category_of(bench.dataset.annotation(unit["ann_id"])).name
+        categories += [name] * len(pred["expected"])
         per_category.setdefault(name, ([], []))
         per_category[name][0].extend(pred["predicted"])
         per_category[name][1].extend(pred["expected"])
@@ -490,7 +491,7 @@ def _score_semantic(bench, predictions):
             pair = per_keypoint.setdefault(f"{name}/{truth}", ([], []))
             pair[0].append(answer)
             pair[1].append(truth)
-    errors = semantic_errors(predicted, expected)
+    errors = semantic_errors(predicted, expected, groups=categories)
     return {"metrics": {"accuracy": semantic_accuracy(predicted, expected)},
             "counts": {"instances": len(predictions), "keypoints": len(expected),
                        "unparsed": sum(p is None for p in predicted)},

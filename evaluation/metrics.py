@@ -245,6 +245,7 @@ def semantic_accuracy(predicted: Sequence[str | None], expected: Sequence[str],
 
 
 _SWAPS = {"mirror": {"left": "right", "right": "left"}, "front_back": {"front": "back", "back": "front"}}
+_BACK_WORDS = {"hind": "back", "rear": "back"}  # "left hind leg" is the back leg, whatever the synonyms table says
 SEMANTIC_ERROR_KINDS = ("correct", "mirror", "front_back", "other", "unparsed")
 
 
@@ -253,20 +254,24 @@ def _swapped(name: str, table: Mapping[str, str]) -> str:
 
 
 def semantic_errors(predicted: Sequence[str | None], expected: Sequence[str],
-                    synonyms: Mapping[str, Sequence[str]] | None = None, top: int = 10) -> dict:
+                    synonyms: Mapping[str, Sequence[str]] | None = None, top: int = 10,
+                    groups: Sequence[str] | None = None) -> dict:
     """What the wrong answers are, after the same normalisation as `semantic_accuracy`.
 
     Returns {"kinds": fraction of answers per kind, "confusions": the `top` most frequent wrong
-    (expected, predicted) pairs with counts}. Kinds (they sum to 1): `correct`; `mirror`, the same keypoint
-    of the other side (left <-> right only); `front_back`, front <-> back only ("hind paw" counts as back);
-    `other`, any other answer (a neighbour, a name of another category, free text); `unparsed`, no answer.
+    (expected, predicted) pairs with counts}. Kinds (they sum to 1 for a non-empty input): `correct`;
+    `mirror`, the same keypoint of the other side (left <-> right only); `front_back`, front <-> back only
+    (hind and rear count as back); `other`, any other answer (a neighbour, a name of another category, free
+    text); `unparsed`, no answer. `groups` (one per answer, e.g. the object's category) keeps confusions
+    of different categories apart and adds a `category` field to each.
     """
-    if len(predicted) != len(expected):
-        raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected names")
+    if len(predicted) != len(expected) or (groups is not None and len(groups) != len(expected)):
+        raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected names"
+                         + ("" if groups is None else f" and {len(groups)} groups"))
     mapping = _canonical_map(synonyms)
     counts = dict.fromkeys(SEMANTIC_ERROR_KINDS, 0)
-    pairs: dict[tuple[str, str], int] = {}
-    for p, e in zip(predicted, expected):
+    pairs: dict[tuple[str, str, str], int] = {}
+    for i, (p, e) in enumerate(zip(predicted, expected)):
         if p is None:
             counts["unparsed"] += 1
             continue
@@ -274,10 +279,13 @@ def semantic_errors(predicted: Sequence[str | None], expected: Sequence[str],
         if answer == truth:
             counts["correct"] += 1
             continue
-        kind = next((k for k, table in _SWAPS.items() if _swapped(truth, table) == answer), "other")
+        answer_sides, truth_sides = _swapped(answer, _BACK_WORDS), _swapped(truth, _BACK_WORDS)
+        kind = next((k for k, table in _SWAPS.items() if _swapped(truth_sides, table) == answer_sides), "other")
         counts[kind] += 1
-        pairs[truth, answer] = pairs.get((truth, answer), 0) + 1
+        key = ("" if groups is None else str(groups[i]), truth, answer)
+        pairs[key] = pairs.get(key, 0) + 1
     total = max(len(expected), 1)
     ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:top]
     return {"kinds": {k: v / total for k, v in counts.items()},
-            "confusions": [{"expected": t, "predicted": a, "count": n} for (t, a), n in ranked]}
+            "confusions": [{**({} if groups is None else {"category": g}), "expected": t, "predicted": a, "count": n}
+                           for (g, t, a), n in ranked]}

@@ -127,6 +127,14 @@ def test_semantic_errors_sort_wrong_answers_by_kind():
     assert {"expected": "shoulder", "predicted": "hip", "count": 1} in result["confusions"]
     assert len(semantic_errors(predicted, expected, top=2)["confusions"]) == 2
     assert semantic_accuracy(predicted, expected) == pytest.approx(kinds["correct"])
+    # hind / rear are back even where the synonyms table has no entry
+    assert semantic_errors(["left hind leg", "rear light"], ["left front leg", "front light"])["kinds"]["front_back"] == 1.0
+    # categories keep the same confusion of two categories apart
+    grouped = semantic_errors(["right eye", "right eye", "right eye"], ["left eye"] * 3, groups=["face", "face", "person"])
+    assert grouped["confusions"] == [{"category": "face", "expected": "left eye", "predicted": "right eye", "count": 2},
+                                     {"category": "person", "expected": "left eye", "predicted": "right eye", "count": 1}]
+    with pytest.raises(ValueError, match="groups"):
+        semantic_errors(["a"], ["a"], groups=[])
 
 
 # --------------------------------------------------------------------------- OKS AP

@@ -254,6 +254,17 @@ def test_a_shared_prefix_gives_the_plain_forwards_loss_and_gradients(tiny_config
         for name, grad in plain_grads.items():
             assert torch.allclose(shared_grads[name], grad, rtol=1e-3, atol=1e-5 * scale), (buckets, name)
     # one position too long: the rows differ there (the query starts), which must not pass silently
+    # images numbered in reverse (image_index not sorted) and a row without labels: still the same
+    count = int(batch["image_index"].max()) + 1
+    labels = batch["labels"].clone()
+    labels[0] = -100
+    batch = dict(batch, image_index=count - 1 - batch["image_index"], pixel_values=batch["pixel_values"][:count].flip(0),
+                 labels=labels)
+    plain, plain_grads = loss_and_grads()
+    shared, shared_grads = loss_and_grads(shared_prefix_length=length, length_buckets=3)
+    assert shared == pytest.approx(plain, rel=1e-5)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, rtol=1e-3, atol=1e-5 * scale), ("renumbered", name)
     with pytest.raises(ValueError, match="share their first tokens"):
         model(**batch, shared_prefix_length=length + 2)
     with pytest.raises(ValueError, match="an image without rows"):
