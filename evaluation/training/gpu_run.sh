@@ -8,7 +8,8 @@
 # FROM=DIR continues that model instead of the config's `model.path` (a second call on a warm machine:
 #   FROM=/tmp/run/model continues the run just made; it is copied away before /tmp/run is cleared).
 # BUDGET is whole seconds. SEED: the data seed (item i of the mixture is drawn from [SEED, i]); stages 1-5 all
-#   used 0, so each stage saw the first scenes again; the default now draws a new seed per run (in run.json).
+#   used 0, so each stage saw the first scenes again; the default now draws a new seed per run (in run.json),
+#   in place of the config's train.seed; SEED=N repeats a run's data.
 # Dry run on a CPU: PY=.venv/bin/python DEVICE=cpu PRECISION=no WORKERS=1 IMAGES=4 BUDGET=20 OBJECTS=4
 set -uo pipefail
 PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; PRECISION=${PRECISION:-bf16}; OBJECTS=${OBJECTS:-60}
