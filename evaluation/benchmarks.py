@@ -480,24 +480,24 @@ def _score_keypointworld(bench, predictions):
 def _score_semantic(bench, predictions):
     predicted = [p for pred in predictions for p in pred["predicted"]]
     expected = [e for pred in predictions for e in pred["expected"]]
-    per_category, per_keypoint, categories = {}, {}, []
-    for unit, pred in zip(bench.units, predictions):
-        name = bench.dataset.category_of(bench.dataset.annotation(unit["ann_id"])).name
-        categories += [name] * len(pred["expected"])
-        per_category.setdefault(name, ([], []))
-        per_category[name][0].extend(pred["predicted"])
-        per_category[name][1].extend(pred["expected"])
-        for answer, truth in zip(pred["predicted"], pred["expected"]):
-            pair = per_keypoint.setdefault(f"{name}/{truth}", ([], []))
-            pair[0].append(answer)
-            pair[1].append(truth)
+    categories = [bench.dataset.category_of(bench.dataset.annotation(unit["ann_id"])).name
+                  for unit, pred in zip(bench.units, predictions) for _ in pred["expected"]]
+
+    def accuracy_by(keys) -> dict[str, tuple[float, int]]:  # key -> (accuracy, answers)
+        groups: dict[str, tuple[list, list]] = {}
+        for key, answer, truth in zip(keys, predicted, expected):
+            group = groups.setdefault(key, ([], []))
+            group[0].append(answer)
+            group[1].append(truth)
+        return {k: (semantic_accuracy(*v), len(v[1])) for k, v in groups.items()}
+
     errors = semantic_errors(predicted, expected, groups=categories)
-    return {"metrics": {"accuracy": semantic_accuracy(predicted, expected)},
+    return {"metrics": {"accuracy": errors["kinds"]["correct"]},
             "counts": {"instances": len(predictions), "keypoints": len(expected),
                        "unparsed": sum(p is None for p in predicted)},
             "errors": errors["kinds"], "confusions": errors["confusions"],
-            "per_category": {k: {"accuracy": semantic_accuracy(*v), "keypoints": len(v[1])} for k, v in per_category.items()},
-            "per_keypoint": {k: semantic_accuracy(*v) for k, v in per_keypoint.items()}}
+            "per_category": {k: {"accuracy": a, "keypoints": n} for k, (a, n) in accuracy_by(categories).items()},
+            "per_keypoint": {k: a for k, (a, _) in accuracy_by(f"{c}/{e}" for c, e in zip(categories, expected)).items()}}
 
 
 def _score_cape(bench, predictions):

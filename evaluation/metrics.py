@@ -235,13 +235,7 @@ def semantic_accuracy(predicted: Sequence[str | None], expected: Sequence[str],
     `synonyms` maps a canonical name to alternatives and extends `DEFAULT_SYNONYMS`. A None prediction
     (an unparsed answer) is wrong. Empty input gives 0.0.
     """
-    if len(predicted) != len(expected):
-        raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected names")
-    if not expected:
-        return 0.0
-    mapping = _canonical_map(synonyms)
-    correct = sum(p is not None and _canonical(p, mapping) == _canonical(e, mapping) for p, e in zip(predicted, expected))
-    return correct / len(expected)
+    return semantic_errors(predicted, expected, synonyms, top=0)["kinds"]["correct"]
 
 
 _SWAPS = {"mirror": {"left": "right", "right": "left"}, "front_back": {"front": "back", "back": "front"}}
@@ -256,7 +250,7 @@ def _swapped(name: str, table: Mapping[str, str]) -> str:
 def semantic_errors(predicted: Sequence[str | None], expected: Sequence[str],
                     synonyms: Mapping[str, Sequence[str]] | None = None, top: int = 10,
                     groups: Sequence[str] | None = None) -> dict:
-    """What the wrong answers are, after the same normalisation as `semantic_accuracy`.
+    """What the answers are, after `normalize_keypoint_name` and the synonyms table (`semantic_accuracy` is `correct`).
 
     Returns {"kinds": fraction of answers per kind, "confusions": the `top` most frequent wrong
     (expected, predicted) pairs with counts}. Kinds (they sum to 1 for a non-empty input): `correct`;
