@@ -180,6 +180,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     output = Path(output)
     if settings.time_budget is not None and settings.time_budget <= 0:
         raise ValueError(f"time_budget must be a positive number of seconds, not {settings.time_budget}")
+    if settings.length_buckets < 1:
+        raise ValueError(f"length_buckets must be at least 1, not {settings.length_buckets}")
     # Batches without keypoint prompts (text-only) leave the prompt modules without gradients: DDP must allow it.
     # Every process runs every step of the schedule (the loader is ours, not accelerate's), so the scheduler
     # steps once per step, not once per process (accelerate's default assumes a prepared, split loader).

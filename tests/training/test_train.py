@@ -12,7 +12,7 @@ import torch
 from evaluation.cli import main
 from evaluation.training.data import TrainingMixture, KeypointWorldSource, tokenizer_corpus
 from evaluation.training.model import build_model
-from evaluation.training.train import TrainConfig
+from evaluation.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = """
@@ -103,8 +103,6 @@ def _rows(run: Path) -> list[dict]:
 
 
 def test_a_time_budget_spans_the_cosine_and_stops_when_spent(tiny_config, tmp_path):
-    from evaluation.training.train import train
-
     config = TrainConfig.load(tiny_config)
     config.train.steps, config.train.warmup_steps, config.train.time_budget = 1000, 2, 80.0
     train(config, tmp_path / "run", progress=False, clock=_Clock())
@@ -129,9 +127,15 @@ def test_a_time_budget_that_is_not_positive_is_refused(tiny_config, tmp_path, ca
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def test_a_run_stopped_before_its_first_log_line_still_logs_its_last_step(tiny_config, tmp_path):
-    from evaluation.training.train import train
+def test_length_buckets_below_one_are_refused(tiny_config, tmp_path):
+    config = TrainConfig.load(tiny_config)
+    config.train.shared_prefix, config.train.length_buckets = True, 0
+    with pytest.raises(ValueError, match="length_buckets must be at least 1"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
+
+def test_a_run_stopped_before_its_first_log_line_still_logs_its_last_step(tiny_config, tmp_path):
     config = TrainConfig.load(tiny_config)
     config.train.steps, config.train.time_budget, config.train.log_every = 1000, 12.0, 500
     train(config, tmp_path / "run", progress=False, clock=_Clock())
@@ -141,8 +145,6 @@ def test_a_run_stopped_before_its_first_log_line_still_logs_its_last_step(tiny_c
 
 
 def test_a_resumed_time_budget_counts_the_seconds_already_trained(tiny_config, tmp_path):
-    from evaluation.training.train import train
-
     config = TrainConfig.load(tiny_config)
     config.train.steps, config.train.warmup_steps, config.train.time_budget = 1000, 2, 80.0
     config.train.stop_after = 3
@@ -272,8 +274,6 @@ def test_a_shared_prefix_gives_the_plain_forwards_loss_and_gradients(tiny_config
 
 
 def test_training_with_a_shared_prefix_follows_the_plain_loss_curve(tiny_config, tmp_path):
-    from evaluation.training.train import train
-
     curves = {}
     for shared in (False, True):
         config = TrainConfig.load(tiny_config)
