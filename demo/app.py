@@ -10,11 +10,15 @@ import os
 
 import gradio as gr
 
+from .export import export_root
 from .model import LoadedModel, load_model
 from .tabs import benchmarks, semantic, text, visual, wild
 
 QUEUE_SIZE = 64  # waiting requests beyond this are refused ("queue full") instead of piling up
 MODEL_CONCURRENCY = 1  # the model handles one request at a time (its lock makes that so anyway)
+# Gradio keeps every output file (annotated images, downloads) in its cache: hourly, drop those older than a
+# day (a shared deep link older than that loses its images)
+GRADIO_CACHE_PRUNE = (3600, 86400)
 
 INTRO = """# KptLLM++ keypoint demo
 Three keypoint tasks with one model: **(a)** click a point and ask what keypoint it is, **(b)** mark keypoints
@@ -30,7 +34,7 @@ def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = N
     """The whole app around one loaded model. `detector`: a `kptllm.detection.GroundingDinoDetector` or None."""
     if share_button is None:
         share_button = bool(os.environ.get("SPACE_ID"))
-    with gr.Blocks(title="KptLLM++ keypoint demo") as demo:
+    with gr.Blocks(title="KptLLM++ keypoint demo", delete_cache=GRADIO_CACHE_PRUNE) as demo:
         with gr.Row():
             gr.Markdown(INTRO)
             if share_button:  # deep links need a public URL (Spaces or --share)
@@ -68,5 +72,12 @@ def main(argv=None) -> None:
     loaded = load_model(args.model, device=args.device)
     detector, note = wild.load_local_detector(args.detector or os.environ.get("KPTLLM_DETECTOR"), loaded.predictor.device)
     demo = build_demo(loaded, detector, note, share_button=args.share or None)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
-                max_file_size="50mb", theme=gr.themes.Soft(), css=CSS)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=gr.themes.Soft(), **launch_options())
+
+
+def launch_options() -> dict:
+    """`Blocks.launch` settings the app needs wherever it runs (tests launch with these too).
+
+    `allowed_paths`: Gradio only takes returned files from the working directory or the system temp
+    folder, and `$KPTLLM_EXPORT_DIR` may be neither."""
+    return {"show_error": True, "max_file_size": "50mb", "css": CSS, "allowed_paths": [str(export_root())]}

@@ -1,8 +1,17 @@
-"""Exports shared by the tabs: the annotated PNG and a JSON file with COCO-style keypoints and the prompt."""
+"""Exports shared by the tabs: the annotated PNG and a JSON file with COCO-style keypoints and the prompt.
+
+Files a request offers for download are written to a folder of their own under one export root
+(`$KPTLLM_EXPORT_DIR`, else `<system temp>/kptllm-demo-exports-<uid>`). Gradio copies a returned file into
+its own cache before the response goes out, so ours are only a staging copy: every new request folder first
+deletes the request folders older than `EXPORT_MAX_AGE_S`, and a demo that runs for months keeps at most an
+hour of them. (Gradio's cache is pruned by `Blocks(delete_cache=...)` in `demo.app`.)
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -10,11 +19,40 @@ from typing import Sequence
 
 from PIL import Image
 
-EXPORT_DIR_PREFIX = "kptllm-demo-"
+EXPORT_DIR_ENV = "KPTLLM_EXPORT_DIR"
+EXPORT_MAX_AGE_S = 3600.0
 
 
-def _folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix=EXPORT_DIR_PREFIX))
+def export_root() -> Path:
+    """The folder that holds one sub-folder per request (created, owner-only, if missing)."""
+    configured = os.environ.get(EXPORT_DIR_ENV)
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    root = Path(configured) if configured else Path(tempfile.gettempdir()) / f"kptllm-demo-exports-{uid}"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return root
+
+
+def prune_exports(root: Path, max_age_s: float = EXPORT_MAX_AGE_S, now: float | None = None) -> int:
+    """Delete the request folders under `root` last modified more than `max_age_s` seconds ago; how many went.
+
+    Only `request-*` folders are touched, so a root pointed at a folder with other contents loses nothing else."""
+    now = time.time() if now is None else now
+    removed = 0
+    for folder in root.glob("request-*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink() and now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:  # another worker pruned it first
+            continue
+    return removed
+
+
+def request_folder() -> Path:
+    """A fresh folder for one request's files (nothing shared between users); prunes stale ones first."""
+    root = export_root()
+    prune_exports(root)
+    return Path(tempfile.mkdtemp(prefix="request-", dir=root))
 
 
 def coco_annotation(results: Sequence[dict], bbox=None, min_score: float = 0.0, category_id: int = 1,
@@ -55,7 +93,7 @@ def export_json(task: str, prompt: dict, image: Image.Image, instances: Sequence
 
 def write_exports(annotated: Image.Image, payload: dict, stem: str = "keypoints") -> tuple[str, str]:
     """(png_path, json_path) in a fresh folder of their own (one per request: nothing shared between users)."""
-    folder = _folder()
+    folder = request_folder()
     png, js = folder / f"{stem}.png", folder / f"{stem}.json"
     annotated.save(png, format="PNG")
     js.write_text(json.dumps(payload, indent=1, default=float))

@@ -5,11 +5,26 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "GRADIO_TEMP_DIR" not in os.environ:  # read by gradio modules at import: set before any is imported
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="kptllm-tests-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tests.realdata import real_instances  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_exports(tmp_path_factory):
+    """The demo's download staging folder, inside pytest's own temp tree (nothing left in the system temp)."""
+    folder = tmp_path_factory.mktemp("demo-exports")
+    os.environ["KPTLLM_EXPORT_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

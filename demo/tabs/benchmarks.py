@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import gradio as gr
 import pandas as pd
 import plotly.express as px
 
 from .. import benchmarks as data
+from ..export import request_folder
 
 MAX_BARS = 60
 
@@ -42,8 +40,7 @@ def curve_chart(curve: pd.DataFrame):
 def filtered(tasks, datasets, metrics, methods, sources):
     table = data.load_results()
     rows = data.filter_table(table, tasks, datasets, metrics, methods, sources)
-    folder = Path(tempfile.mkdtemp(prefix="kptllm-bench-"))
-    csv = folder / "kptllm-benchmarks.csv"
+    csv = request_folder() / "kptllm-benchmarks.csv"
     rows.to_csv(csv, index=False)
     return rows.drop(columns=data.PROVENANCE[:-1]), bar_chart(rows), str(csv)
 

@@ -25,8 +25,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
-    """(url, loaded model, demo) of a running app."""
-    from demo.app import CSS, build_demo
+    """(url, loaded model, demo) of a running app (its Gradio cache: tests/conftest.py sets GRADIO_TEMP_DIR)."""
+    from demo.app import build_demo, launch_options
     from demo.model import load_model
     from demo.tabs.wild import load_local_detector
     from kptllm.detection import tiny_random_detector
@@ -46,7 +46,7 @@ def app(tmp_path_factory):
         _, note = load_local_detector("no-such/detector")  # what an offline start finds
         demo = build_demo(loaded, tiny_random_detector(seed=0), note)
         port = _free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
     finally:
         socket.socket.connect = real_connect
     yield f"http://127.0.0.1:{port}/", loaded, demo
@@ -54,10 +54,15 @@ def app(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def client(app):
+def client(app, tmp_path_factory):
+    import tempfile
+
     from gradio_client import Client
 
-    return Client(app[0], verbose=False)
+    # gradio_client downloads each file through an empty folder it leaves in the system temp: keep those in ours
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("client-temp"))
+    yield Client(app[0], verbose=False, download_files=str(tmp_path_factory.mktemp("client-downloads")))
+    tempfile.tempdir = saved
 
 
 @pytest.fixture(scope="session")

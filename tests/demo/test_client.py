@@ -2,6 +2,9 @@
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
 
 import numpy as np
 import pytest
@@ -58,6 +61,25 @@ def test_detect_text_matches_predictor_and_exports(app, client):
     kp = payload["annotations"][0]["keypoints"]
     assert len(kp) == 3 * len(names) and kp[0] == pytest.approx(round(direct[0].xy[0], 2))
     assert payload["categories"][0]["keypoints"] == names
+
+
+def test_downloads_outlive_the_staging_folder(app, demo_exports):
+    """Gradio serves a download from its own cache, so pruning our staging copies breaks no link; and the app
+    prunes Gradio's cache too."""
+    from demo.app import GRADIO_CACHE_PRUNE
+    from demo.export import prune_exports
+
+    raw = Client(app[0], verbose=False, download_files=False)
+    _, _, png, js = raw.predict(handle_file(PERSON), PRESET, "nose", False, PERSON_BOX, 0.0, api_name="/detect_text")
+    served = Path(png["path"])
+    assert demo_exports not in served.parents and served.name == "kptllm-text.png"
+    staged = list(demo_exports.glob("request-*/kptllm-text.png"))
+    assert staged, "the export was not staged under KPTLLM_EXPORT_DIR"
+    prune_exports(demo_exports, max_age_s=-1)
+    assert not list(demo_exports.glob("request-*"))
+    response = httpx.get(png["url"], timeout=30)
+    assert response.status_code == 200 and response.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert app[2].delete_cache == GRADIO_CACHE_PRUNE
 
 
 def test_describe(client, examples):

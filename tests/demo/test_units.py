@@ -1,13 +1,16 @@
 """Drawing, export and input checks without a server."""
 
 import json
+import os
+import time
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
-from demo.export import coco_annotation
+from demo.export import EXPORT_MAX_AGE_S, coco_annotation, export_root, prune_exports, write_exports
 from demo.inputs import load_image, parse_box, parse_names
 from demo.presets import presets, skeleton_for
 from demo.render import annotate
@@ -63,3 +66,29 @@ def test_coco_annotation():
     ann = coco_annotation(results, bbox=(0, 0, 5, 5), min_score=0.5)
     assert ann["keypoints"] == [1.0, 2.0, 2, 0, 0, 0, 0, 0, 0] and ann["num_keypoints"] == 1
     json.dumps(ann)
+
+
+def test_exports_are_staged_per_request_and_stale_ones_pruned(tmp_path, monkeypatch):
+    """Each request gets its own folder under the export root; a new request deletes folders older than
+    EXPORT_MAX_AGE_S and nothing else (a demo serving for months must not fill the disk)."""
+    monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(tmp_path / "exports"))
+    root = export_root()
+    image = Image.new("RGB", (8, 8))
+    first = write_exports(image, {"a": 1})
+    second = write_exports(image, {"a": 2})
+    folders = {Path(p).parent for p in first + second}
+    assert len(folders) == 2 and all(f.parent == root for f in folders)
+    assert json.loads(Path(second[1]).read_text()) == {"a": 2}
+
+    stale = Path(first[0]).parent
+    old = time.time() - EXPORT_MAX_AGE_S - 10
+    os.utime(stale, (old, old))
+    keeper = root / "notes.txt"  # not ours: left alone
+    keeper.write_text("x")
+    os.utime(keeper, (old, old))
+    third = write_exports(image, {"a": 3})
+    assert not stale.exists() and Path(second[0]).exists() and Path(third[0]).exists() and keeper.exists()
+
+    young = Path(second[0]).parent
+    assert prune_exports(root, now=time.time() + EXPORT_MAX_AGE_S / 2) == 0 and young.exists()
+    assert prune_exports(root, now=time.time() + EXPORT_MAX_AGE_S + 60) == 2 and not young.exists()
