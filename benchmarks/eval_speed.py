@@ -89,18 +89,18 @@ def run(batch: int = 16, limit: int = 24, model: str | None = None, device: str 
         tmp = Path(tmp)
         known = {"coco": ("coco instances", "coco", coco_like(tmp, limit), {}),
                  "mp100": ("mp100 1-shot episodes", "mp100", mp100_like(tmp), {"shots": 1, "episodes": episodes})}
-        for name, bench, annotations, extra in (known[w] for w in workloads):
+        for name, bench, annotation_file, extra in (known[w] for w in workloads):
             row = {"workload": name}
             records = {}
             sizes = (("batched", batch),) if skip_one else (("one", 1), ("batched", batch))
             for label, size in sizes if warmup else ():  # batch 1 needs its one shape, batch N all of its shapes
-                run_benchmark(model or "tiny", bench, str(annotations), str(REAL / "coco"), str(tmp / f"{bench}-warmup-{label}"),
+                run_benchmark(model or "tiny", bench, str(annotation_file), str(REAL / "coco"), str(tmp / f"{bench}-warmup-{label}"),
                               limit=limit if size > 1 else 2, chunk_size=8, predictor=predictor, progress=False,
                               batch=size, **extra)
             for label, size in sizes:
                 out = tmp / f"{bench}-{label}"
                 tic = time.perf_counter()
-                records[label] = run_benchmark(model or "tiny", bench, str(annotations), str(REAL / "coco"), str(out),
+                records[label] = run_benchmark(model or "tiny", bench, str(annotation_file), str(REAL / "coco"), str(out),
                                                limit=limit, chunk_size=8, predictor=predictor, progress=False,
                                                batch=size, **extra)
                 seconds = time.perf_counter() - tic
