@@ -9,9 +9,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageOps
 
+from kptllm.image import MAX_BOX_TO_IMAGE
+from kptllm.protocol import MAX_TEXT_CHARS
+
 MAX_PIXELS = 40_000_000  # an 8000 x 5000 photo
 MIN_SIDE = 8
-MAX_TEXT = 300  # characters per keypoint name / description
+MAX_TEXT = MAX_TEXT_CHARS  # characters per keypoint name / description (the library's limit)
 MAX_QUERY_TEXT = 2000  # characters of one text field
 MAX_KEYPOINTS = 50  # per request (the predictor allows 100; the demo keeps requests short)
 MAX_SUPPORTS = 5
@@ -75,10 +78,15 @@ def parse_box(text: str | None, image: Image.Image | None = None, what: str = "b
     if len(numbers) != 4 or re.sub(_NUMBER, "", str(text)).strip(" ,;[]()\t") != "":
         raise gr.Error(f"The {what} must be four numbers x, y, width, height in pixels; got {text!r}.")
     x, y, w, h = (float(n) for n in numbers)
+    if not np.isfinite([x, y, w, h]).all():
+        raise gr.Error(f"The {what} must be four finite numbers; got {text!r}.")
     if w <= 0 or h <= 0:
         raise gr.Error(f"The {what} needs a positive width and height; got {text!r}.")
     if image is not None and (x >= image.width or y >= image.height or x + w <= 0 or y + h <= 0):
         raise gr.Error(f"The {what} {text!r} lies outside the {image.width}x{image.height} image.")
+    if image is not None and max(w, h) > MAX_BOX_TO_IMAGE * max(image.size):
+        raise gr.Error(f"The {what} {text!r} is more than {MAX_BOX_TO_IMAGE} times the {image.width}x{image.height} "
+                       "image; draw it around the object.")
     return x, y, w, h
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from kptllm.cli import UserError, build_parser, run
 
@@ -48,15 +49,12 @@ def _eval(args) -> None:
         except FileNotFoundError as err:
             raise UserError(str(err)) from None
 
-    try:
-        record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
-                               shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
-                               chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name,
-                               supercategory=args.supercategory, boxes=args.boxes, batch=args.batch,
-                               shard=_shard(args.shard), constrained=not args.no_constraints,
-                               semantic_labels=args.semantic_labels)
-    except OSError as err:
-        raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
+    record = run_benchmark(args.model, args.benchmark, args.annotations, args.images, args.out, task=args.task,
+                           shots=args.shots, episodes=args.episodes, seed=args.seed, limit=args.limit,
+                           chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name,
+                           supercategory=args.supercategory, boxes=args.boxes, batch=args.batch,
+                           shard=_shard(args.shard), constrained=not args.no_constraints,
+                           semantic_labels=args.semantic_labels)
     if record is None:
         print(json.dumps({"shard": args.shard, "complete": False, "out": args.out}))
         return
@@ -69,6 +67,10 @@ def _results(args) -> None:
 
     from .results import provenance, results_table, side_by_side
 
+    if args.results is None:  # default: ./results when there is one (the paper's numbers alone otherwise)
+        args.results = "results"
+    elif not Path(args.results).is_dir():
+        raise UserError(f"results folder not found: {args.results}")
     table = results_table(args.results, benchmark=args.benchmark)
     if args.csv:
         table.to_csv(sys.stdout, index=False)
@@ -168,7 +170,7 @@ def build_full_parser():
 
     results = commands.add_parser("results", help="paper numbers and measured numbers side by side")
     results.add_argument("--benchmark")
-    results.add_argument("--results", default="results", help="folder searched for record.json files")
+    results.add_argument("--results", help="folder searched for record.json files (default: ./results if present)")
     results.add_argument("--csv", action="store_true", help="the long table as CSV")
     results.set_defaults(run=_results)
     training = commands.add_parser("train", help="train a model from a YAML config (resumable; accelerate-aware)")

@@ -181,8 +181,11 @@ def results_table(results_dir: str | Path | None = None, benchmark: str | None =
         datasets = {dataset for (name, _), (_, dataset, _) in PAPER_NAMES.items() if name == benchmark}
         if benchmark == "mp100":
             datasets.add(CROSS_SUPERCATEGORY[1])
-        if not datasets:
-            raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(sorted({k[0] for k in PAPER_NAMES}))}")
+        from .benchmarks import BENCHMARKS
+
+        known = {k[0] for k in PAPER_NAMES} | set(BENCHMARKS)
+        if benchmark not in known:
+            raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(sorted(known))}")
         table = table[table["dataset"].isin(datasets) | (table["benchmark"] == benchmark)]
     return table.reset_index(drop=True)
 

@@ -184,13 +184,15 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     `semantic_labels`: mp100 semantic: a label-set JSON file (evaluation/data/semantic_labels.py);
     default the built-in `kptllm-mp100-v1`. The record names the set and the categories covered.
     """
+    from kptllm.predictor import MAX_SHOTS
+
     started = time.perf_counter()
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     if chunk_size < 1:
         raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
-    if shots < 1:
-        raise ValueError(f"shots must be at least 1, got {shots}")
+    if not 1 <= shots <= MAX_SHOTS:
+        raise ValueError(f"shots must be 1 to {MAX_SHOTS}, got {shots}")
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     if batch < 1:
@@ -250,7 +252,10 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         from kptllm import KeypointPredictor
 
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if launched and torch_cuda() else None
-        predictor = KeypointPredictor.from_pretrained(model, device=device, constrained=constrained)
+        try:
+            predictor = KeypointPredictor.from_pretrained(model, device=device, constrained=constrained)
+        except OSError as err:
+            raise ValueError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from None
     chunks = [units[i:i + chunk_size] for i in range(0, len(units), chunk_size)]
     paths = [out_dir / "chunks" / f"{number:05d}.json" for number in range(len(chunks))]
 

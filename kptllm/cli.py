@@ -159,6 +159,10 @@ def run(args) -> int:
         return 2
     except BrokenPipeError:  # e.g. `kptllm episodes ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as err:  # a path that cannot be read or written (a folder given for a file, no permission, ...)
+        print(f"kptllm: error: {err.strerror or err}: {err.filename}" if err.filename else f"kptllm: error: {err}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

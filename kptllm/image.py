@@ -16,6 +16,9 @@ from PIL import Image, ImageOps
 
 CONTAINS_TOLERANCE = 1e-9  # relative to the crop side
 MAX_IMAGE_PIXELS = 80_000_000  # e.g. 10000 x 8000; larger images are refused before decoding
+# a box side may be at most this many times the image's longer side: the crop pads the image by about one
+# output pixel of the box's scale, so the work and memory of a crop grow with the box's size
+MAX_BOX_TO_IMAGE = 20
 
 
 def _check_size(width: int, height: int) -> None:
@@ -126,7 +129,8 @@ class SquareCrop:
 
 
 def validate_bbox(bbox, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """Check a COCO `xywh` box: 4 finite numbers, positive size, overlapping the image (it may stick out)."""
+    """Check a COCO `xywh` box: 4 finite numbers, positive size, overlapping the image (it may stick out),
+    no side over `MAX_BOX_TO_IMAGE` times the image's longer side."""
     try:
         x, y, w, h = (float(v) for v in bbox)
     except (TypeError, ValueError):
@@ -136,6 +140,9 @@ def validate_bbox(bbox, image_size: tuple[int, int]) -> tuple[float, float, floa
     if w <= 0 or h <= 0:
         raise ValueError(f"bbox width and height must be positive; got w={w}, h={h}")
     width, height = image_size
+    if max(w, h) > MAX_BOX_TO_IMAGE * max(width, height):
+        raise ValueError(f"bbox {w:g} x {h:g} is more than {MAX_BOX_TO_IMAGE} times the {width}x{height} image; "
+                         "give a box around the object")
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise ValueError(f"bbox {bbox!r} does not overlap the {width}x{height} image")
     return x, y, w, h

@@ -104,6 +104,25 @@ def _check_count(count: int) -> None:
         raise ValueError(f"{count} keypoints requested; the limit per call is {MAX_KEYPOINTS_PER_CALL}")
 
 
+def resolve_device(device=None) -> torch.device:
+    """`device` as a torch.device (default: CUDA when available, else CPU); ValueError for a device this
+    torch cannot use, before any weights are read."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but this torch sees no CUDA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    elif device.type != "cpu" and device.type != "mps":
+        raise ValueError(f"device {str(device)!r} is not supported (use cpu, cuda or cuda:N)")
+    return device
+
+
 class KeypointPredictor:
     """Runs a `KptLLMForKeypoints` on images given in pixels. Not thread-safe (it caches one image)."""
 
@@ -131,7 +150,7 @@ class KeypointPredictor:
             from .embedded import embedded_model_path
 
             path_or_id = embedded_model_path()
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype).to(device)

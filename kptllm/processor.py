@@ -113,6 +113,14 @@ class KptLLMProcessor:
             ids = self._token_cache[(text, first)] = self.protocol.tokenize(self.tokenizer, text, first=first)
         return list(ids)
 
+    def _special_strings(self) -> tuple[str, ...]:
+        """The tokenizer's special tokens (BOS, EOS, PAD, UNK, extras) but our `<image>` / `<kpt>` placeholders."""
+        tokenizer = self.tokenizer
+        if getattr(self, "_special_owner", None) is not tokenizer:
+            found = {str(t) for t in tokenizer.all_special_tokens} - set(SPECIAL_TOKENS)
+            self._special_owner, self._special = tokenizer, tuple(sorted(t for t in found if t.strip()))
+        return self._special
+
     def encode_prefix(self, prefix: str | None = None) -> list[int]:
         """BOS + the prefix tokens (default: the protocol's) with its one `<image>` expanded to N placeholders."""
         ids = self._tokens(self.protocol.prefix if prefix is None else prefix, first=True)
@@ -123,6 +131,11 @@ class KptLLMProcessor:
         return ids if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id] + ids
 
     def encode_conversation(self, conversation: Conversation) -> EncodedConversation:
+        """Token ids of the three pieces; ValueError when the query holds one of the tokenizer's special
+        tokens as text (a keypoint name "</s>" would end the prompt)."""
+        for token in self._special_strings():
+            if token in conversation.query:
+                raise ValueError(f"keypoint text must not contain the tokenizer's special token {token}")
         answer = [] if conversation.answer is None else self._tokens(conversation.answer) + [self.eos_token_id]
         return EncodedConversation(self.encode_prefix(conversation.prefix), self._tokens(conversation.query), answer)
 

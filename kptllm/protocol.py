@@ -15,6 +15,7 @@ decimals: ``left eye [0.412, 0.305]``. Answers put the semantics first, then the
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 
@@ -69,8 +70,9 @@ class Conversation:
 
 
 def _has_control_characters(text: str) -> bool:
-    """Control characters other than whitespace (whitespace is collapsed, never rejected)."""
-    return any((ord(c) < 32 or ord(c) == 127) and not c.isspace() for c in text)
+    """Control (C0, C1), format (bidi overrides, zero-width space, BOM) and lone surrogate characters other
+    than whitespace (collapsed, never rejected); the zero-width joiner of emoji sequences is allowed."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and not c.isspace() and c != "\u200d" for c in text)
 
 
 def clean_text(text: str, what: str = "keypoint text") -> str:

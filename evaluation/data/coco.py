@@ -97,6 +97,10 @@ def _resolve(root: Path | None, file_name: str) -> Path | None:
     return None
 
 
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0
+
+
 def _box_from(keypoints: np.ndarray, width, height) -> tuple[tuple[float, float, float, float], str]:
     labelled = keypoints[keypoints[:, 2] > 0, :2]
     if len(labelled):
@@ -115,15 +119,32 @@ class KeypointDataset:
         if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
             raise ValueError(f"{source or 'data'} is not a COCO keypoint file (needs 'images' and 'annotations')")
         self.source = source
-        root = None if image_root is None else Path(image_root)
+        self._where = "the file"
+        try:
+            self._read(data, None if image_root is None else Path(image_root))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            what = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"{source or 'data'}: malformed COCO keypoint file at {self._where}: {what}") from None
+
+    def _read(self, data: dict, root: Path | None) -> None:
+        for name in ("images", "annotations"):
+            if not isinstance(data[name], list):
+                raise TypeError(f"'{name}' must be a list, not {type(data[name]).__name__}")
         self.images: dict[int, ImageInfo] = {}
-        for im in data["images"]:
-            self.images[im["id"]] = ImageInfo(im["id"], im["file_name"], im.get("width"), im.get("height"),
-                                              _resolve(root, im["file_name"]))
-        raw_categories = {c["id"]: c for c in data.get("categories", [])}
+        for number, im in enumerate(data["images"]):
+            self._where = f"images[{number}]"
+            if not isinstance(im["file_name"], str):
+                raise TypeError(f"file_name must be a string, not {im['file_name']!r}")
+            width, height = im.get("width"), im.get("height")
+            if width is not None and height is not None and not (_positive(width) and _positive(height)):
+                raise ValueError(f"width and height must be positive numbers, not {width!r} x {height!r}")
+            self.images[im["id"]] = ImageInfo(im["id"], im["file_name"], width, height, _resolve(root, im["file_name"]))
+        self._where = "categories"
+        raw_categories = {c["id"]: c for c in data.get("categories") or []}
         counts: dict[int, int] = {}
         self.annotations: list[Annotation] = []
-        for ann in data["annotations"]:
+        for number, ann in enumerate(data["annotations"]):
+            self._where = f"annotations[{number}] (id {ann.get('id')})" if isinstance(ann, dict) else f"annotations[{number}]"
             category = raw_categories.get(ann.get("category_id"), {})
             names = category.get("keypoints") or []
             flat = ann.get("keypoints") or []
@@ -137,8 +158,13 @@ class KeypointDataset:
             if image is None:
                 raise ValueError(f"annotation {ann.get('id')} refers to a missing image {ann['image_id']}")
             box = ann.get("bbox")
-            if box is not None and len(box) == 4 and box[2] > 0 and box[3] > 0:
+            if box is not None and len(box) == 4 and float(box[2]) > 0 and float(box[3]) > 0:
                 bbox, bbox_source = tuple(float(v) for v in box), "file"
+                if not np.isfinite(bbox).all():
+                    raise ValueError(f"bbox {box!r} is not finite")
+                if image.width and image.height and (bbox[0] >= image.width or bbox[1] >= image.height
+                                                     or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):
+                    raise ValueError(f"bbox {box!r} does not overlap its {image.width}x{image.height} image {ann['image_id']}")
             else:
                 bbox, bbox_source = _box_from(keypoints, image.width, image.height)
             self.annotations.append(Annotation(
@@ -146,6 +172,7 @@ class KeypointDataset:
                 keypoints=keypoints, bbox=bbox, bbox_source=bbox_source,
                 area=float(ann.get("area", bbox[2] * bbox[3])), iscrowd=bool(ann.get("iscrowd", 0)),
                 extra={k: v for k, v in ann.items() if k not in _READ_FIELDS}))
+        self._where = "categories"
         self.categories: dict[int, Category] = {}
         for cid, c in raw_categories.items():
             count = counts.get(cid, len(c.get("keypoints") or []))
@@ -173,6 +200,8 @@ class KeypointDataset:
             raise ValueError(f"annotation file not found: {path}") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid json: {err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a json text file (not UTF-8)") from None
         return cls(data, image_root if image_root is not None else path.parent, source=str(path))
 
     def annotation(self, ann_id: int) -> Annotation:

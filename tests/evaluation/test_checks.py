@@ -67,7 +67,8 @@ def test_mp100_missing_images_fail_up_front_with_a_file_name(tmp_path):
 
 
 def test_shots_and_keypoint_names_are_checked(tmp_path):
-    _refused(tmp_path, "shots must be at least 1", shots=0)
+    _refused(tmp_path, "shots must be 1 to 5", shots=0)
+    _refused(tmp_path, "shots must be 1 to 5", shots=6)
     _refused(tmp_path, r"expects the 14 CarFusion keypoints", benchmark="carfusion")  # a 17-keypoint file
     _refused(tmp_path, r"expects the 17", benchmark="ap10k")  # COCO names are not AP-10K's
 

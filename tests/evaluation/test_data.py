@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -82,6 +83,40 @@ def test_malformed_files(tmp_path, content, message):
         KeypointDataset.load(path)
     with pytest.raises(ValueError, match="not found"):
         KeypointDataset.load(tmp_path / "missing.json")
+
+
+def _good_file() -> dict:
+    return {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+            "categories": [{"id": 1, "name": "t", "keypoints": ["a", "b"], "skeleton": [[1, 2]]}],
+            "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20],
+                             "keypoints": [10, 20, 2, 30, 50, 1]}]}
+
+
+def _broken(change):
+    data = _good_file()
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize("change, where, message", [
+    (lambda d: d["images"][0].pop("file_name"), "images[0]", "missing field 'file_name'"),
+    (lambda d: d["images"][0].update(width="100"), "images[0]", "positive numbers"),
+    (lambda d: d.update(images={"1": "a.png"}), "the file", "'images' must be a list"),
+    (lambda d: d.update(annotations=None), "the file", "'annotations' must be a list"),
+    (lambda d: d["annotations"][0].pop("image_id"), "annotations[0] (id 7)", "missing field 'image_id'"),
+    (lambda d: d["annotations"][0].pop("category_id"), "annotations[0]", "missing field 'category_id'"),
+    (lambda d: d["annotations"][0].update(bbox=["a", "b", "c", "d"]), "annotations[0]", "could not convert"),
+    (lambda d: d["annotations"][0].update(bbox=[500, 5, 20, 20]), "annotations[0]", "does not overlap its 100x80 image"),
+    (lambda d: d["annotations"][0].update(keypoints=[1, 2]), "annotations[0]", "multiple of 3"),
+    (lambda d: d["annotations"].append(5), "annotations[1]", "int"),
+])
+def test_malformed_entries_name_where_and_what(tmp_path, change, where, message):
+    """A broken field is one clear ValueError naming the entry, never a KeyError / TypeError traceback."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_broken(change)))
+    with pytest.raises(ValueError, match=f"bad.json: malformed COCO keypoint file at {re.escape(where)}.*: .*{re.escape(message)}"):
+        KeypointDataset.load(path)
+    assert KeypointDataset(_good_file()).annotations[0].bbox == (5, 5, 20, 20)  # the unbroken file loads
 
 
 def test_clean_bbox_matches_reference_convention():

@@ -101,3 +101,18 @@ def test_cli_results_skips_broken_records(tmp_path, capsys):
         assert main(["results", "--benchmark", "mp100", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mine abababab" in out and "measured runs:" in out and "10 of 10 units" in out
+
+
+def test_benchmarks_without_paper_numbers_filter_by_their_records(tmp_path, capsys):
+    """`--benchmark keypointworld` (no paper numbers) keeps its records; an unknown name and a missing
+    --results folder are one-line errors."""
+    from evaluation.cli import main
+
+    _write(tmp_path / "kw", benchmark="keypointworld", task="text", metrics={"PCK@0.2": 0.95})
+    _write(tmp_path / "mp", metrics={"PCK@0.2": 0.5})
+    table = results_table(tmp_path, benchmark="keypointworld")
+    assert set(table["benchmark"]) == {"keypointworld"} and table["value"].tolist() == [95.0]
+    with pytest.raises(ValueError, match="unknown benchmark 'imagenet'.*keypointworld"):
+        results_table(tmp_path, benchmark="imagenet")
+    assert main(["results", "--results", str(tmp_path / "none")]) == 2
+    assert "results folder not found" in capsys.readouterr().err

@@ -144,6 +144,9 @@ def test_bad_runs(tiny_dir, tmp_path):
         run_benchmark(str(tiny_dir), "coco", str(tmp_path / "none.json"), str(REAL / "coco"), str(tmp_path))
     with pytest.raises(ValueError, match="allow-missing"):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path))
+    with pytest.raises(ValueError, match="shots must be 1 to 5"):  # the predictor's MAX_SHOTS, on both paths
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "six"), shots=6)
+    assert not (tmp_path / "six").exists()
     with pytest.raises(ValueError, match="no work units"):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(tmp_path / "no-images"), str(tmp_path),
                       allow_missing=True)
@@ -208,3 +211,15 @@ def test_oracle_predictions_score_perfectly(tmp_path, benchmark, path):
     assert record["metrics"]["AP"] == pytest.approx(1.0) and record["metrics"]["AR"] == pytest.approx(1.0)
     per_keypoint = list(record["per_keypoint"].values())
     assert all(v in (1.0, -1.0) for v in per_keypoint) and per_keypoint.count(1.0) > 10  # -1: never labelled
+
+
+def test_cli_eval_names_the_path_it_cannot_use(tiny_dir, tmp_path, capsys):
+    """An --annotations folder or an --out that is a file: the OS's reason and the path (not "cannot load model")."""
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    for extra in (["--annotations", str(tmp_path), "--out", str(tmp_path / "o1")],
+                  ["--annotations", str(COCO_JSON), "--out", str(taken)]):
+        assert main(["eval", "--model", str(tiny_dir), "--benchmark", "coco", "--images", str(REAL / "coco"),
+                     "--limit", "1", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "cannot load model" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

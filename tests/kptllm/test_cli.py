@@ -51,6 +51,10 @@ def test_predict_point_and_support_in_process(tiny_dir, capsys):
     (["--keypoints", "nose", "--bbox", "1,2,3"], "4 comma-separated"),
     (["--support", IMAGE], "--support-points"),
     (["--support", IMAGE, "--support-points", ";"], "empty"),
+    (["--keypoints", "nose", "--bbox", "0,0,3e6,3e6"], "more than 20 times"),
+    (["--keypoints", "nose", "--bbox", "0,0,1e300,1e300"], "more than 20 times"),
+    (["--keypoints", "nose", "--device", "foo"], "unknown device 'foo'"),
+    (["--keypoints", "nose", "--device", "cuda:99"], "cuda:99"),
 ])
 def test_user_mistakes_exit_2_without_traceback(tiny_dir, capsys, args, message):
     assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, *args]) == 2
@@ -69,3 +73,15 @@ def test_console_script_is_installed():
     exe = shutil.which("kptllm") or os.path.join(os.path.dirname(sys.executable), "kptllm")
     done = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "predict" in done.stdout
+
+
+def test_paths_that_cannot_be_written_exit_2_with_one_line(tmp_path, capsys):
+    """synth / tiny into a file or an unwritable place: the OS's reason and the path, not a traceback."""
+    from evaluation.cli import main as full_main
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for argv in (["synth", "--out", str(a_file), "--n", "1", "--seed", "1"], ["tiny", str(a_file / "sub")]):
+        assert full_main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and str(a_file) in err and len(err.strip().splitlines()) == 1, err

@@ -107,10 +107,20 @@ def test_crop_is_a_padded_square_centred_on_the_box():
     ((1, 2, 3), "4 numbers"), ((0, 0, -5, 10), "positive"), ((0, 0, 10, 0), "positive"),
     ((700, 0, 10, 10), "does not overlap"), ((-50, -50, 10, 10), "does not overlap"),
     ((0, float("nan"), 10, 10), "non-finite"), ("abcd", "4 numbers"),
+    ((0, 0, 3e6, 3e6), "more than 20 times"), ((-1e300, 0, 2e300, 10), "more than 20 times"),
+    ((0, 0, 10, 12801), "more than 20 times"),
 ])
 def test_bad_boxes(bbox, message):
     with pytest.raises(ValueError, match=message):
         square_crop((640, 480), bbox, size=224, padding=1.25)
+
+
+def test_largest_allowed_box_crops_in_bounded_memory():
+    """A box 20x the image (the limit) still crops: the padded canvas stays near the image's size."""
+    image = Image.new("RGB", (64, 48), (200, 200, 200))
+    crop = square_crop(image.size, (-600, -600, 1280, 1280), size=32, padding=1.25)
+    out = np.asarray(crop_image(image, crop, fill=(1, 2, 3)))
+    assert out[0, 0].tolist() == [1, 2, 3] and out[..., 0].max() > 50  # the image is a blended pixel or two
 
 
 def test_box_partly_outside_is_filled():

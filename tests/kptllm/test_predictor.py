@@ -213,6 +213,8 @@ def test_bad_inputs_give_clear_errors(predictor, coco_person):
         (lambda: predictor.detect([]), "no keypoints"),
         (lambda: predictor.detect([""]), "empty"),
         (lambda: predictor.detect(["eye [0.1, 0.2]"]), "reserved"),
+        (lambda: predictor.detect(["the </s> end"]), "special token </s>"),
+        (lambda: predictor.detect_from_example(coco_person.image, [(350, 100)], names=["<pad>"]), "special token <pad>"),
         (lambda: predictor.detect(["x" * (MAX_TEXT_CHARS + 1)]), "limit"),
         (lambda: predictor.detect(["nose"] * (MAX_KEYPOINTS_PER_CALL + 1)), "limit per call"),
         (lambda: predictor.detect_from_example([coco_person.image] * (MAX_SHOTS + 1), [[(350, 100)]] * (MAX_SHOTS + 1)),

@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 from kptllm.protocol import (ASSISTANT, IMAGE_TOKEN, KPT_TOKEN, MAX_TEXT_CHARS, PREFIX, ParsedAnswer, ParseError,
                              ParseFailure, Task, build_conversation, clean_text, format_answer, parse_answer)
 
-names = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="[]\x7f"),
+names = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="[]\x7f",
+                                       exclude_categories=("Cc", "Cf", "Cs")),  # control / format: refused
                 min_size=1, max_size=60).filter(lambda s: s.strip() and "<image>" not in s and "<kpt>" not in s)
 coords = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
@@ -85,6 +86,7 @@ def test_conversations_per_task():
 
 @pytest.mark.parametrize("bad, message", [
     ("", "empty"), ("   \n", "empty"), ("x" * (MAX_TEXT_CHARS + 1), "limit"), ("eye\x07", "control"),
+    ("eye\x90", "control"), ("left\u202eeye", "control"), ("eye\u200b", "control"), ("\ufeffeye", "control"),
     ("eye [0.1, 0.2]", "reserved for coordinates"), ("the <kpt>", "reserved token"), ("an <image>", "reserved token"),
     (42, "must be a string"),
 ])
@@ -95,6 +97,7 @@ def test_bad_prompt_texts(bad, message):
 
 def test_clean_text_collapses_whitespace():
     assert clean_text("  left \t eye ") == "left eye"
+    assert clean_text("cat 🐈\u200d⬛ nose") == "cat 🐈\u200d⬛ nose"  # an emoji's zero-width joiner is text
 
 
 def test_out_of_range_target_is_refused():

@@ -175,6 +175,24 @@ def test_a_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tiny_config, t
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, message", [
+    ("model: [\n", "not valid YAML"),
+    ("model: 5\ndata: {}\n", "'model' section must be a mapping"),
+    ("model: {type: nothing}\ndata: {}\n", "unknown model type 'nothing'"),
+    ("model: {type: scratch, vision: {hidden_size: 8}}\ndata: {}\n", "model.vision needs a model_type"),
+    ("model: {type: scratch, llm: {model_type: llama}}\ndata: {}\n", "needs model.vision"),
+    ("model: {type: checkpoint}\ndata: {}\n", "needs model.path"),
+    ("model: {type: checkpoint, path: x}\ndata: [1]\n", "'data' section must be a mapping"),
+    ("model: {type: checkpoint, path: x}\ndata: {}\ntrain: 3\n", "'train' section must be a mapping"),
+])
+def test_bad_configs_exit_2_with_one_line(tmp_path, capsys, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_dry_run_of_the_paper_configs_prints_sizes_without_downloading(capsys):
     for name, low, high in (("kptllm_pp.yaml", 6.5e9, 8e9), ("kptllm.yaml", 6.5e9, 8e9)):
         assert main(["train", "--config", str(ROOT / "configs" / name), "--dry-run"]) == 0
