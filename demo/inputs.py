@@ -7,9 +7,10 @@ from typing import Sequence
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from kptllm.image import MAX_BOX_TO_IMAGE
+from kptllm.image import load_image as library_load_image
 from kptllm.protocol import MAX_TEXT_CHARS
 
 MAX_PIXELS = 40_000_000  # an 8000 x 5000 photo
@@ -25,20 +26,15 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2  # larger files are refused by PIL befor
 def load_image(value, what: str = "image") -> Image.Image:
     """A PIL RGB 8-bit image, upright (EXIF), from a PIL image, numpy array or path; gr.Error when unusable.
 
-    Grayscale, palette, RGBA (composited on white), 16-bit and float images all become RGB 8-bit."""
+    The library's conversion (`kptllm.image.load_image`: alpha over white, 16-bit / 257, float in [0, 1]),
+    so the demo shows the model what the API would; plus the demo's own size limits."""
     if value is None:
         raise gr.Error(f"Please upload the {what}.")
     try:
-        if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
-            value = Image.open(value)
-        if isinstance(value, np.ndarray):
-            value = Image.fromarray(_to_uint8(value))
-        if not isinstance(value, Image.Image):
-            raise TypeError(type(value).__name__)
-        if value.width * value.height > MAX_PIXELS:
-            raise gr.Error(f"The {what} has {value.width}x{value.height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels.")
-        image = ImageOps.exif_transpose(value)
-        image = _to_rgb(image)
+        width, height = _size_of(value)
+        if width * height > MAX_PIXELS:
+            raise gr.Error(f"The {what} has {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels.")
+        image = library_load_image(value)
     except gr.Error:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding problem is the user's file
@@ -48,23 +44,16 @@ def load_image(value, what: str = "image") -> Image.Image:
     return image
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    array = array.astype(np.float64)
-    top = array.max() if array.size else 1.0
-    scale = 255.0 / (65535.0 if top > 255 else 255.0 if top > 1.0 else 1.0)
-    return np.clip(array * scale, 0, 255).astype(np.uint8)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = Image.fromarray(_to_uint8(np.asarray(image)))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+def _size_of(value) -> tuple[int, int]:
+    """(width, height) without decoding: a path's header, a PIL image's size, an array's shape."""
+    if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+        with Image.open(value) as opened:  # closed again, also when the image is refused
+            return opened.size
+    if isinstance(value, Image.Image):
+        return value.size
+    if isinstance(value, np.ndarray) and value.ndim >= 2:
+        return value.shape[1], value.shape[0]
+    raise TypeError(f"unsupported image type {type(value).__name__}")
 
 
 _NUMBER = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"

@@ -121,6 +121,8 @@ def _synth(args) -> None:
 
     if args.n < 1:
         raise UserError("--n must be >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, not {args.seed}")
     path = write_dataset(args.out, args.n, args.seed, offcentre=args.offcentre)
     print(json.dumps({"annotations": str(path), "images": str(path.parent / "images"), "n": args.n, "seed": args.seed}))
 

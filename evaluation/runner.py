@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -162,6 +163,20 @@ def _run_batched(bench: Benchmark, predictor, chunks, todo, paths, batch: int, b
                                                 "elapsed_s": time.perf_counter() - started[number]})
 
 
+def _compute(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) -> None:
+    """Predict the chunks in `todo`, writing each as it finishes (one unit at a time, or batched)."""
+    if batch == 1:
+        for number in todo:
+            tic = time.perf_counter()
+            done = []
+            for unit in chunks[number]:
+                done.append(predict(bench, predictor, unit))
+                bar.update(1)
+            _write_json(paths[number], {"predictions": done, "elapsed_s": time.perf_counter() - tic})
+    else:
+        _run_batched(bench, predictor, chunks, todo, paths, batch, bar)
+
+
 def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out: str, task: str | None = None,
                   shots: int = 1, episodes: int = 200, seed: int = 1, limit: int | None = None,
                   chunk_size: int = 32, predictor=None, progress: bool = True, allow_missing: bool = False,
@@ -221,7 +236,9 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     units = bench.units[:limit] if limit else bench.units
     bench.units = units
     if not units:
-        raise ValueError(f"benchmark {benchmark} has no work units in {annotations} (are the images under {images}?)")
+        few = (f"; or too few instances per category for --shots {shots} (a support and a query of each, "
+               "other objects)") if bench.task == "visual" else ""
+        raise ValueError(f"benchmark {benchmark} has no work units in {annotations} (are the images under {images}?{few})")
     out_dir = Path(out)
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
     annotations_sha256 = file_sha256(Path(annotations))
@@ -241,7 +258,10 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         settings["constrained"] = False
     run_file = out_dir / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        try:
+            previous = json.loads(run_file.read_text())
+        except ValueError:
+            raise ValueError(f"{run_file} is not valid json (a run stopped while writing it?); delete it or use another --out") from None
         if previous != settings:
             changed = sorted(k for k in settings if previous.get(k) != settings[k])
             raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); use another --out")
@@ -260,27 +280,26 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     paths = [out_dir / "chunks" / f"{number:05d}.json" for number in range(len(chunks))]
 
     def saved(number):
-        """The finished chunk's json, or None."""
+        """The finished chunk's json, or None (also for a damaged chunk file, which is then computed again)."""
         if not paths[number].exists():
             return None
-        value = json.loads(paths[number].read_text())
-        return value if [p["key"] for p in value["predictions"]] == [unit_key(u) for u in chunks[number]] else None
+        try:
+            value = json.loads(paths[number].read_text())
+            keys = [p["key"] for p in value["predictions"]]
+            float(value["elapsed_s"])
+        except (ValueError, TypeError, KeyError):
+            warnings.warn(f"{paths[number]} is damaged; computing that chunk again")
+            return None
+        return value if keys == [unit_key(u) for u in chunks[number]] else None
 
     mine = [n for n in range(len(chunks)) if shard is None or n % shard[1] == shard[0]]
     todo = [n for n in mine if saved(n) is None]
     bar = tqdm(total=sum(len(chunks[n]) for n in todo), desc=f"{benchmark}/{bench.task}", disable=not progress,
                unit="unit")
-    if batch == 1:
-        for number in todo:
-            tic = time.perf_counter()
-            done = []
-            for unit in chunks[number]:
-                done.append(predict(bench, predictor, unit))
-                bar.update(1)
-            _write_json(paths[number], {"predictions": done, "elapsed_s": time.perf_counter() - tic})
-    else:
-        _run_batched(bench, predictor, chunks, todo, paths, batch, bar)
-    bar.close()
+    try:
+        _compute(bench, predictor, chunks, todo, paths, batch, bar)
+    finally:  # an error or Ctrl-C prints below the bar, not on its line
+        bar.close()
     if shard is not None:
         missing = [n for n in range(len(chunks)) if saved(n) is None]
         if missing and launched and shard[0] == 0:

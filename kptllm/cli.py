@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -40,7 +41,14 @@ def _points(text: str) -> list[tuple[float, float]]:
 
 
 def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
+    """Comma-separated names, or `@FILE`: one name / description per line (so a description may hold commas)."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UserError(f"names file not found: {path}")
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        names = [n.strip() for n in text.split(",")]
     if not any(names):
         raise UserError("no keypoint names given")
     return names
@@ -80,22 +88,28 @@ def _predict(args) -> None:
         raise UserError(f"model not found: {args.model}")
     if not os.path.isfile(args.image):
         raise UserError(f"image not found: {args.image}")
+    # the arguments' syntax is checked before the model loads (seconds for a large one)
+    bbox = None if args.bbox is None else _numbers(args.bbox, 4, "--bbox")
+    names = None if args.keypoints is None else _names(args.keypoints)
+    point = None if args.point is None else _numbers(args.point, 2, "--point")
+    support_points = None if args.support is None else _points(args.support_points)
+    support_bbox = None if args.support_bbox is None else _numbers(args.support_bbox, 4, "--support-bbox")
+    support_names = None if args.names is None else _names(args.names)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr is for the one line that says what went wrong
     try:
         predictor = KeypointPredictor.from_pretrained(args.model, device=args.device)
     except OSError as err:
         raise UserError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
-    predictor.set_image(args.image, bbox=None if args.bbox is None else _numbers(args.bbox, 4, "--bbox"))
-    point = None
-    if args.keypoints is not None:
-        results = predictor.detect(_names(args.keypoints))
-    elif args.point is not None:
-        point = _numbers(args.point, 2, "--point")
+    predictor.set_image(args.image, bbox=bbox)
+    if names is not None:
+        results = predictor.detect(names)
+    elif point is not None:
         results = [predictor.describe(point)]
     else:
-        results = predictor.detect_from_example(
-            args.support, _points(args.support_points),
-            support_bbox=None if args.support_bbox is None else _numbers(args.support_bbox, 4, "--support-bbox"),
-            names=None if args.names is None else _names(args.names))
+        results = predictor.detect_from_example(args.support, support_points, support_bbox=support_bbox,
+                                                names=support_names)
     _print_results(results, args.json, point)
 
 
@@ -138,12 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="checkpoint folder or hub id (default: the embedded KeypointWorld model)")
     predict.add_argument("--image", required=True, help="query image")
     predict.add_argument("--bbox", help="object box x,y,w,h in pixels (default: whole image)")
-    predict.add_argument("--keypoints", help='task (c): comma-separated names, e.g. "nose,left eye"')
+    predict.add_argument("--keypoints", help='task (c): comma-separated names, e.g. "nose,left eye", or @FILE (one per line)')
     predict.add_argument("--point", help="task (a): x,y of a point on the image")
     predict.add_argument("--support", help="task (b): support image with marked keypoints")
     predict.add_argument("--support-points", help='task (b): "x,y;x,y" on the support image')
     predict.add_argument("--support-bbox", help="task (b): object box on the support image")
-    predict.add_argument("--names", help="task (b)+(c): comma-separated names of the support points")
+    predict.add_argument("--names", help="task (b)+(c): comma-separated names of the support points, or @FILE")
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(run=_predict)
@@ -157,6 +171,11 @@ def run(args) -> int:
     except (UserError, ValueError) as err:
         print(f"kptllm: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = {"eval": f"; finished chunks are kept in {getattr(args, 'out', 'OUT')}: the same command resumes",
+                "train": "; --resume continues from the last saved checkpoint"}.get(getattr(args, "command", None), "")
+        print(f"kptllm: interrupted{hint}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `kptllm episodes ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as err:  # a path that cannot be read or written (a folder given for a file, no permission, ...)

@@ -83,6 +83,8 @@ class _ImageState:
 
 
 def _as_point(value, what: str) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)):  # "12" would otherwise iterate into the point (1, 2)
+        raise ValueError(f"{what} must be a pair of numbers (x, y), not the text {value!r}")
     try:
         x, y = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -266,8 +268,9 @@ class KeypointPredictor:
             raise ValueError("every support image needs the same number of points (use None for a hidden keypoint)")
         boxes = (list(support_bbox) if many and support_bbox is not None else
                  [support_bbox] if not many else [None] * len(images))
-        if len(boxes) != len(images):
-            raise ValueError(f"{len(images)} support images but {len(boxes)} support boxes")
+        if len(boxes) != len(images) or (many and _is_point(boxes[:2]) and len(boxes) == 4):
+            raise ValueError(f"{len(images)} support images: give support_bbox as a list of {len(images)} boxes "
+                             f"(xywh or None), not {support_bbox!r}")
         if names is not None:
             names = [names] if isinstance(names, str) else list(names)
             if len(names) != count:

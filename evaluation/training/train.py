@@ -75,6 +75,8 @@ class TrainConfig:
     @classmethod
     def load(cls, path) -> "TrainConfig":
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"--config {path} is a folder; give a YAML file (e.g. configs/keypointworld.yaml)")
         if not path.is_file():
             raise ValueError(f"config file not found: {path}")
         try:

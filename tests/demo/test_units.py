@@ -12,6 +12,7 @@ from PIL import Image
 
 from demo.export import EXPORT_MAX_AGE_S, coco_annotation, export_root, prune_exports, write_exports
 from demo.inputs import load_image, parse_box, parse_names
+from kptllm.image import load_image as kptllm_load_image
 from demo.presets import presets, skeleton_for
 from demo.render import annotate
 
@@ -37,6 +38,8 @@ def test_load_image_modes(tmp_path):
     path = tmp_path / "rot.jpg"
     exif_image.save(path, exif=exif)
     assert load_image(str(path)).size == (20, 40)
+    dark = Image.fromarray(np.full((20, 20), 200, dtype=np.uint16))  # 16-bit data that happens to be dark
+    assert load_image(dark).getpixel((0, 0)) == kptllm_load_image(dark).getpixel((0, 0)) == (1, 1, 1)
     with pytest.raises(gr.Error):
         load_image(Image.new("RGB", (4, 4)))
     with pytest.raises(gr.Error):
@@ -92,3 +95,23 @@ def test_exports_are_staged_per_request_and_stale_ones_pruned(tmp_path, monkeypa
     young = Path(second[0]).parent
     assert prune_exports(root, now=time.time() + EXPORT_MAX_AGE_S / 2) == 0 and young.exists()
     assert prune_exports(root, now=time.time() + EXPORT_MAX_AGE_S + 60) == 2 and not young.exists()
+
+
+def test_refused_image_files_are_closed(tmp_path, monkeypatch):
+    """A file refused for its size is closed again (a server would otherwise leak a handle per upload)."""
+    import demo.inputs as inputs
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(path)
+    opened = []
+    real_open = Image.open
+
+    def spy(*args, **kwargs):
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(inputs.Image, "open", spy)
+    monkeypatch.setattr(inputs, "MAX_PIXELS", 100)
+    with pytest.raises(gr.Error, match="megapixels"):
+        load_image(str(path))
+    assert opened and all(image.fp is None or image.fp.closed for image in opened)

@@ -66,6 +66,19 @@ def test_text_benchmark_record_and_resume(tiny_dir, tmp_path, monkeypatch):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
                       limit=5, chunk_size=2, progress=False)
 
+    # a chunk damaged on disk (a crash mid-copy, an edit) is computed again with a warning, same numbers
+    chunk = tmp_path / "resumed" / "chunks" / "00001.json"
+    for damage in ('{"predictions": [{"ke', '{"predictions": 5, "elapsed_s": 1}'):
+        chunk.write_text(damage)
+        with pytest.warns(UserWarning, match="00001.json is damaged"):
+            again = run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
+                                  limit=6, chunk_size=2, progress=False)
+        assert again["chunks_reused"] == 2 and again["metrics"] == full["metrics"]
+    (tmp_path / "resumed" / "run.json").write_text("")
+    with pytest.raises(ValueError, match="run.json is not valid json"):
+        run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
+                      limit=6, chunk_size=2, progress=False)
+
 
 def test_trained_model_scores_what_it_learned(trained, tmp_path, coco_person):
     predictor, visible = trained

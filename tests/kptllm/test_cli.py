@@ -85,3 +85,37 @@ def test_paths_that_cannot_be_written_exit_2_with_one_line(tmp_path, capsys):
         assert full_main(argv) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and str(a_file) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_argument_syntax_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import kptllm.predictor as predictor_module
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(predictor_module.KeypointPredictor, "from_pretrained", no_load)
+    assert main(["predict", "--model", str(tmp_path), "--image", IMAGE, "--keypoints", "nose", "--bbox", "1,2"]) == 2
+    assert "--bbox" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path), "--image", IMAGE, "--keypoints", "@" + str(tmp_path / "no.txt")]) == 2
+    assert "names file not found" in capsys.readouterr().err
+
+
+def test_names_from_a_file_may_hold_commas(tiny_dir, tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("the tip of the nose, between the eyes\n\nleft eye\n")
+    assert main(["predict", "--model", str(tiny_dir), "--image", IMAGE, "--keypoints", "@" + str(names), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["keypoints"]
+    assert [r["name"] for r in rows] == ["the tip of the nose, between the eyes", "left eye"]
+
+
+def test_ctrl_c_is_one_line_with_the_way_back(monkeypatch, capsys, tmp_path):
+    from evaluation import cli as full_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(full_cli, "_eval", interrupted)
+    argv = ["eval", "--benchmark", "coco", "--annotations", "a.json", "--images", "i", "--out", str(tmp_path / "o")]
+    assert full_cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same command resumes" in err and str(tmp_path / "o") in err

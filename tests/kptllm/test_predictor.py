@@ -225,6 +225,11 @@ def test_bad_inputs_give_clear_errors(predictor, coco_person):
         (lambda: predictor.detect_from_example([coco_person.image], [[None]]), "not visible on any"),
         (lambda: predictor.detect_from_example(coco_person.image, [(350, 100)], names=["a", "b"]), "names"),
         (lambda: predictor.detect_from_example(coco_person.image, [(350, 100)], support_bbox=(0, 0, -1, 1)), "positive"),
+        (lambda: predictor.detect_from_example(coco_person.image, ["12"]), "not the text '12'"),
+        (lambda: predictor.detect_from_example([coco_person.image] * 2, [[(350, 100)]] * 2, support_bbox=coco_person.bbox),
+         "list of 2 boxes"),
+        (lambda: predictor.detect_from_example([coco_person.image] * 4, [[(350, 100)]] * 4, support_bbox=coco_person.bbox),
+         "list of 4 boxes"),
         (lambda: predictor.detect_from_example("/nonexistent.jpg", [(350, 100)]), "not found"),
     ]
     for call, message in cases:

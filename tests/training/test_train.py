@@ -175,6 +175,13 @@ def test_a_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tiny_config, t
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_config_folder_and_a_negative_synth_seed_are_named(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path), "--dry-run"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "kw"), "--n", "1", "--seed", "-1"]) == 2
+    assert "--seed must be >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text, message", [
     ("model: [\n", "not valid YAML"),
     ("model: 5\ndata: {}\n", "'model' section must be a mapping"),
