@@ -353,8 +353,9 @@ def finish_unit(bench: Benchmark, unit: dict, context: dict, results) -> dict:
             "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
 
 
-def score(bench: Benchmark, predictions: list[dict]) -> dict:
-    """Metric values, counts and breakdowns of a finished run."""
+def score(bench: Benchmark, predictions: list[dict], with_ap: bool = True) -> dict:
+    """Metric values, counts and breakdowns of a finished run (`with_ap=False`: skip OKS AP, e.g. when
+    resampling instances, which COCOeval cannot take twice)."""
     if bench.task == "semantic":
         return {**_score_semantic(bench, predictions), "headline_metric": "accuracy"}  # metrics["accuracy"]
     if bench.boxes is not None:
@@ -364,7 +365,7 @@ def score(bench: Benchmark, predictions: list[dict]) -> dict:
     elif bench.name == "mp100":
         scored = _score_cape(bench, predictions)
     else:
-        scored = _score_generic(bench, predictions)
+        scored = _score_generic(bench, predictions, with_ap)
     if "PCK@0.2" in scored["metrics"]:  # the lower-case key scripts read, for every PCK benchmark
         scored["metrics"]["pck@0.2"] = scored["metrics"]["PCK@0.2"]
     scored["headline_metric"] = bench.headline_metric
@@ -532,7 +533,7 @@ def _score_cape(bench, predictions):
                              for name, s in per_category.items()}}
 
 
-def _score_generic(bench, predictions):
+def _score_generic(bench, predictions, with_ap: bool = True):
     ds = bench.dataset
     kset = catalog.get(GENERIC[bench.name][0])
     pred = np.array([p["keypoints"] for p in predictions], dtype=np.float64).reshape(len(predictions), -1, 3)
@@ -546,7 +547,7 @@ def _score_generic(bench, predictions):
     metrics = {"PCK@0.2": pck02}
     if bench.name == "animal_kingdom":
         metrics["PCK@0.05"] = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.05)[1] if anns else 0.0
-    if kset.sigmas is not None:
+    if kset.sigmas is not None and with_ap:
         results = [{"image_id": a.image_id, "category_id": a.category_id, "keypoints": p.reshape(-1).tolist(),
                     "score": float(p[:, 2].mean())} for a, p in zip(anns, pred) if p[:, 2].max() > 0]
         # ground truth: the evaluated instances plus what COCOeval ignores on their images (crowd regions,

@@ -88,6 +88,15 @@ def _results(args) -> None:
                 print(f"  {measured.method}: {measured.date}  checkpoint {sha}  {measured.annotations_label}  {units}  {measured.record}")
 
 
+def _compare(args) -> None:
+    from .compare import as_json, compare, load_run, report
+
+    a = load_run(args.a, args.annotations_a, args.semantic_labels)
+    b = load_run(args.b, args.annotations_b, args.semantic_labels)
+    result = compare(a, b, args.metric, args.samples, args.seed)
+    print(as_json(result) if args.json else report(result, a, b))
+
+
 def _train(args) -> None:
     from .training.train import TrainConfig, train
 
@@ -175,6 +184,17 @@ def build_full_parser():
     results.add_argument("--results", help="folder searched for record.json files (default: ./results if present)")
     results.add_argument("--csv", action="store_true", help="the long table as CSV")
     results.set_defaults(run=_results)
+    comparing = commands.add_parser("compare", help="is run B better than run A? paired bootstrap over their units")
+    comparing.add_argument("a", help="a `kptllm eval --out` folder (the baseline)")
+    comparing.add_argument("b", help="another run of the same benchmark, task and shots")
+    comparing.add_argument("--metric", help="a metric of the records (default: the headline; not AP)")
+    comparing.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    comparing.add_argument("--seed", type=int, default=0)
+    comparing.add_argument("--annotations-a", help="A's annotation file, if not at the path its record names")
+    comparing.add_argument("--annotations-b", help="B's annotation file, if not at the path its record names")
+    comparing.add_argument("--semantic-labels", help="mp100 semantic runs made with their own label file")
+    comparing.add_argument("--json", action="store_true")
+    comparing.set_defaults(run=_compare)
     training = commands.add_parser("train", help="train a model from a YAML config (resumable; accelerate-aware)")
     training.add_argument("--config", required=True)
     training.add_argument("--output", help="run folder: metrics.jsonl, loss.png, checkpoint/, model/")

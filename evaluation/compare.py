@@ -1,0 +1,165 @@
+"""Is run B better than run A, or is the difference noise? A paired bootstrap over the units both ran.
+
+    kptllm compare results/keypointworld-visual results/keypointworld-offcentre-visual
+
+Both folders are `kptllm eval` outputs (`run.json`, `record.json`, `chunks/`) of the same benchmark, task
+and shots. Their annotation files may differ (the same objects off-centre, say): units are paired by
+their key (annotation id, or episode and query), and each run is scored against its own file, read from
+the path its record names (or `annotations_a` / `annotations_b`) and checked against the run's hash.
+
+Method: the units both runs hold, in A's order, are resampled with replacement `samples` times
+(`numpy.random.default_rng(seed)`, one `integers(0, n, n)` draw per sample); each resample is scored
+for A and for B with the benchmark's own scoring (`evaluation.benchmarks.score`, so a PCK pooled over
+keypoints, a CAPE PCK averaged per query and a semantic accuracy are all resampled as what they are),
+and the difference B - A is taken on the same resample. The 2.5 and 97.5 percentiles of those
+differences are the 95 % interval. Units, not keypoints, are the resampled items: the keypoints of
+one object are not independent. OKS AP is not offered (COCOeval cannot score an instance twice).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .benchmarks import Benchmark, build_benchmark, score, unit_key
+from .checks import file_sha256
+from .data import KeypointDataset
+from .data.semantic_labels import load as load_semantic_labels
+
+DEFAULT_SAMPLES = 1000
+
+
+@dataclass
+class Run:
+    """One `kptllm eval` output folder, rebuilt for scoring: its benchmark and its predictions by unit key."""
+
+    folder: Path
+    record: dict
+    bench: Benchmark
+    units: dict[str, dict]  # key -> work unit
+    predictions: dict[str, dict]  # key -> prediction, in the run's order
+
+    def metric(self, keys: list[str], name: str) -> float:
+        """`name` scored on the units `keys` (repeats allowed), as the run's benchmark scores it."""
+        bench = copy.copy(self.bench)
+        bench.units = [self.units[k] for k in keys]
+        return float(score(bench, [self.predictions[k] for k in keys], with_ap=False)["metrics"][name])
+
+
+@dataclass
+class Comparison:
+    metric: str
+    a: float  # the metric of A (and of B) on the paired units
+    b: float
+    difference: float  # b - a
+    low: float  # 95 % bootstrap interval of the difference
+    high: float
+    b_better_share: float  # share of resamples in which B scored higher
+    units: int
+    samples: int
+    seed: int
+    benchmark: str
+    task: str
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "B is better (the 95 % interval of B - A lies above 0)"
+        if self.high < 0:
+            return "B is worse (the 95 % interval of B - A lies below 0)"
+        return "no clear difference (the 95 % interval of B - A contains 0)"
+
+
+def load_run(folder, annotations: str | None = None, semantic_labels: str | None = None) -> Run:
+    """Rebuild a finished `kptllm eval` run (no images or model needed)."""
+    folder = Path(folder)
+    for name in ("run.json", "record.json"):
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder} is not a finished `kptllm eval` output (no {name})")
+    try:
+        settings = json.loads((folder / "run.json").read_text())
+        record = json.loads((folder / "record.json").read_text())
+    except ValueError as err:
+        raise ValueError(f"{folder}: unreadable run.json / record.json ({err})") from None
+    if settings.get("boxes_sha256"):
+        raise ValueError(f"{folder} was scored on detected boxes (OKS AP only): no bootstrap of AP is offered")
+    path = Path(annotations or record.get("annotations") or "")
+    if not path.is_file():
+        raise ValueError(f"{folder}: its annotation file {str(path) or '?'} is not here; pass it (--annotations-a/-b)")
+    if file_sha256(path) != settings.get("annotations_sha256"):
+        raise ValueError(f"{path} is not the annotation file {folder} was run on (its sha256 differs)")
+    labels = None
+    if settings.get("semantic_labels_sha256"):
+        if semantic_labels is None:
+            raise ValueError(f"{folder} used its own --semantic-labels file; pass it with --semantic-labels")
+        labels = load_semantic_labels(semantic_labels)
+        if labels.sha256 != settings["semantic_labels_sha256"]:
+            raise ValueError(f"{semantic_labels} is not the label set {folder} was run with")
+    bench = build_benchmark(settings["benchmark"], KeypointDataset.load(path), settings["task"],
+                            settings.get("shots") or 1, settings.get("episodes", 200), settings.get("seed", 1),
+                            supercategory=settings.get("supercategory"), semantic_labels=labels)
+    units = {unit_key(u): u for u in bench.units + bench.missing}  # images are not needed to score
+    predictions = {}
+    for chunk in sorted((folder / "chunks").glob("*.json")):
+        for prediction in json.loads(chunk.read_text())["predictions"]:
+            predictions[prediction["key"]] = prediction
+    unknown = [k for k in predictions if k not in units]
+    if unknown or not predictions:
+        raise ValueError(f"{folder}: its predictions do not match the units of {path} "
+                         f"({len(unknown)} unknown keys, {len(predictions)} predictions)")
+    return Run(folder, record, bench, units, predictions)
+
+
+def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Comparison:
+    """Paired bootstrap of `metric` (default: A's headline metric) between two runs (module docstring)."""
+    for field in ("benchmark", "task", "shots", "supercategory"):
+        if a.record.get(field) != b.record.get(field):
+            raise ValueError(f"the runs differ in {field}: {a.record.get(field)!r} vs {b.record.get(field)!r}")
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    metric = metric or a.record.get("headline_metric") or "PCK@0.2"
+    if metric.upper() in ("AP", "AR") or metric.startswith(("AP", "AR")):
+        raise ValueError(f"{metric} is not offered: COCOeval cannot score a resampled instance twice; "
+                         "compare a PCK (e.g. --metric PCK@0.2)")
+    keys = [k for k in a.predictions if k in b.predictions]
+    if not keys:
+        raise ValueError("the two runs share no work units")
+    for run in (a, b):
+        # the rebuilt scoring must give the record's own number on the run's units (same data, same code)
+        recorded = run.record.get("metrics", {}).get(metric)
+        if recorded is None:
+            raise ValueError(f"{run.folder} records no metric {metric!r}; it has {', '.join(run.record.get('metrics', {}))}")
+        rebuilt = run.metric(list(run.predictions), metric)
+        if not np.isclose(rebuilt, recorded, rtol=0, atol=1e-9):
+            raise ValueError(f"{run.folder}: rescoring gives {metric} {rebuilt:.6f}, its record says {recorded:.6f} "
+                             "(record from other code or edited chunks?)")
+    rng = np.random.default_rng(seed)
+    differences = np.empty(samples)
+    for s in range(samples):
+        drawn = [keys[i] for i in rng.integers(0, len(keys), len(keys))]
+        differences[s] = b.metric(drawn, metric) - a.metric(drawn, metric)
+    value_a, value_b = a.metric(keys, metric), b.metric(keys, metric)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return Comparison(metric, value_a, value_b, value_b - value_a, float(low), float(high),
+                      float((differences > 0).mean()), len(keys), samples, seed,
+                      a.record["benchmark"], a.record["task"])
+
+
+def report(comparison: Comparison, a: Run, b: Run) -> str:
+    c = comparison
+    return "\n".join([
+        f"{c.benchmark}/{c.task}  {c.metric}  {c.units} paired units  ({c.samples} bootstrap samples, seed {c.seed})",
+        f"  A  {c.a:.4f}  {a.folder}",
+        f"  B  {c.b:.4f}  {b.folder}",
+        f"  B - A  {c.difference:+.4f}   95 % interval [{c.low:+.4f}, {c.high:+.4f}]   "
+        f"B higher in {100 * c.b_better_share:.1f} % of resamples",
+        f"  {c.verdict}",
+    ])
+
+
+def as_json(comparison: Comparison) -> str:
+    return json.dumps({**asdict(comparison), "verdict": comparison.verdict}, indent=1)
