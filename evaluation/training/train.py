@@ -29,6 +29,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +208,35 @@ def _agreed(accelerator, value: float, reduction: str) -> float:
     return float(accelerator.reduce(torch.tensor(value, device=accelerator.device), reduction))
 
 
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which finishes its step and saves (StopRequest)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class StopRequest:
+    """Ctrl-C during training: the first asks the loop to finish its step, save and stop (so `--resume` loses
+    nothing); a second one interrupts at once. Only in the main thread (signals cannot be caught elsewhere)."""
+
+    def __init__(self):
+        self.requested, self._previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nkptllm train: Ctrl-C: saving after this step (press again to stop at once)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def train(config: TrainConfig, output, resume: bool = False, progress: bool = True, clock=time.time) -> dict:
     """Run (or resume) training; returns {"step", "loss", "output"}. `clock` (seconds) is for tests."""
     settings = config.train
@@ -261,7 +293,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         if settings.shared_prefix else {}
     loader = DataLoader(mixture, batch_sampler=StepSampler(start, end, settings.images_per_step,
                                                            accelerator.process_index, accelerator.num_processes),
-                        collate_fn=mixture.collate, num_workers=settings.num_workers,
+                        collate_fn=mixture.collate, num_workers=settings.num_workers, worker_init_fn=_ignore_ctrl_c,
                         persistent_workers=False, prefetch_factor=4 if settings.num_workers else None,
                         pin_memory=accelerator.device.type == "cuda")  # page-locked: the copies below overlap compute
     bar = None
@@ -280,45 +312,46 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     waited, since, ready = 0.0, clock(), clock()
     step = start
     metrics = output / "metrics.jsonl"
-    for step, batch in enumerate(loader, start=start + 1):
-        waited += clock() - ready
-        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-        with accelerator.autocast():
-            loss = model(**batch, **prefix_length).loss
-        accelerator.backward(loss)
-        if settings.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        if settings.time_budget is not None:
-            spent["fraction"] = _agreed(accelerator, trained(), "max") / settings.time_budget
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        window.append(loss.detach())
-        seen += batch["input_ids"].shape[0]
-        out_of_time = settings.time_limit is not None and clock() - began > settings.time_limit
-        out_of_time = _agreed(accelerator, float(out_of_time), "sum") > 0
-        out_of_time = out_of_time or spent["fraction"] >= 1.0  # already the same on every process
-        out_of_time = out_of_time or (settings.stop_after is not None and step >= settings.stop_after)
-        if step % settings.log_every == 0 or step == settings.steps or out_of_time:  # the last step is always logged
-            mean = accelerator.reduce(torch.stack(window).mean(), reduction="mean")
-            last_loss, window = float(mean), []
-            if accelerator.is_main_process:
-                now = clock()
-                row = {"step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
-                       "elapsed": round(trained_before + now - began, 2), "sequences_per_s": round(seen / max(now - began, 1e-9), 2),
-                       "data_wait": round(waited / max(now - since, 1e-9), 3)}
-                waited, since = 0.0, now
-                with metrics.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                if bar:
-                    bar.set_postfix(loss=f"{last_loss:.4f}")
-        if bar:
-            bar.update(1)
-        if step % settings.save_every == 0 or step == settings.steps or out_of_time:
-            _save(accelerator, model, processor, output, step, _agreed(accelerator, trained(), "max"))
-        if out_of_time:
-            break
-        ready = clock()
+    with StopRequest() as stop:  # Ctrl-C: finish the step, save, stop
+        for step, batch in enumerate(loader, start=start + 1):
+            waited += clock() - ready
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss = model(**batch, **prefix_length).loss
+            accelerator.backward(loss)
+            if settings.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            if settings.time_budget is not None:
+                spent["fraction"] = _agreed(accelerator, trained(), "max") / settings.time_budget
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window.append(loss.detach())
+            seen += batch["input_ids"].shape[0]
+            out_of_time = stop.requested or (settings.time_limit is not None and clock() - began > settings.time_limit)
+            out_of_time = _agreed(accelerator, float(out_of_time), "sum") > 0  # one Ctrl-C'd process stops them all
+            out_of_time = out_of_time or spent["fraction"] >= 1.0  # already the same on every process
+            out_of_time = out_of_time or (settings.stop_after is not None and step >= settings.stop_after)
+            if step % settings.log_every == 0 or step == settings.steps or out_of_time:  # the last step is always logged
+                mean = accelerator.reduce(torch.stack(window).mean(), reduction="mean")
+                last_loss, window = float(mean), []
+                if accelerator.is_main_process:
+                    now = clock()
+                    row = {"step": step, "loss": round(last_loss, 5), "lr": scheduler.get_last_lr()[0],
+                           "elapsed": round(trained_before + now - began, 2), "sequences_per_s": round(seen / max(now - began, 1e-9), 2),
+                           "data_wait": round(waited / max(now - since, 1e-9), 3)}
+                    waited, since = 0.0, now
+                    with metrics.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    if bar:
+                        bar.set_postfix(loss=f"{last_loss:.4f}")
+            if bar:
+                bar.update(1)
+            if step % settings.save_every == 0 or step == settings.steps or out_of_time:
+                _save(accelerator, model, processor, output, step, _agreed(accelerator, trained(), "max"))
+            if out_of_time:
+                break
+            ready = clock()
     if bar:
         bar.close()
     # Every process reports a checksum of its weights: data-parallel replicas must agree exactly.

@@ -87,6 +87,28 @@ def test_resume_continues_the_same_loss_curve(tiny_config, tmp_path):
     assert len(predictor.detect(["nose"])) == 1
 
 
+def test_ctrl_c_saves_after_the_step_and_resume_continues_the_curve(tiny_config, tmp_path):
+    """The first SIGINT lets the step finish, saves and stops; --resume then gives the uninterrupted curve."""
+    import signal
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", "--config", str(tiny_config), "--output", str(straight), "--no-progress"]) == 0
+    readings = {"n": 0}
+
+    def clock():  # the 12th reading of the clock (inside step 3 or so) is a Ctrl-C
+        readings["n"] += 1
+        if readings["n"] == 12:
+            signal.raise_signal(signal.SIGINT)
+        return 1000.0 + readings["n"]
+
+    result = train(TrainConfig.load(tiny_config), stopped, progress=False, clock=clock)
+    assert 1 <= result["step"] < 6 and len(_losses(stopped)) == result["step"]
+    assert json.loads((stopped / "checkpoint" / "step.json").read_text())["step"] == result["step"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert main(["train", "--config", str(tiny_config), "--output", str(stopped), "--resume", "--no-progress"]) == 0
+    assert _losses(stopped) == pytest.approx(_losses(straight), rel=1e-5)
+
+
 class _Clock:
     """A fake clock: each reading is one second later, so a time budget is spent in a known number of readings."""
 
