@@ -407,22 +407,22 @@ def test_safetensors_checkpoint_reads_the_same(fake, tmp_path):
     assert all(torch.equal(state[k], fake["sd"][k]) for k in state)
 
 
-def test_the_demo_serves_the_converted_model(fake):
+def test_the_demo_serves_the_converted_model(fake, tmp_path):
     """The converted checkpoint behind the Gradio app: the text-prompt endpoint answers, task (a) is refused."""
     import socket
 
     from gradio_client import Client, handle_file
 
-    from demo.app import build_demo
+    from demo.app import build_demo, launch_options
     from demo.model import load_model
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = build_demo(load_model(str(fake["out"]), device="cpu"), None, "no detector in this test")
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
         image = str(Path(__file__).resolve().parents[1] / "data" / "real" / "coco" / "000000000785.jpg")
         _, table, _, js = client.predict(handle_file(image), "COCO person (17)", "nose\nleft eye", False,
                                          "280,44,218,346", 0.0, api_name="/detect_text")
