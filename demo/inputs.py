@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from kptllm.image import MAX_BOX_TO_IMAGE
+from kptllm.image import validate_bbox
 from kptllm.image import load_image as library_load_image
 from kptllm.protocol import MAX_TEXT_CHARS
 
@@ -67,15 +67,15 @@ def parse_box(text: str | None, image: Image.Image | None = None, what: str = "b
     if len(numbers) != 4 or re.sub(_NUMBER, "", str(text)).strip(" ,;[]()\t") != "":
         raise gr.Error(f"The {what} must be four numbers x, y, width, height in pixels; got {text!r}.")
     x, y, w, h = (float(n) for n in numbers)
-    if not np.isfinite([x, y, w, h]).all():
-        raise gr.Error(f"The {what} must be four finite numbers; got {text!r}.")
     if w <= 0 or h <= 0:
         raise gr.Error(f"The {what} needs a positive width and height; got {text!r}.")
     if image is not None and (x >= image.width or y >= image.height or x + w <= 0 or y + h <= 0):
         raise gr.Error(f"The {what} {text!r} lies outside the {image.width}x{image.height} image.")
-    if image is not None and max(w, h) > MAX_BOX_TO_IMAGE * max(image.size):
-        raise gr.Error(f"The {what} {text!r} is more than {MAX_BOX_TO_IMAGE} times the {image.width}x{image.height} "
-                       "image; draw it around the object.")
+    if image is not None:  # the library's own limits (finite, not over MAX_BOX_TO_IMAGE x the image)
+        try:
+            validate_bbox((x, y, w, h), image.size)
+        except ValueError as err:
+            raise gr.Error(f"The {what} {text!r}: {err}.") from None
     return x, y, w, h
 
 

@@ -31,8 +31,30 @@ def _config(spec: dict, **extra):
     return AutoConfig.for_model(model_type, **spec, **extra)
 
 
+# the keys `build_model` reads for each model type, with their types
+MODEL_KEYS = {"checkpoint": {"path": str}, "scratch": {"vision": dict, "llm": dict},
+              "pretrained": {"vision": str, "llm": str}}
+
+
+def check_model_spec(spec) -> None:
+    """ValueError naming what a `model:` config section lacks, before anything is built."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"the 'model' section must be a mapping with a 'type' ({', '.join(MODEL_KEYS)})")
+    kind = spec.get("type", "scratch")
+    if kind not in MODEL_KEYS:
+        raise ValueError(f"unknown model type {kind!r} (use {', '.join(MODEL_KEYS)})")
+    for key, kind_of in MODEL_KEYS[kind].items():
+        if not isinstance(spec.get(key), kind_of):
+            raise ValueError(f"a {kind} model needs model.{key} ({'a mapping' if kind_of is dict else 'a path or hub id'})")
+        if kind_of is dict and "model_type" not in spec[key]:
+            raise ValueError(f"model.{key} needs a model_type (e.g. dinov2, llama)")
+    if not isinstance(spec.get("kptllm", {}), dict):
+        raise ValueError("model.kptllm must be a mapping")
+
+
 def build_model(spec: dict, tokenizer_text=(), meta: bool = False):
     """(model, processor) for a `model:` config section; processor is None for meta builds without a tokenizer."""
+    check_model_spec(spec)
     kind = spec.get("type", "scratch")
     kptllm_kwargs = dict(spec.get("kptllm", {}))
     if kind == "checkpoint":
@@ -68,7 +90,6 @@ def build_model(spec: dict, tokenizer_text=(), meta: bool = False):
                 model = KptLLMForKeypoints(config, vision_model=vision, language_model=llm)
             return model, None
         return build_from_parts(spec["vision"], spec["llm"], **kptllm_kwargs)
-    raise ValueError(f"unknown model type {kind!r} (use scratch, pretrained or checkpoint)")
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
 from .data import TrainingMixture, list_sources, tokenizer_corpus
-from .model import build_model, count_parameters
+from .model import build_model, check_model_spec, count_parameters
 
 
 @dataclass
@@ -88,7 +88,10 @@ class TrainConfig:
             raise ValueError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
         if not isinstance(raw, dict) or "model" not in raw or "data" not in raw:
             raise ValueError(f"{path}: a training config needs 'model' and 'data' sections")
-        _check_model_section(raw["model"], path)
+        try:
+            check_model_spec(raw["model"])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         if not isinstance(raw["data"], dict):
             raise ValueError(f"{path}: the 'data' section must be a mapping")
         settings = raw.get("train", {}) or {}
@@ -100,27 +103,6 @@ class TrainConfig:
         if "betas" in settings:
             settings["betas"] = tuple(settings["betas"])
         return cls(raw["model"], raw["data"], TrainSettings(**settings), path)
-
-
-MODEL_KEYS = {"checkpoint": {"path": str}, "scratch": {"vision": dict, "llm": dict},
-              "pretrained": {"vision": str, "llm": str}}
-
-
-def _check_model_section(spec, path) -> None:
-    """The keys `build_model` reads, with their types, so a wrong config fails here with its name."""
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: the 'model' section must be a mapping with a 'type' ({', '.join(MODEL_KEYS)})")
-    kind = spec.get("type", "scratch")
-    if kind not in MODEL_KEYS:
-        raise ValueError(f"{path}: unknown model type {kind!r} (use {', '.join(MODEL_KEYS)})")
-    for key, kind_of in MODEL_KEYS[kind].items():
-        if not isinstance(spec.get(key), kind_of):
-            raise ValueError(f"{path}: a {kind} model needs model.{key} "
-                             f"({'a mapping' if kind_of is dict else 'a path or hub id'})")
-        if kind_of is dict and "model_type" not in spec[key]:
-            raise ValueError(f"{path}: model.{key} needs a model_type (e.g. dinov2, llama)")
-    if not isinstance(spec.get("kptllm", {}), dict):
-        raise ValueError(f"{path}: model.kptllm must be a mapping")
 
 
 class StepSampler(Sampler):
