@@ -122,7 +122,7 @@ def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SA
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     metric = metric or a.record.get("headline_metric") or "PCK@0.2"
-    if metric.upper() in ("AP", "AR") or metric.startswith(("AP", "AR")):
+    if metric.upper().startswith(("AP", "AR")):
         raise ValueError(f"{metric} is not offered: COCOeval cannot score a resampled instance twice; "
                          "compare a PCK (e.g. --metric PCK@0.2)")
     keys = [k for k in a.predictions if k in b.predictions]
