@@ -28,7 +28,11 @@ def export_root() -> Path:
     configured = os.environ.get(EXPORT_DIR_ENV)
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     root = Path(configured) if configured else Path(tempfile.gettempdir()) / f"kptllm-demo-exports-{uid}"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot use {root} for the demo's downloads ({err.strerror}); set {EXPORT_DIR_ENV} "
+                         "to a writable folder") from None
     return root
 
 

@@ -92,6 +92,11 @@ def test_exports_are_staged_per_request_and_stale_ones_pruned(tmp_path, monkeypa
     third = write_exports(image, {"a": 3})
     assert not stale.exists() and Path(second[0]).exists() and Path(third[0]).exists() and keeper.exists()
 
+    monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(keeper))  # a file, not a folder: named, with the setting to change
+    with pytest.raises(ValueError, match="KPTLLM_EXPORT_DIR"):
+        export_root()
+    monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(root))
+
     young = Path(second[0]).parent
     assert prune_exports(root, now=time.time() + EXPORT_MAX_AGE_S / 2) == 0 and young.exists()
     assert prune_exports(root, now=time.time() + EXPORT_MAX_AGE_S + 60) == 2 and not young.exists()

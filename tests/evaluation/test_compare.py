@@ -93,6 +93,12 @@ def test_refusals(runs, tmp_path):
     a, b, _, annotations = runs
     with pytest.raises(ValueError, match="not offered"):
         compare(load_run(a), load_run(b), metric="AP")
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        compare(load_run(a), load_run(b), samples=0)
+    with pytest.raises(ValueError, match="records no metric 'PCK@0.5'"):
+        compare(load_run(a), load_run(b), metric="PCK@0.5")
+    with pytest.raises(ValueError, match="is not here"):
+        load_run(a, annotations=str(tmp_path / "nowhere.json"))
     other = tmp_path / "other"
     shutil.copytree(b, other)
     record = json.loads((other / "record.json").read_text())
