@@ -24,7 +24,7 @@ from .constraints import AnswerGrammar
 from .generation import decode, prefill_prefixes
 from .predictor import KeypointPredictor, KeypointResult, _ImageState
 from .processor import PreparedImage
-from .protocol import Task, build_conversation
+from .protocol import Task
 
 
 @dataclass
@@ -111,7 +111,9 @@ def answer_requests(predictor: KeypointPredictor, requests: list[Request],
         return []
     model, processor, device = predictor.model, predictor.processor, predictor.device
     support_cache = support_cache if support_cache is not None else SupportCache()
+    protocol = processor.protocol
     for request in requests:
+        protocol.check_task(request.task)
         prepare(predictor, request)
     pixels = torch.stack([r.prepared.pixel_values for r in requests]).to(device)
     features = model.encode_images(pixels)  # [P, N, Dv]
@@ -138,13 +140,15 @@ def answer_requests(predictor: KeypointPredictor, requests: list[Request],
                 support_cache.put(request.support_key, kpt_tokens)
         start = len(suffixes)
         for k, text in enumerate(request.texts):
-            query = processor.encode_conversation(build_conversation(task, text=text)).query_ids
+            # the checkpoint's own prompt (a converted LocLLM asks in its words and knows only its names)
+            query = processor.encode_conversation(protocol.conversation(task, text=text)).query_ids
             kpt = None if kpt_tokens is None else kpt_tokens[k:k + 1]
             suffixes.append(model.embed_inputs(torch.tensor([query], device=device), kpt_tokens=kpt)[0])
             row_prefix.append(index)
             modes.append(AnswerGrammar.start_mode(task.has_coordinates))
         spans.append((start, len(suffixes)))
-    generated = decode(model.language_model, prefixes, suffixes, processor.eos_token_id, predictor.max_new_tokens,
+    generated = decode(model.language_model, prefixes, suffixes, processor.eos_token_id,
+                       protocol.max_new_tokens or predictor.max_new_tokens,
                        row_prefix=row_prefix, grammar=grammar, start_modes=modes)
     out = []
     for index, (request, (start, end)) in enumerate(zip(requests, spans)):

@@ -328,6 +328,27 @@ def test_predictor_serves_text_and_refuses_other_tasks(fake):
         predictor.detect(["left wing"])
 
 
+def test_batched_path_asks_in_the_checkpoints_own_words(fake):
+    """The evaluation runner's batched path (any --batch > 1) must send LocLLM's prompt, decode LocLLM's 13
+    tokens and refuse names LocLLM does not know, exactly as the predictor does."""
+    from kptllm import KeypointPredictor
+    from kptllm.batched import Request, answer_requests
+
+    predictor = KeypointPredictor.from_pretrained(fake["out"], device="cpu")
+    image, box = COCO / "000000000785.jpg", (280, 40, 220, 330)
+    predictor.set_image(image, bbox=box)
+    names = ["nose", "left eye", "right knee"]
+    single = predictor.detect(names)
+    batched = answer_requests(predictor, [Request(image=image, bbox=box, task=Task.TEXT, texts=names),
+                                          Request(image=image, bbox=(300, 60, 150, 200), task=Task.TEXT, texts=["nose"])])
+    assert [r.raw for r in batched[0]] == [r.raw for r in single]
+    assert [r.xy for r in batched[0]] == [r.xy for r in single]
+    with pytest.raises(ValueError, match="only knows the keypoints"):
+        answer_requests(predictor, [Request(image=image, bbox=box, task=Task.TEXT, texts=["left wing"])])
+    with pytest.raises(ValueError, match="cannot do the semantic task"):
+        answer_requests(predictor, [Request(image=image, bbox=box, task=Task.SEMANTIC, texts=[None], points=[(300, 100)])])
+
+
 def test_locllm_answer_parsing_and_score():
     from kptllm.protocols import LocLLMProtocol
 
@@ -357,6 +378,12 @@ def test_cli_predict_and_eval_on_the_converted_model(fake, tmp_path, capsys):
                  "--out", str(out)]) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["task"] == "text" and record["counts"]
+    one_by_one = tmp_path / "eval1"
+    assert main(["eval", "--model", str(fake["out"]), "--benchmark", "coco", "--annotations",
+                 str(COCO / "test_coco.json"), "--images", str(COCO), "--task", "text", "--limit", "1",
+                 "--batch", "1", "--out", str(one_by_one)]) == 0
+    answers = lambda run: [json.loads(f.read_text())["predictions"] for f in sorted((run / "chunks").glob("*.json"))]  # noqa: E731
+    assert answers(one_by_one) == answers(out)  # the raw answers too: same prompt, same 13-token budget
 
 
 # ----------------------------------------------------------------------------- bad sources
