@@ -6,9 +6,11 @@ when its token budget would otherwise run out), only tokens that continue the gr
     "[" C ", " C "]"  then EOS,    C = "0." d d d  |  "1.000"
 
 are allowed, so every detection answer parses and both values lie in [0, 1]. Before the bracket the
-semantics are free text; only what would make the answer unparseable is masked (``]``, control
-characters, the placeholder tokens, an empty semantics, EOS). A semantic answer (task (a)) is free text
-that must be non-empty and bracket-free.
+semantics are free text; only what would make the answer unparseable is masked (``]``, the placeholder
+strings ``<image>`` / ``<kpt>`` even when spelled over several tokens, an empty semantics, EOS). A semantic
+answer (task (a)) is free text that must be non-empty and bracket-free. Control and format characters
+are not masked: byte-fallback tokens can only be judged whole once joined, so the parser shows such
+characters as U+FFFD instead of refusing the answer (protocol.parse_answer).
 
 The grammar works on each token's *decoded text* (the processor's `decode` of an anchor token plus the
 token, minus the anchor), so it holds for any tokenizer: digits split one per token (Llama) or merged
@@ -92,7 +94,34 @@ def _coordinate_states() -> tuple[dict, dict]:
 
 _STATE_IDS, _EDGES = _coordinate_states()
 COORD_START = _STATE_IDS[("x", 0, False)]
-NUM_MODES = _FIRST_COORD + len(_STATE_IDS)
+# Free text that ends with the start of a placeholder ("... <kp") must remember it, so that a placeholder
+# spelled over several tokens is caught: one DETECT_FREE and one SEMANTIC_FREE copy per pending start.
+_PENDING = sorted({token[:k] for token in SPECIAL_TOKENS for k in range(1, len(token))})
+_PENDING_BASE = _FIRST_COORD + len(_STATE_IDS)
+NUM_MODES = _PENDING_BASE + 2 * len(_PENDING)
+
+
+def _free_mode(detect: bool, pending: str) -> int:
+    """The free-text mode of a filled semantics whose text ends with `pending` (a placeholder's start, or "")."""
+    if not pending:
+        return DETECT_FREE if detect else SEMANTIC_FREE
+    return _PENDING_BASE + 2 * _PENDING.index(pending) + (0 if detect else 1)
+
+
+_FREE_SOURCES = ([(DETECT_EMPTY, True, ""), (DETECT_FREE, True, ""), (SEMANTIC_EMPTY, False, ""), (SEMANTIC_FREE, False, "")]
+                 + [(_free_mode(detect, q), detect, q) for q in _PENDING for detect in (True, False)])
+_SEMANTIC_FINISHED = [SEMANTIC_FREE] + [_free_mode(False, q) for q in _PENDING]
+
+
+def _scan(pending: str, text: str) -> str | None:
+    """Free text ending in `pending` continued by `text`: None if that spells a placeholder, else the new pending start."""
+    joined = pending + text
+    if any(token in joined for token in SPECIAL_TOKENS):
+        return None
+    for start in range(max(0, len(joined) - max(map(len, _PENDING), default=0)), len(joined)):
+        if joined[start:] in _PENDING:
+            return joined[start:]
+    return ""
 
 
 def _walk(state: int, text: str) -> int | None:
@@ -103,10 +132,6 @@ def _walk(state: int, text: str) -> int | None:
     return state
 
 
-def _bad_free_text(text: str) -> bool:
-    """Text that makes an answer unparseable if it appears in the semantics."""
-    return ("]" in text or any((ord(c) < 32 or ord(c) == 127) and not c.isspace() for c in text)
-            or any(t in text for t in SPECIAL_TOKENS))
 
 
 def token_texts(processor, vocab_size: int) -> list[str]:
@@ -130,7 +155,7 @@ class AnswerGrammar:
         forced: `[M, V]` bool, tokens on a shortest finishing path (used when the budget is tight).
         next_mode: `[M, V]` long, mode after each token (-1 where not allowed).
         need: `[M]` long, fewest tokens that finish from each mode (0 for finished modes).
-        eos_token_id: EOS, allowed only in finished modes (DETECT_ACCEPT, SEMANTIC_FREE).
+        eos_token_id: EOS, allowed only in finished modes (DETECT_ACCEPT, SEMANTIC_FREE and its pending copies).
     """
 
     allowed: torch.Tensor
@@ -155,32 +180,33 @@ class AnswerGrammar:
         return torch.where(tight, self.forced[modes], self.allowed[modes])
 
     @classmethod
-    def build(cls, texts: list[str], eos_token_id: int) -> "AnswerGrammar":
+    def build(cls, texts: list[str | None], eos_token_id: int) -> "AnswerGrammar":
+        """`texts[t]`: token t's decoded text ("" = neutral, None = never allowed)."""
         vocab = len(texts)
         next_mode = torch.full((NUM_MODES, vocab), -1, dtype=torch.long)
         for token, text in enumerate(texts):
             if token == eos_token_id:
-                next_mode[DETECT_ACCEPT, token] = DETECT_ACCEPT
-                next_mode[SEMANTIC_FREE, token] = SEMANTIC_FREE
+                for mode in [DETECT_ACCEPT] + _SEMANTIC_FINISHED:
+                    next_mode[mode, token] = mode
+                continue
+            if text is None:
                 continue
             if text == "":  # neutral (a special token that decode skips)
                 next_mode[:, token] = torch.arange(NUM_MODES)
                 continue
-            if "[" in text:
-                before, after = text.split("[", 1)
-                if not _bad_free_text(before):
-                    target = _walk(COORD_START, after)
-                    if target is not None:
-                        if before.strip():
-                            next_mode[DETECT_EMPTY, token] = target
-                        next_mode[DETECT_FREE, token] = target
-            elif not _bad_free_text(text):
-                filled = bool(text.strip())
-                next_mode[DETECT_EMPTY, token] = DETECT_FREE if filled else DETECT_EMPTY
-                next_mode[DETECT_FREE, token] = DETECT_FREE
-                next_mode[SEMANTIC_EMPTY, token] = SEMANTIC_FREE if filled else SEMANTIC_EMPTY
-                next_mode[SEMANTIC_FREE, token] = SEMANTIC_FREE
-            for mode in range(_FIRST_COORD, NUM_MODES):
+            free, _, after = text.partition("[")
+            coordinates = _walk(COORD_START, after) if "[" in text else None
+            if "]" not in free:
+                for mode, detect, pending in _FREE_SOURCES:
+                    tail = _scan(pending, free)
+                    if tail is None:
+                        continue
+                    filled = bool(free.strip()) or mode not in (DETECT_EMPTY, SEMANTIC_EMPTY)
+                    if "[" not in text:
+                        next_mode[mode, token] = _free_mode(detect, tail) if filled else mode
+                    elif detect and filled and coordinates is not None:
+                        next_mode[mode, token] = coordinates
+            for mode in range(_FIRST_COORD, _PENDING_BASE):
                 target = _walk(mode, text)
                 if target is not None:
                     next_mode[mode, token] = target
@@ -189,7 +215,8 @@ class AnswerGrammar:
         allowed = next_mode >= 0
         # need: shortest path (in tokens) to a finished mode over non-neutral, non-EOS moves
         need = [_UNREACHABLE] * NUM_MODES
-        need[DETECT_ACCEPT] = need[SEMANTIC_FREE] = 0
+        for mode in [DETECT_ACCEPT] + _SEMANTIC_FINISHED:
+            need[mode] = 0
         moves = next_mode.clone()
         moves[:, eos_token_id] = -1
         moves[moves == torch.arange(NUM_MODES)[:, None]] = -1  # self-loops never shorten a path
@@ -205,7 +232,7 @@ class AnswerGrammar:
         target_need = need_t[next_mode.clamp(min=0)]
         forced = allowed & (target_need == (need_t - 1).clamp(min=0)[:, None]) & (next_mode != torch.arange(NUM_MODES)[:, None])
         # finished modes: the only way forward is EOS
-        for mode in (DETECT_ACCEPT, SEMANTIC_FREE):
+        for mode in [DETECT_ACCEPT] + _SEMANTIC_FINISHED:
             forced[mode] = False
             forced[mode, eos_token_id] = True
         return cls(allowed, forced, next_mode, need_t, eos_token_id)
@@ -222,7 +249,7 @@ def grammar_for(processor, vocab_size: int | None = None) -> AnswerGrammar:
     if cached is not None and cached.allowed.shape[1] == vocab_size:
         return cached
     texts = token_texts(processor, min(vocab_size, len(processor.tokenizer)))
-    texts += ["\x00"] * (vocab_size - len(texts))  # LM-head rows without a token: never allowed
+    texts += [None] * (vocab_size - len(texts))  # LM-head rows without a token: never allowed
     grammar = AnswerGrammar.build(texts, processor.eos_token_id)
     _CACHE[key] = grammar
     return grammar

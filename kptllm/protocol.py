@@ -69,10 +69,14 @@ class Conversation:
     answer: str | None = None
 
 
+def _is_control_character(char: str) -> bool:
+    """Control (C0, C1), format (bidi overrides, zero-width space, BOM) or lone surrogate, other than whitespace
+    (collapsed, never rejected) and the zero-width joiner of emoji sequences."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Cs") and not char.isspace() and char != "\u200d"
+
+
 def _has_control_characters(text: str) -> bool:
-    """Control (C0, C1), format (bidi overrides, zero-width space, BOM) and lone surrogate characters other
-    than whitespace (collapsed, never rejected); the zero-width joiner of emoji sequences is allowed."""
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and not c.isspace() and c != "\u200d" for c in text)
+    return any(_is_control_character(c) for c in text)
 
 
 def clean_text(text: str, what: str = "keypoint text") -> str:
@@ -144,7 +148,7 @@ class ParseError(str, Enum):
     OUT_OF_RANGE = "coordinates outside [0, 1]"
     NO_SEMANTICS = "no semantics before the coordinates"
     UNEXPECTED_COORDINATES = "coordinates in a semantic answer"
-    INVALID_TEXT = "the answer contains placeholder tokens or control characters"
+    INVALID_TEXT = "the answer contains placeholder tokens"
 
 
 @dataclass(frozen=True)
@@ -169,14 +173,18 @@ _COORDS_LOOSE = re.compile(r"\[\s*-?" + _NUMBER + r"\s*,\s*-?" + _NUMBER + r"\s*
 
 
 def parse_answer(raw: str, task: Task | str) -> ParsedAnswer | ParseFailure:
-    """Parse a generated answer strictly. Never raises, never guesses: anything off is a ParseFailure."""
+    """Parse a generated answer strictly. Never raises, never guesses: anything off is a ParseFailure.
+
+    Control and format characters in the text (a zero-width space, a bidi override, a C1 control: the
+    model can write them byte by byte) are shown as U+FFFD in the semantics, never passed on hidden.
+    """
     task = Task(task)
     if not isinstance(raw, str):
         return ParseFailure(ParseError.EMPTY, repr(raw))
-    text = raw.strip()
+    text = "".join("\ufffd" if _is_control_character(c) else c for c in raw.strip())
     if not text:
         return ParseFailure(ParseError.EMPTY, raw)
-    if any(token in text for token in SPECIAL_TOKENS) or _has_control_characters(text):
+    if any(token in text for token in SPECIAL_TOKENS):
         return ParseFailure(ParseError.INVALID_TEXT, raw)
     if not task.has_coordinates:
         if "[" in text or "]" in text:

@@ -279,3 +279,40 @@ def test_random_walks_under_the_grammar_parse(grammar_case, task):
             mode = grammar.next_mode[mode, torch.tensor([token])]
         parsed = parse_answer(processor.decode(ids), task)
         assert parsed.__class__.__name__ == "ParsedAnswer", (trial, processor.decode(ids), parsed)
+
+
+def _walk(processor, grammar, pieces: list[str], task: Task = Task.TEXT, budget: int = 64):
+    """Feed `pieces` (each tokenised on its own) through the grammar; returns (ids, index of the first refused token or None)."""
+    mode = torch.tensor([AnswerGrammar.start_mode(task.has_coordinates)])
+    ids = [t for piece in pieces for t in processor.tokenizer(piece, add_special_tokens=False)["input_ids"]]
+    for step, token in enumerate(ids):
+        if not grammar.allowed_tokens(mode, budget - step)[0, token]:
+            return ids, step
+        mode = grammar.next_mode[mode, torch.tensor([token])]
+    return ids, None
+
+
+@pytest.mark.parametrize("task", [Task.TEXT, Task.SEMANTIC])
+@pytest.mark.parametrize("pieces", [[" eye <", "kp", "t", ">"], [" eye <im", "ag", "e", ">"], [" <", "kpt", ">"]])
+def test_a_placeholder_spelled_over_several_tokens_is_masked(grammar_case, task, pieces):
+    """The parser refuses "<kpt>" / "<image>" in an answer, so the grammar must refuse them even when no single
+    token holds them: the last piece's token is the one refused, and only that one."""
+    processor, grammar = grammar_case
+    ids, refused = _walk(processor, grammar, pieces, task)
+    assert processor.decode(ids) == "".join(pieces)
+    assert refused == len(ids) - 1
+    # one character short of the placeholder, the text is fine and the answer still finishes and parses
+    ids, refused = _walk(processor, grammar, pieces[:-1] + [" eye"] + ([" [0.500, 0.250]"] if task is Task.TEXT else []), task)
+    assert refused is None and parse_answer(processor.decode(ids), task).__class__.__name__ == "ParsedAnswer"
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\u202e", "\u0085\u0090", "\ufeff"])
+def test_control_and_format_characters_written_byte_by_byte_still_parse(grammar_case, char):
+    """A byte-level tokenizer writes a zero-width space as three byte tokens, each of which the grammar sees as
+    U+FFFD: every path it allows must parse, and the character is shown as U+FFFD, not passed on hidden."""
+    processor, grammar = grammar_case
+    ids, refused = _walk(processor, grammar, [" left eye", char, " [0.500, 0.250]"])
+    assert refused is None
+    parsed = parse_answer(processor.decode(ids), Task.TEXT)
+    assert parsed.__class__.__name__ == "ParsedAnswer" and parsed.xy == (0.5, 0.25)
+    assert not any(c in parsed.semantics for c in "\u200b\u202e\u0090\ufeff")

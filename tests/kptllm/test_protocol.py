@@ -55,13 +55,19 @@ def test_answer_format_is_three_decimals_semantics_first():
     ("left eye [1.412, 0.305]", ParseError.OUT_OF_RANGE),
     ("a [0.1, 0.2] b [0.100, 0.200]", ParseError.MALFORMED_COORDINATES),
     ("eye <kpt> [0.100, 0.200]", ParseError.INVALID_TEXT),
-    ("eye\x00 [0.100, 0.200]", ParseError.INVALID_TEXT),
 ])
 def test_malformed_detection_answers_are_typed_failures(raw, reason):
     result = parse_answer(raw, Task.TEXT)
     assert isinstance(result, ParseFailure)
     assert result.reason is reason
     assert result.raw == raw
+
+
+@pytest.mark.parametrize("raw, semantics", [("eye\x00 [0.100, 0.200]", "eye\ufffd"), ("left\u202e eye [0.100, 0.200]", "left\ufffd eye"),
+                                            ("\u200b [0.100, 0.200]", "\ufffd"), ("eye\u200d [0.100, 0.200]", "eye\u200d")])
+def test_control_and_format_characters_are_shown_not_hidden(raw, semantics):
+    """A generated control / format character (bidi override, zero-width space) becomes U+FFFD in the semantics."""
+    assert parse_answer(raw, Task.TEXT) == ParsedAnswer(semantics=semantics, xy=(0.1, 0.2))
 
 
 def test_semantic_answer_with_coordinates_is_rejected():
