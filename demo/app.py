@@ -30,8 +30,10 @@ tab puts the paper's numbers next to the numbers we measured."""
 CSS = "#vis-marked .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; }"
 
 
-def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = None, share_button: bool | None = None) -> gr.Blocks:
-    """The whole app around one loaded model. `detector`: a `kptllm.detection.GroundingDinoDetector` or None."""
+def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = None, share_button: bool | None = None,
+               detector_source: str | None = None) -> gr.Blocks:
+    """The whole app around one loaded model. `detector`: a `kptllm.detection.GroundingDinoDetector` or None;
+    `detector_source`: the folder / hub id asked for (what the In-the-wild tab's *Download detector* fetches)."""
     if share_button is None:
         share_button = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="KptLLM++ keypoint demo", delete_cache=GRADIO_CACHE_PRUNE) as demo:
@@ -48,7 +50,7 @@ def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = N
             with gr.Tab("Text prompt (c)", id="text"):
                 text.build(loaded)
             with gr.Tab("In the wild", id="wild"):
-                wild.build(loaded, detector, detector_note)
+                wild.build(loaded, detector, detector_note, detector_source)
             with gr.Tab("Benchmarks", id="benchmarks"):
                 benchmarks.build()
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
@@ -70,8 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     loaded = load_model(args.model, device=args.device)
-    detector, note = wild.load_local_detector(args.detector or os.environ.get("KPTLLM_DETECTOR"), loaded.predictor.device)
-    demo = build_demo(loaded, detector, note, share_button=args.share or None)
+    source = args.detector or os.environ.get("KPTLLM_DETECTOR")
+    detector, note = wild.load_local_detector(source, loaded.predictor.device)
+    demo = build_demo(loaded, detector, note, share_button=args.share or None, detector_source=source)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=gr.themes.Soft(), **launch_options())
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
+
+from .image import load_image
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 
@@ -52,20 +53,34 @@ class GroundingDinoDetector:
         model = GroundingDinoForObjectDetection.from_pretrained(path_or_id, local_files_only=local_files_only)
         return cls(model, processor, device)
 
+    @property
+    def max_query_tokens(self) -> int:
+        """How many text tokens the detector reads (GroundingDINO's `max_text_len`, 256 for the released models)."""
+        return int(getattr(self.model.config, "max_text_len", 256))
+
     @torch.no_grad()
-    def detect(self, image: Image.Image, text: str, box_threshold: float = 0.35, text_threshold: float = 0.25,
+    def detect(self, image, text: str, box_threshold: float = 0.35, text_threshold: float = 0.25,
                max_detections: int = 20) -> list[Detection]:
-        """Boxes for the phrases in `text` (e.g. "person. dog."), best first, at most `max_detections`."""
+        """Boxes for the phrases in `text` (e.g. "person. dog."), best first, at most `max_detections`.
+
+        `image`: a path, PIL image or numpy array, read as `KeypointPredictor.set_image` reads it (EXIF
+        rotation applied, 16-bit scaled to 8): the boxes are xyxy pixels of that frame, so `Detection.xywh`
+        can go straight to `set_image(image, bbox=...)`. ValueError for an empty query or one longer than
+        `max_query_tokens`.
+        """
         query = normalize_query(text)
         if not query:
             raise ValueError("no object phrase given")
-        image = image.convert("RGB")
+        tokens = len(self.processor.tokenizer(query)["input_ids"])
+        if tokens > self.max_query_tokens:
+            raise ValueError(f"the object query is {tokens} tokens long; the detector reads at most {self.max_query_tokens}")
+        image = load_image(image)
         inputs = self.processor(images=image, text=query, return_tensors="pt").to(self.device)
         outputs = self.model(**inputs)
         result = self.processor.post_process_grounded_object_detection(
             outputs, inputs["input_ids"], threshold=box_threshold, text_threshold=text_threshold,
             target_sizes=[(image.height, image.width)])[0]
-        labels = result.get("text_labels", result.get("labels"))
+        labels = result["text_labels"] if "text_labels" in result else result["labels"]  # names, not ids (transformers 5)
         found = []
         for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), labels):
             x1, y1, x2, y2 = (float(v) for v in box)

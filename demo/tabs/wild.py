@@ -20,10 +20,12 @@ MAX_OBJECTS = 10
 
 
 class DetectorHolder:
-    """The process's one detector (or None) and why; loading on request is serialised."""
+    """The process's one detector (or None) and why; loading on request is serialised. `source`: the folder or
+    hub id the app was asked to use (what *Download detector* fetches)."""
 
-    def __init__(self, detector: GroundingDinoDetector | None, note: str):
+    def __init__(self, detector: GroundingDinoDetector | None, note: str, source: str | None = None):
         self.detector, self.note, self.lock = detector, note, threading.Lock()
+        self.source = source or DEFAULT_DETECTOR
 
     def status(self) -> str:
         return self.note
@@ -46,10 +48,10 @@ def download_detector(holder: DetectorHolder, device) -> str:
         if holder.detector is not None:
             return holder.note
         try:
-            holder.detector = GroundingDinoDetector.from_pretrained(DEFAULT_DETECTOR, device=device)
-            holder.note = f"**Object detector:** `{DEFAULT_DETECTOR}`, downloaded from the hub."
+            holder.detector = GroundingDinoDetector.from_pretrained(holder.source, device=device)
+            holder.note = f"**Object detector:** `{holder.source}`, downloaded from the hub."
         except Exception as exc:  # noqa: BLE001
-            raise gr.Error(f"Could not download {DEFAULT_DETECTOR} (offline?): {type(exc).__name__}: {exc}") from None
+            raise gr.Error(f"Could not download {holder.source} (offline?): {type(exc).__name__}: {exc}") from None
     return holder.note
 
 
@@ -89,17 +91,20 @@ def detect_wild(loaded: LoadedModel, holder: DetectorHolder, image, objects, pre
         source = f"GroundingDINO: {objects!r}"
     per_box = run_detect_boxes(loaded, image, boxes, names)
     instances = [{"bbox": list(b), "label": lab, "results": res} for b, lab, res in zip(boxes, labels, per_box)]
-    outcome = Outcome("wild", image, instances, names, skeleton_for(names),
-                      {"task": "text", "objects": objects, "boxes_from": source, "box_threshold": box_threshold,
-                       "text_threshold": text_threshold, "keypoints": names, "preset": preset}, loaded.source)
+    prompt = {"task": "text", "boxes_from": source, "keypoints": names, "preset": preset}
+    if not lines:  # the detector's query and thresholds, only when it ran
+        prompt.update(objects=objects, box_threshold=box_threshold, text_threshold=text_threshold)
+    outcome = Outcome("wild", image, instances, names, skeleton_for(names), prompt, loaded.source)
     return (*present(outcome, float(min_score)), outcome)
 
 
-def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, note: str | None = None) -> None:
+def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, note: str | None = None,
+          source: str | None = None) -> None:
+    """`source`: the detector folder / hub id asked for (default: DEFAULT_DETECTOR), fetched by *Download detector*."""
     if note is None:
         note = (f"**Object detector:** loaded ({type(detector).__name__})." if detector is not None else
                 "**Object detector unavailable** (none loaded): type boxes below, one `x, y, w, h` per line.")
-    holder = DetectorHolder(detector, note)
+    holder = DetectorHolder(detector, note, source)
     choices = list(presets())
     coco = next(k for k in choices if k.startswith("COCO person"))
     status = gr.Markdown(note, elem_id="wild-status")

@@ -110,6 +110,7 @@ def test_wild_tiny_detector_end_to_end(app, client):
                                            0.0, api_name="/detect_wild")
     payload = json.loads(open(js).read())
     assert payload["prompt"]["boxes_from"].startswith("GroundingDINO")
+    assert payload["prompt"]["objects"] == "person." and payload["prompt"]["box_threshold"] == 0.0
     loaded = app[1]
     for instance in payload["results"][:2]:
         direct = _direct(loaded, Image.open(PERSON), tuple(instance["bbox"]), ["nose", "left knee"])
@@ -122,7 +123,11 @@ def test_wild_tiny_detector_end_to_end(app, client):
 def test_wild_typed_boxes(client):
     _, table, _, js = client.predict(handle_file(PERSON), "", PRESET, "nose", 0.35, 0.25, PERSON_BOX, 0.0,
                                      api_name="/detect_wild")
-    assert json.loads(open(js).read())["annotations"][0]["bbox"] == [63, 136, 84, 96]
+    payload = json.loads(open(js).read())
+    assert payload["annotations"][0]["bbox"] == [63, 136, 84, 96]
+    # the detector never ran: its query and thresholds are not part of this result's prompt
+    assert payload["prompt"]["boxes_from"] == "typed boxes"
+    assert not {"objects", "box_threshold", "text_threshold"} & set(payload["prompt"])
 
 
 BAD = [
@@ -139,6 +144,8 @@ BAD = [
                                 {"headers": ["support", "keypoint", "x", "y", "name"], "data": [[1, 1, 10, 10, ""]]},
                                 "", "", 0.0), "no points"),
     ("/detect_wild", lambda: (handle_file(PERSON), "", PRESET, "nose", 0.3, 0.25, "", 0.0), "objects"),
+    # under the 2,000-character limit but past the detector's text length (32 tokens for the tiny one, 256 for GroundingDINO)
+    ("/detect_wild", lambda: (handle_file(PERSON), "person. " * 40, PRESET, "nose", 0.3, 0.25, "", 0.0), "reads at most 32"),
 ]
 
 

@@ -120,3 +120,20 @@ def test_refused_image_files_are_closed(tmp_path, monkeypatch):
     with pytest.raises(gr.Error, match="megapixels"):
         load_image(str(path))
     assert opened and all(image.fp is None or image.fp.closed for image in opened)
+
+
+def test_download_detector_fetches_the_detector_the_app_was_asked_for(monkeypatch):
+    """`python app.py --detector other/id` with no local copy: *Download detector* must fetch other/id, not the default."""
+    from demo.tabs import wild
+
+    asked = []
+
+    def fake_from_pretrained(source, device=None, local_files_only=False):
+        asked.append((source, local_files_only))
+        return "detector"
+
+    monkeypatch.setattr(wild.GroundingDinoDetector, "from_pretrained", staticmethod(fake_from_pretrained))
+    holder = wild.DetectorHolder(None, "unavailable", "other/id")
+    assert "`other/id`" in wild.download_detector(holder, "cpu") and holder.detector == "detector"
+    assert asked == [("other/id", False)]
+    assert wild.DetectorHolder(None, "unavailable").source == wild.DEFAULT_DETECTOR
