@@ -19,6 +19,9 @@ METRICS_JSONL = ROOT / "assets" / "kptllm-keypointworld" / "metrics.jsonl"
 PROVENANCE = ["model", "checkpoint_sha256", "date", "command", "annotations", "annotations_sha256", "code_version",
               "hardware", "record"]
 COLUMNS = ["source", "task", "dataset", "setting", "method", "metric", "value"] + PROVENANCE
+MEASURED_SUFFIX = " (measured)"
+# per-category entries that count things: shown as they are, not as percent
+COUNT_KEYS = {"keypoints", "queries", "instances", "images", "accuracy_n"}
 
 
 def _command(record: dict) -> str:
@@ -64,6 +67,9 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
             measured[column] = measured[column].where(measured[column].notna(), from_file) if column in measured else from_file
         measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {})))
         measured["source"] = "measured"
+        # a run named like a paper method ("KptLLM++") is a column of its own, never merged with the paper's
+        clash = measured["method"].isin(set(paper["method"]))
+        measured.loc[clash, "method"] = measured.loc[clash, "method"] + MEASURED_SUFFIX
         folder = measured["record"].map(lambda p: Path(p).parent.name)
         measured["setting"] = measured["setting"].where(measured["setting"].fillna("") != "", folder)
     table = pd.concat([paper, measured], ignore_index=True)
@@ -98,10 +104,20 @@ def side_by_side(table: pd.DataFrame, methods) -> pd.DataFrame:
     return wide
 
 
+def _is_count(key: str, value) -> bool:
+    return key in COUNT_KEYS or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def headline(record_path: str | None) -> str | None:
+    """The record's headline metric (e.g. PCK@0.2, accuracy), None when it names none."""
+    return (_record(record_path) if record_path else {}).get("headline_metric")
+
+
 def breakdowns(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per category, per keypoint) of one record, values in percent; empty frames where it has none."""
+    """(per category, per keypoint) of one record, metric values in percent, counts as they are; empty
+    frames where it has none."""
     record = _record(record_path) if record_path else {}
-    cats = [{"category": c, **{k: (round(v * 100, 2) if k != "keypoints" else v) for k, v in m.items()}}
+    cats = [{"category": c, **{k: (v if _is_count(k, v) or v is None else round(v * 100, 2)) for k, v in m.items()}}
             for c, m in (record.get("per_category") or {}).items()]
     kpts = []
     for key, value in (record.get("per_keypoint") or {}).items():

@@ -63,7 +63,9 @@ def breakdown(record: str | None):
     categories, keypoints = data.breakdowns(record)
     chart = px.bar(title="No per-category numbers in this record")
     if not categories.empty:
-        metric = next(c for c in categories.columns if c not in ("category", "keypoints", "accuracy_n"))
+        metrics = [c for c in categories.columns if c != "category" and c not in data.COUNT_KEYS]
+        wanted = data.headline(record)
+        metric = wanted if wanted in metrics else metrics[0]
         chart = px.bar(categories, x="category", y=metric, title=f"{metric} per category (%)", hover_data=categories.columns)
         chart.update_layout(height=360)
     kinds, confusions = data.semantic_errors(record)

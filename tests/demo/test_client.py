@@ -216,6 +216,41 @@ def test_benchmarks_breakdown_of_a_semantic_record(client):
     assert category in {"person", "quadruped", "face", "car", "chair"} and expected != predicted and count >= 1
 
 
+def test_breakdown_of_a_visual_record_keeps_counts_and_charts_the_headline():
+    """Counts (`queries`) stay counts, metric values become percent, and the chart shows the record's headline."""
+    from demo.tabs.benchmarks import breakdown
+
+    path = RESULTS_DIR / "keypointworld-visual" / "record.json"
+    record = json.loads(path.read_text())
+    categories, *_ = breakdowns(str(path))
+    for row in categories.to_dict("records"):
+        per_category = record["per_category"][row["category"]]
+        assert row["queries"] == per_category["queries"]
+        assert row["PCK@0.2"] == pytest.approx(100 * per_category["PCK@0.2"], abs=0.01)
+    chart = breakdown(str(path))[2]
+    assert record["headline_metric"] == "PCK@0.2" and chart.layout.title.text.startswith("PCK@0.2 per category")
+
+
+def test_a_run_named_like_a_paper_method_is_not_merged_with_it(tmp_path):
+    """`kptllm eval --name KptLLM++` on COCO: the dashboard keeps the paper's 78.1 AP and the run's own number."""
+    from demo.benchmarks import load_results, side_by_side
+
+    run = tmp_path / "coco-run"
+    run.mkdir()
+    record = json.loads((RESULTS_DIR / "keypointworld-text" / "record.json").read_text())
+    record.update(name="KptLLM++", benchmark="coco", metrics={"AP": 0.123}, headline_metric="AP", per_category={},
+                  per_keypoint={})
+    (run / "record.json").write_text(json.dumps(record))
+    table = load_results(tmp_path)
+    paper = table[(table["source"] == "paper") & (table["method"] == "KptLLM++")]
+    measured = table[table["source"] == "measured"]
+    assert set(measured["method"]) == {"KptLLM++ (measured)"} and list(measured["value"]) == [12.3]
+    assert len(paper) and not (paper["value"] == 12.3).any()
+    wide = side_by_side(table[table["metric"] == "AP"], ["KptLLM++", "KptLLM++ (measured)"])
+    assert {"KptLLM++", "KptLLM++ (measured)"} <= set(wide.columns)
+    assert 12.3 in set(wide["KptLLM++ (measured)"].dropna()) and 12.3 not in set(wide["KptLLM++"].dropna())
+
+
 def test_breakdowns_read_only_records_under_results(tmp_path):
     """The breakdown endpoint takes a path from the client: nothing but results/**/record.json is read."""
     outside = tmp_path / "record.json"
