@@ -103,6 +103,9 @@ def load_run(folder, annotations: str | None = None, semantic_labels: str | None
                             settings.get("shots") or 1, settings.get("episodes", 200), settings.get("seed", 1),
                             supercategory=settings.get("supercategory"), semantic_labels=labels)
     units = {unit_key(u): u for u in bench.units + bench.missing}  # images are not needed to score
+    if not any((folder / "chunks").glob("*.json")):
+        raise ValueError(f"{folder} has no chunks/ folder: the per-unit answers compare rescores are written there "
+                         "by `kptllm eval` (git ignores chunks/ except for the records shipped under results/)")
     predictions = {}
     for chunk in sorted((folder / "chunks").glob("*.json")):
         for prediction in json.loads(chunk.read_text())["predictions"]:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,22 @@ def test_refusals(runs, tmp_path):
         load_run(a, annotations=str(moved))
     with pytest.raises(ValueError, match="not a finished"):
         load_run(tmp_path)
+    shutil.rmtree(other / "chunks")  # a clone of a run whose chunks were not kept
+    with pytest.raises(ValueError, match="has no chunks/ folder"):
+        load_run(other)
+
+
+def test_the_shipped_records_carry_their_chunks():
+    """README and model card show `kptllm compare` on results/: a clone needs the chunks of every shipped record."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=root, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    for record in root.glob("results/*/record.json"):
+        folder = record.parent.relative_to(root).as_posix()
+        assert any(name.startswith(f"{folder}/chunks/") for name in tracked), folder
 
 
 def test_cli(runs, capsys, tmp_path):
