@@ -7,6 +7,7 @@ when the installed evaluation package has it, else `measured_results` plus the r
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -24,17 +25,24 @@ MEASURED_SUFFIX = " (measured)"
 COUNT_KEYS = {"keypoints", "queries", "instances", "images", "accuracy_n"}
 
 
-def _command(record: dict) -> str:
-    """The `kptllm eval` command that produces such a record (reconstructed from its fields)."""
-    parts = ["kptllm eval", f"--model {record.get('model')}", f"--benchmark {record.get('benchmark')}"]
-    if record.get("task"):
-        parts.append(f"--task {record['task']}")
-    if record.get("shots"):
-        parts.append(f"--shots {record['shots']}")
-    if record.get("annotations"):
-        parts.append(f"--annotations {record['annotations']}")
-    if record.get("limit"):
-        parts.append(f"--limit {record['limit']}")
+def _command(record: dict, path=None) -> str:
+    """The `kptllm eval` command that reproduces a record (from its fields; records before version 3 did not
+    keep the image folder, which then reads IMAGES). `path`: the record file, whose folder is `--out`."""
+    if not record:
+        return ""
+    out = Path(path).parent if path else Path("OUT")
+    if out.is_absolute() and out.is_relative_to(ROOT):
+        out = out.relative_to(ROOT)
+    options = [("--model", record.get("model")), ("--benchmark", record.get("benchmark")), ("--task", record.get("task")),
+               ("--shots", record.get("shots")), ("--annotations", record.get("annotations")),
+               ("--images", record.get("images") or "IMAGES"), ("--out", out), ("--boxes", record.get("boxes")),
+               ("--supercategory", record.get("supercategory")), ("--semantic-labels", record.get("semantic_labels_file")),
+               ("--limit", record.get("limit")),
+               ("--episodes", record.get("episodes") if record.get("episodes", 200) != 200 else None),
+               ("--seed", record.get("seed") if record.get("seed", 1) != 1 else None)]
+    parts = ["kptllm eval"] + [f"{flag} {shlex.quote(str(value))}" for flag, value in options if value]
+    if record.get("constrained") is False:
+        parts.append("--no-constraints")
     return " ".join(parts)
 
 
@@ -65,7 +73,7 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
         for column in ("model", "checkpoint_sha256", "annotations", "annotations_sha256", "code_version", "hardware", "date"):
             from_file = measured["record"].map(lambda p, c=column: records.get(p, {}).get(c))
             measured[column] = measured[column].where(measured[column].notna(), from_file) if column in measured else from_file
-        measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {})))
+        measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {}), p))
         measured["source"] = "measured"
         # a run named like a paper method ("KptLLM++") is a column of its own, never merged with the paper's
         clash = measured["method"].isin(set(paper["method"]))

@@ -30,7 +30,7 @@ from .checks import missing_images_message
 from .data import KeypointDataset
 from .data.semantic_labels import load as load_semantic_labels
 
-RECORD_VERSION = 2  # 2: name, units_evaluated/units_total, images_missing, annotations_label
+RECORD_VERSION = 3  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file
 
 
 def checkpoint_hash(model: str) -> str | None:
@@ -328,6 +328,9 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "annotations_label": annotations_label(annotations, dataset, annotations_sha256),
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
+        # with the fields above, what `kptllm eval` needs to run this again (the dashboard rebuilds the command)
+        "images": str(images), "episodes": episodes, "seed": seed, "constrained": constrained,
+        "semantic_labels_file": str(semantic_labels) if semantic_labels else None,
         **scored,
         **({"semantic_labels": bench.semantic_labels.describe(), "categories_covered": categories_covered(bench)}
            if bench.semantic_labels is not None else {}),
