@@ -2,7 +2,8 @@
 
     python app.py [--model PATH_OR_ID] [--host H] [--port P] [--share]
 
-The command line of the library is `kptllm` (`python -m kptllm`).
+The command line is `kptllm` (predict, eval, compare, results, train, synth, convert, ...); `python -m kptllm`
+runs the library's own subset (tiny, convert, predict) without the evaluation package.
 """
 
 from demo.app import main

@@ -167,6 +167,17 @@ def convert_vision(state: dict[str, torch.Tensor], grid: int, lora_scale: float)
         "layernorm.weight": state[p + "norm.weight"],
         "layernorm.bias": state[p + "norm.bias"],
     }
+    known = {p + k for k in ("cls_token", "mask_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
+                             "norm.weight", "norm.bias")}
+    for i in range(dims["depth"]):
+        known |= {f"{p}blocks.{i}.{k}" for k in (
+            "attn.qkv.weight", "attn.qkv.bias", "attn.lora_A_q", "attn.lora_B_q", "attn.lora_A_v", "attn.lora_B_v",
+            "ls1.gamma", "ls2.gamma", *(f"{m}.{w}" for m in ("norm1", "norm2", "attn.proj", "mlp.fc1", "mlp.fc2")
+                                          for w in ("weight", "bias")))}
+    unexpected = sorted(k for k in state if k.startswith(p) and k not in known)
+    if unexpected:  # e.g. register tokens or a LoRA on k: converting without them would change the model
+        raise ConversionError(f"{len(unexpected)} visual-encoder tensor(s) this converter does not know: "
+                              f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
     for i in range(dims["depth"]):
         src, dst = f"{p}blocks.{i}.", f"encoder.layer.{i}."
         qkv_w, qkv_b = state[src + "attn.qkv.weight"].float(), state[src + "attn.qkv.bias"]
@@ -361,7 +372,7 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
     if crop % dims["patch"]:
         raise ConversionError(f"crop size {crop} is not a multiple of the patch size {dims['patch']}")
     grid = crop // dims["patch"]
-    vision_r = next((v.shape[0] for k, v in state.items() if k.endswith("attn.lora_A_q")), 0)
+    vision_r = next((v.shape[0] for k, v in state.items() if k.endswith(("attn.lora_A_q", "attn.lora_A_v"))), 0)
     vision_alpha = float(locllm.get("lora_vision_alpha", 16))
     vision_scale = vision_alpha / vision_r if vision_r else 0.0
     llm_state, targets, llm_r = convert_llm(state)

@@ -403,6 +403,26 @@ def test_wrong_shape_is_one_clear_error(fake, tmp_path):
         convert_locllm(ckpt, fake["base"], fake["source"], dtype=torch.float32)
 
 
+def test_unknown_vision_tensor_is_one_clear_error(fake, tmp_path):
+    """Register tokens (or a LoRA on k) would change the visual encoder: refused, never dropped in silence."""
+    sd = dict(fake["sd"], **{"vision_model.register_tokens": torch.zeros(1, 4, VIT_WIDTH)})
+    ckpt = _write_sharded(sd, tmp_path / "coco", fake["config"].vocab_size, legacy=False)
+    with pytest.raises(ConversionError, match=r"1 visual-encoder tensor\(s\) this converter does not know: vision_model.register_tokens"):
+        convert_locllm(ckpt, fake["base"], fake["source"], dtype=torch.float32)
+
+
+def test_a_vision_lora_on_v_alone_is_merged_with_its_scale(fake, tmp_path):
+    sd = {k: v for k, v in fake["sd"].items() if not k.endswith(("attn.lora_A_q", "attn.lora_B_q"))}
+    ckpt = _write_sharded(sd, tmp_path / "coco", fake["config"].vocab_size, legacy=False)
+    model, _ = convert_locllm(ckpt, fake["base"], fake["source"], dtype=torch.float32)
+    b = "vision_model.blocks.0."
+    qkv = sd[b + "attn.qkv.weight"].float().split(VIT_WIDTH)
+    expected_v = qkv[2] + (LORA_ALPHA / LORA_R) * (sd[b + "attn.lora_B_v"].float() @ sd[b + "attn.lora_A_v"].float())
+    attention = model.vision_model.encoder.layer[0].attention
+    assert torch.allclose(attention.v_proj.weight, expected_v, atol=1e-5)
+    assert torch.allclose(attention.q_proj.weight, qkv[0])
+
+
 def test_non_locllm_checkpoint_is_one_clear_error(fake, tmp_path, tiny_dir, capsys):
     with pytest.raises(ConversionError, match="is not a LocLLM checkpoint"):
         convert_locllm(tiny_dir, fake["base"], fake["source"], dtype=torch.float32)
