@@ -125,22 +125,10 @@ def test_refusals(runs, tmp_path):
 
 
 def test_the_shipped_records_carry_their_chunks():
-    """README and model card show `kptllm compare` on results/: a clone needs the chunks of every shipped record."""
-    import subprocess
-
+    """README and model card show `kptllm compare` on results/: a clone needs the chunks of every shipped record
+    (CI runs on a copy of the tracked files only, so there this fails if they are not in git)."""
     root = Path(__file__).resolve().parents[2]
-    tracked = subprocess.run(["git", "ls-files", "results"], cwd=root, capture_output=True, text=True).stdout.split()
-    if not tracked:
-        pytest.skip("not a git checkout")
-    for record in root.glob("results/*/record.json"):
-        folder = record.parent.relative_to(root).as_posix()
-        assert any(name.startswith(f"{folder}/chunks/") for name in tracked), folder
-
-
-def test_cli(runs, capsys, tmp_path):
-    a, b, _, _ = runs
-    assert main(["compare", str(a), str(b), "--samples", "50", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["units"] > 0 and out["samples"] == 50 and "verdict" in out
-    assert main(["compare", str(a), str(tmp_path)]) == 2
-    assert "not a finished" in capsys.readouterr().err
+    records = list(root.glob("results/*/record.json"))
+    assert records
+    for record in records:
+        assert any((record.parent / "chunks").glob("*.json")), record.parent
