@@ -116,15 +116,22 @@ def _is_count(key: str, value) -> bool:
     return key in COUNT_KEYS or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def headline(record_path: str | None) -> str | None:
+def read_record(record) -> dict:
+    """A record given as its path (only `record.json` files under results/ are read) or as the dict read."""
+    if isinstance(record, dict):
+        return record
+    return _record(record) if record else {}
+
+
+def headline(record) -> str | None:
     """The record's headline metric (e.g. PCK@0.2, accuracy), None when it names none."""
-    return (_record(record_path) if record_path else {}).get("headline_metric")
+    return read_record(record).get("headline_metric")
 
 
-def breakdowns(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per category, per keypoint) of one record, metric values in percent, counts as they are; empty
-    frames where it has none."""
-    record = _record(record_path) if record_path else {}
+def breakdowns(record) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per category, per keypoint) of one record (path or dict), metric values in percent, counts as they
+    are; empty frames where it has none."""
+    record = read_record(record)
     cats = [{"category": c, **{k: (v if _is_count(k, v) or v is None else round(v * 100, 2)) for k, v in m.items()}}
             for c, m in (record.get("per_category") or {}).items()]
     kpts = []
@@ -134,9 +141,10 @@ def breakdowns(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(cats), pd.DataFrame(kpts, columns=["category", "keypoint", "value"])
 
 
-def semantic_errors(record_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(answers by kind in percent, most frequent confusions) of a semantic record; empty frames otherwise."""
-    record = _record(record_path) if record_path else {}
+def semantic_errors(record) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(answers by kind in percent, most frequent confusions) of a semantic record (path or dict); empty
+    frames otherwise."""
+    record = read_record(record)
     kinds = [{"answer": kind.replace("_", "/"), "percent": round(value * 100, 2)}
              for kind, value in (record.get("errors") or {}).items()]
     return (pd.DataFrame(kinds, columns=["answer", "percent"]),

@@ -24,11 +24,15 @@ class CrossAttentionLayer(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
+                return_attention: bool = False):
+        """-> queries `[B, Q, D]`, and with `return_attention` also the weights `[B, heads, Q, N]`."""
         memory = self.norm_memory(memory)
-        attended, _ = self.attn(self.norm_query(queries), memory + memory_pos, memory, need_weights=False)
+        attended, weights = self.attn(self.norm_query(queries), memory + memory_pos, memory,
+                                      need_weights=return_attention, average_attn_weights=False)
         queries = queries + attended
-        return queries + self.mlp(self.norm_mlp(queries))
+        queries = queries + self.mlp(self.norm_mlp(queries))
+        return (queries, weights) if return_attention else queries
 
 
 class PromptFeatureExtractor(nn.Module):
@@ -47,12 +51,25 @@ class PromptFeatureExtractor(nn.Module):
         self.norm = nn.LayerNorm(vision_dim)
         self.out_proj = nn.Linear(vision_dim, llm_dim)
 
-    def forward(self, prompt_features: torch.Tensor, support_features: torch.Tensor, support_ids: torch.Tensor) -> torch.Tensor:
+    def _memory_pos(self, support_features: torch.Tensor) -> torch.Tensor:
         num_tokens = support_features.shape[1]
         if num_tokens != self.grid[0] * self.grid[1]:
             raise ValueError(f"support features have {num_tokens} tokens, expected a {self.grid} grid")
         centres = grid_centres(*self.grid, device=support_features.device)
-        memory_pos = self.position_proj(sine_cosine_encoding(centres, self.pe_dim).to(support_features.dtype))[None]
+        return self.position_proj(sine_cosine_encoding(centres, self.pe_dim).to(support_features.dtype))[None]
+
+    def attention(self, prompt_features: torch.Tensor, support_features: torch.Tensor) -> list[torch.Tensor]:
+        """Where each layer looks (a diagnostic): prompts `[P, Dv]` on ONE support image `[1, N, Dv]` ->
+        per layer the weights `[heads, P, N]` over the row-major grid (`grid_centres` order)."""
+        memory_pos = self._memory_pos(support_features)
+        queries, maps = prompt_features[None].to(support_features.dtype), []
+        for layer in self.layers:
+            queries, weights = layer(queries, support_features, memory_pos, return_attention=True)
+            maps.append(weights[0])
+        return maps
+
+    def forward(self, prompt_features: torch.Tensor, support_features: torch.Tensor, support_ids: torch.Tensor) -> torch.Tensor:
+        memory_pos = self._memory_pos(support_features)
         # Group the prompts by support image into one padded batch [M, Q_max, Dv]: one call for all
         # supports (the padding rows attend like any other query and are dropped; queries never mix).
         order = torch.argsort(support_ids, stable=True)

@@ -59,7 +59,8 @@ def provenance() -> pd.DataFrame:
     return measured[["method", "setting", "metric", "value", *data.PROVENANCE]].reset_index(drop=True)
 
 
-def breakdown(record: str | None):
+def breakdown(path: str | None):
+    record = data.read_record(path)  # read once for the tables, the chart and the error kinds
     categories, keypoints = data.breakdowns(record)
     chart = px.bar(title="No per-category numbers in this record")
     if not categories.empty:

@@ -1,0 +1,49 @@
+"""The prompt-attention diagnostic (evaluation/training/prompt_attention.py): its frame and its run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from evaluation.training.prompt_attention import localisation, main, measure
+from kptllm.position import grid_centres
+
+GRID = (4, 6)  # rows, cols: not square, so a swapped x/y lands elsewhere
+
+
+def _one_hot(points: torch.Tensor, swap: bool = False) -> torch.Tensor:
+    """Attention `[1, P, N]` all on the patch holding each point (or on the patch of (y, x) with `swap`)."""
+    rows, cols = GRID
+    xy = points.flip(-1) if swap else points
+    index = (xy[:, 1] * rows).long().clamp(max=rows - 1) * cols + (xy[:, 0] * cols).long().clamp(max=cols - 1)
+    return torch.nn.functional.one_hot(index, rows * cols).float()[None]
+
+
+def test_localisation_reads_the_row_major_grid_in_patches():
+    points = torch.tensor([[0.05, 0.9], [0.9, 0.1], [0.5, 0.3], [0.2, 0.6]])
+    right = localisation(_one_hot(points), points, GRID)
+    assert right["within_1"] == [1.0] and right["distance"][0] <= 0.5 * 2 ** 0.5 and right["top_weight"] == [1.0]
+    swapped = localisation(_one_hot(points, swap=True), points, GRID)
+    assert swapped["within_1"][0] < 0.5 and swapped["distance"][0] > 1.5
+    uniform = localisation(torch.full((2, 4, 24), 1 / 24), points, GRID)
+    assert uniform["top_weight"] == pytest.approx([1 / 24] * 2)
+    # chance: the median distance from the points to every patch centre, in patches
+    centres = grid_centres(*GRID)
+    every = ((centres[None] - points[:, None]) * torch.tensor([6.0, 4.0])).norm(dim=-1)
+    assert right["chance"] == pytest.approx(float(every.median()))
+
+
+def test_measure_and_cli_on_a_tiny_model(tiny_dir, capsys):
+    from kptllm import KeypointPredictor
+
+    predictor = KeypointPredictor.from_pretrained(tiny_dir, device="cpu")
+    result = measure(predictor, objects=2)
+    layers = predictor.model.prompt_feature_extractor.layers
+    heads = layers[0].attn.num_heads
+    assert result["points"] > 0 and len(result["layers"]) == len(layers)
+    for layer in result["layers"]:
+        assert len(layer["distance"]) == heads and all(0 <= w <= 1 for w in layer["within_1"] + layer["top_weight"])
+    main(["--model", str(tiny_dir), "--objects", "1", "--device", "cpu", "--json"])
+    assert set(json.loads(capsys.readouterr().out)) == {"points", "chance", "layers"}
