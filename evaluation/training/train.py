@@ -66,6 +66,7 @@ class TrainSettings:
     stop_after: int | None = None  # save and stop after this step (the schedule still spans `steps`)
     shared_prefix: bool = False  # each image's prefix through the LM once per step (same loss; modeling docs)
     length_buckets: int = 4  # with shared_prefix: rows in groups of similar length, each padded to its own longest
+    lr_multipliers: dict | None = None  # {top-level module, e.g. prompt_feature_extractor: factor} (build_optimizer)
 
 
 @dataclass
@@ -102,7 +103,43 @@ class TrainConfig:
             raise ValueError(f"{path}: unknown train settings {sorted(unknown)}")
         if "betas" in settings:
             settings["betas"] = tuple(settings["betas"])
+        if settings.get("lr_multipliers") is not None and not isinstance(settings["lr_multipliers"], dict):
+            raise ValueError(f"{path}: lr_multipliers must map module names to factors, e.g. {{prompt_encoder: 10}}")
         return cls(raw["model"], raw["data"], TrainSettings(**settings), path)
+
+
+def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; `settings.lr_multipliers` ({top-level module: factor}) puts a
+    module's parameters in a group of their own at `factor` x the learning rate (group 0: the rest)."""
+    multipliers = dict(settings.lr_multipliers or {})
+    modules = dict(model.named_children())
+    for name, factor in multipliers.items():
+        if name not in modules:
+            raise ValueError(f"lr_multipliers: the model has no module {name!r} (it has: {', '.join(modules)})")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise ValueError(f"lr_multipliers: {name} needs a positive factor, got {factor!r}")
+    groups = {name: [] for name in [None, *multipliers]}
+    for name, module in modules.items():
+        groups[name if name in multipliers else None] += [p for p in module.parameters() if p.requires_grad]
+    params = [{"params": groups[None], "lr": settings.lr}]
+    params += [{"params": groups[name], "lr": settings.lr * float(multipliers[name])} for name in multipliers if groups[name]]
+    return torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+
+
+def build_scheduler(optimizer, settings: TrainSettings, spent: dict):
+    """Warmup + cosine over `steps` (or over `time_budget` seconds: `spent["fraction"]`, set by the loop), to a
+    floor of `min_lr_ratio`; one schedule for every parameter group (their ratios stay fixed)."""
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    schedule = scheduler.lr_lambdas[0]
+    if settings.time_budget is not None:
+        warmup = schedule
+        schedule = lambda s: warmup(s) if s < settings.warmup_steps else \
+            0.5 * (1.0 + math.cos(math.pi * min(1.0, spent["fraction"])))  # noqa: E731
+    if settings.min_lr_ratio > 0:  # cosine to a floor instead of zero
+        floor, cosine = settings.min_lr_ratio, schedule
+        schedule = lambda s: max(floor, cosine(s)) if s >= settings.warmup_steps else cosine(s)  # noqa: E731
+    scheduler.lr_lambdas = [schedule] * len(optimizer.param_groups)
+    return scheduler
 
 
 class StepSampler(Sampler):
@@ -242,18 +279,9 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     torch.manual_seed(settings.seed)
     model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
     mixture = build_mixture(config, processor)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    optimizer = build_optimizer(model, settings)
     spent = {"fraction": 0.0}  # of time_budget, set by the loop before each scheduler step
-    if settings.time_budget is not None:
-        warmup = scheduler.lr_lambdas[0]
-        scheduler.lr_lambdas[0] = lambda s: warmup(s) if s < settings.warmup_steps else \
-            0.5 * (1.0 + math.cos(math.pi * min(1.0, spent["fraction"])))
-    if settings.min_lr_ratio > 0:  # cosine to a floor instead of zero
-        floor = settings.min_lr_ratio
-        base = scheduler.lr_lambdas[0]
-        scheduler.lr_lambdas[0] = lambda s: max(floor, base(s)) if s >= settings.warmup_steps else base(s)
+    scheduler = build_scheduler(optimizer, settings, spent)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     start, trained_before = 0, 0.0

@@ -364,3 +364,42 @@ def test_questions_per_keypoint_asks_each_keypoint_in_distinct_tasks(tiny_config
         assert {s.semantics for s in two} == {s.semantics for s in one}
     with pytest.raises(ValueError, match="questions_per_keypoint"):
         TrainingMixture(processor, [KeypointWorldSource()], task_weights=weights, questions_per_keypoint=4)
+
+
+def test_lr_multipliers_give_a_module_its_own_rate_under_the_same_schedule(tiny_config):
+    from evaluation.training.train import build_optimizer, build_scheduler
+
+    config = TrainConfig.load(tiny_config)
+    model, _ = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    settings = config.train
+    settings.steps, settings.warmup_steps, settings.min_lr_ratio, settings.time_budget = 20, 2, 0.1, 100.0
+    plain_optimizer = build_optimizer(model, settings)
+    settings.lr_multipliers = {"prompt_feature_extractor": 10, "prompt_encoder": 10.0}
+    optimizer = build_optimizer(model, settings)
+    prompt = {id(p) for m in (model.prompt_feature_extractor, model.prompt_encoder) for p in m.parameters()}
+    assert [len(g["params"]) for g in optimizer.param_groups][0] == len(plain_optimizer.param_groups[0]["params"]) - len(prompt)
+    assert {id(p) for g in optimizer.param_groups[1:] for p in g["params"]} == prompt
+    spent = {"fraction": 0.0}
+    scheduler = build_scheduler(optimizer, settings, spent)
+    for step in range(12):
+        spent["fraction"] = step / 10  # the time-budget cosine reads the loop's clock
+        rates = scheduler.get_last_lr()
+        assert rates[1] == pytest.approx(10 * rates[0]) and rates[2] == pytest.approx(10 * rates[0])
+        optimizer.step(), scheduler.step()
+    assert rates[0] == pytest.approx(settings.min_lr_ratio * settings.lr)  # the budget is spent: the floor
+    for bad, message in (({"nowhere": 2}, "has no module 'nowhere'"), ({"projector": 0}, "positive factor"),
+                         ({"projector": True}, "positive factor")):
+        settings.lr_multipliers = bad
+        with pytest.raises(ValueError, match=message):
+            build_optimizer(model, settings)
+
+
+def test_a_run_with_lr_multipliers_trains(tiny_config, tmp_path):
+    tiny_config.write_text(TINY.replace("warmup_steps: 1,", "warmup_steps: 1, lr_multipliers: {prompt_feature_extractor: 5},"))
+    config = TrainConfig.load(tiny_config)
+    config.train.steps = 2
+    train(config, tmp_path / "run", progress=False)
+    assert len(_losses(tmp_path / "run")) == 2
+    tiny_config.write_text(TINY.replace("warmup_steps: 1,", "warmup_steps: 1, lr_multipliers: [5],"))
+    with pytest.raises(ValueError, match="lr_multipliers must map module names"):
+        TrainConfig.load(tiny_config)
