@@ -4,8 +4,8 @@
     batch = mixture.collate([mixture[i] for i in range(8)])   # -> the tensors KptLLMForKeypoints.forward takes
 
 Item `i` of a mixture is a deterministic function of (seed, i): one query instance plus the support
-instances its visual questions need, and up to `questions_per_image` questions about it, each with a
-task drawn from `task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an
+instances its visual questions need, and questions about up to `questions_per_image` of its keypoints
+(`questions_per_keypoint` each, so up to their product in questions), each with a task drawn from `task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an
 identify-then-detect answer ("left eye [0.412, 0.305]"). With `questions_per_keypoint` q > 1 a keypoint is
 asked about in up to q different tasks (drawn without replacement): more supervision per rendered image
 for the same image encoding (training batches encode each image once). Determinism by index is what makes a resumed
@@ -13,7 +13,8 @@ run see exactly the batches an uninterrupted run would.
 
 Augmentation: box jitter (the crop moves and zooms as a detector box would) and, for sources that allow
 it, a horizontal flip that mirrors image, box and points and swaps the source's flip pairs, so that a
-"left eye" stays the subject's left eye.
+"left eye" stays the subject's left eye. A COCO file without a `catalog:` (e.g. MP-100) is not flipped:
+nothing says which of its keypoints pair up.
 """
 
 from __future__ import annotations
@@ -90,9 +91,11 @@ class KeypointWorldSource:
 
 
 class CocoSource:
-    """Instances of any COCO-format keypoint file; supports are other instances of the same category."""
+    """Instances of any COCO-format keypoint file; supports are other instances of the same category.
 
-    allows_flip = True
+    Flipped only when `catalog_key` names a keypoint set with flip pairs: a mirrored image turns a left
+    keypoint into a right one, and a file alone does not say which keypoints pair up (MP-100's "eyeL").
+    """
 
     def __init__(self, annotations, images, catalog_key: str | None = None, min_keypoints: int = 3):
         from kptllm import catalog
@@ -108,6 +111,12 @@ class CocoSource:
             raise ValueError(f"{annotations}: no usable instances (labelled keypoints and an image on disk)")
         self.category_ids = sorted(self.by_category)
         self.keypoint_set = catalog.get(catalog_key) if catalog_key else None
+        if self.keypoint_set is not None:
+            for category_id, pool in self.by_category.items():
+                if len(pool[0].keypoints) != len(self.keypoint_set.names):
+                    raise ValueError(f"{annotations}: category {category_id} has {len(pool[0].keypoints)} keypoints, "
+                                     f"catalog {catalog_key!r} has {len(self.keypoint_set.names)}")
+        self.allows_flip = bool(self.keypoint_set is not None and self.keypoint_set.flip_pairs)
 
     def _instance(self, ann) -> Instance:
         category = self.dataset.category_of(ann)

@@ -106,3 +106,24 @@ def test_required_category_is_in_the_scene_and_the_benchmark_stream_is_unchanged
 # sha256 (first 16 hex digits) of the pixels of held-out scene 0 (seed 424242): results/keypointworld-* were
 # measured on these scenes; a change to the world's random stream shows up here first
 EXPECTED_FIRST_HELD_OUT_SCENE = "2caff0c88520ef17"
+
+
+def test_a_source_without_flip_pairs_is_never_flipped_and_a_wrong_catalog_is_refused(tmp_path):
+    """Without a catalog the file does not say which keypoints pair up (MP-100's "eyeL" / "eyeR"): a flip would
+    teach the left eye's name at the right eye, so such a source is not flipped. A catalog of another size is
+    one error when the source is made, not an IndexError in the loader."""
+    import json as _json
+
+    from tests.realdata import REAL
+
+    data = REAL / "coco" / "test_coco.json"
+    assert CocoSource(data, REAL / "coco", catalog_key="coco").allows_flip
+    assert not CocoSource(data, REAL / "coco").allows_flip
+    short = _json.loads(data.read_text())
+    for ann in short["annotations"]:
+        ann["keypoints"] = ann["keypoints"][:-3]
+    short["categories"][0]["keypoints"] = short["categories"][0]["keypoints"][:-1]
+    short["categories"][0]["skeleton"] = [e for e in short["categories"][0]["skeleton"] if 17 not in e]
+    (tmp_path / "short.json").write_text(_json.dumps(short))
+    with pytest.raises(ValueError, match="has 16 keypoints, catalog 'coco' has 17"):
+        CocoSource(tmp_path / "short.json", REAL / "coco", catalog_key="coco")
