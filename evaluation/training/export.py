@@ -3,7 +3,9 @@
     python -m evaluation.training.export --run runs/keypointworld --out assets/kptllm-keypointworld
 
 Copies `RUN/model` (weights cast to `--dtype`), `RUN/metrics.jsonl` (the training curve the dashboard
-draws) and `RUN/loss.png` when present. The model card (`README.md`) is written by hand.
+draws) and `RUN/loss.png` when present. `--metrics OLD.jsonl RUN/metrics.jsonl` joins stages into one
+curve (`join_stages`: a new stage continues the steps and seconds of the one before). The model card
+(`README.md`) is written by hand.
 """
 
 from __future__ import annotations
@@ -27,12 +29,33 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     model.to(getattr(torch, dtype)).save_pretrained(out)
     processor.save_pretrained(out)
     _drop_load_time_keys(out / "tokenizer_config.json")
-    for name in ("metrics.jsonl", "loss.png"):
-        for source in ([Path(m) for m in metrics] if metrics and name == "metrics.jsonl" else [run / name]):
-            if source.is_file():
-                with (out / name).open("ab" if name == "metrics.jsonl" else "wb") as f:
-                    f.write(source.read_bytes())
+    curves = [Path(m) for m in metrics] if metrics else [run / "metrics.jsonl"]
+    rows = join_stages([c for c in curves if c.is_file()])
+    if rows:  # written afresh: exporting twice gives the same file
+        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if (run / "loss.png").is_file():
+        (out / "loss.png").write_bytes((run / "loss.png").read_bytes())
     return out
+
+
+def join_stages(paths) -> list[dict]:
+    """The training curves of successive stages as one curve: one file, or one whose rows carry `stage` (an
+    earlier export), is kept as it is; each other file becomes the next stage, its `step` and `elapsed` continuing
+    from the last row before it."""
+    rows: list[dict] = []
+    for path in paths:
+        stage_rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if len(paths) == 1 or (stage_rows and all("stage" in row for row in stage_rows)):
+            rows += stage_rows
+            continue
+        last = rows[-1] if rows else {}
+        stage = int(last.get("stage", 0)) + 1
+        for row in stage_rows:
+            row = dict(row, step=row["step"] + last.get("step", 0), stage=stage)
+            if "elapsed" in row:
+                row["elapsed"] = round(row["elapsed"] + last.get("elapsed", 0.0), 2)
+            rows.append(row)
+    return rows
 
 
 def _drop_load_time_keys(path: Path) -> None:
@@ -51,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--run", required=True, help="a training run folder (or a model folder)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
-    parser.add_argument("--metrics", nargs="*", help="metrics.jsonl files to concatenate (stages of one training)")
+    parser.add_argument("--metrics", nargs="*", help="metrics.jsonl files of successive stages, joined into one curve")
     args = parser.parse_args(argv)
     print(export(args.run, args.out, args.dtype, args.metrics))
 

@@ -322,6 +322,11 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     waited, since, ready = 0.0, clock(), clock()
     step = start
     metrics = output / "metrics.jsonl"
+    if accelerator.is_main_process and metrics.is_file():  # a crash after the last save logged steps that rerun now
+        lines = metrics.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= start]
+        if len(kept) != len(lines):
+            metrics.write_text("".join(kept))
     with StopRequest() as stop:  # Ctrl-C: finish the step, save, stop
         for step, batch in enumerate(loader, start=start + 1):
             waited += clock() - ready

@@ -1,6 +1,7 @@
 """Exporting a run for shipping: float16 weights, the training curve, no load-time keys in the tokenizer config."""
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -20,6 +21,24 @@ def test_export_halves_the_weights_and_drops_offline_loading_keys(tmp_path, monk
     config = json.loads((out / "tokenizer_config.json").read_text())
     assert "local_files_only" not in config and "is_local" not in config
     assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n'
+    export(run, tmp_path / "out")  # again, into the same folder: the curve is not doubled
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n'
     shipped = KptLLMForKeypoints.from_pretrained(out, dtype=torch.float32)
     for (name, mine), theirs in zip(model.state_dict().items(), shipped.state_dict().values()):
         assert torch.equal(mine.half().float(), theirs), name
+
+
+def test_stages_join_into_one_curve(tmp_path):
+    """The shipped curve (stages 1-5) + a new run's metrics: the new rows become stage 6 and continue the
+    steps and seconds."""
+    from evaluation.training.export import join_stages
+
+    shipped = Path(__file__).resolve().parents[2] / "assets" / "kptllm-keypointworld" / "metrics.jsonl"
+    last = json.loads(shipped.read_text().splitlines()[-1])
+    new = tmp_path / "metrics.jsonl"
+    new.write_text('{"step": 10, "loss": 0.5, "elapsed": 3.0}\n{"step": 20, "loss": 0.4, "elapsed": 6.5}\n')
+    rows = join_stages([shipped, new])
+    assert rows[:-2] == [json.loads(line) for line in shipped.read_text().splitlines()]
+    assert rows[-2:] == [{"step": last["step"] + 10, "loss": 0.5, "elapsed": round(last["elapsed"] + 3.0, 2), "stage": last["stage"] + 1},
+                         {"step": last["step"] + 20, "loss": 0.4, "elapsed": round(last["elapsed"] + 6.5, 2), "stage": last["stage"] + 1}]
+    assert join_stages([new]) == [json.loads(line) for line in new.read_text().splitlines()]  # one file: as it is

@@ -76,8 +76,10 @@ def test_resume_continues_the_same_loss_curve(tiny_config, tmp_path):
     assert main(["train", "--config", str(tiny_config), "--output", str(straight), "--no-progress"]) == 0
     assert main(["train", "--config", str(tiny_config), "--output", str(stopped), "--stop-after", "3", "--no-progress"]) == 0
     assert len(_losses(stopped)) == 3
+    with (stopped / "metrics.jsonl").open("a") as f:  # step 4 logged, then a crash before it was saved
+        f.write('{"step": 4, "loss": 9.9}\n')
     assert main(["train", "--config", str(tiny_config), "--output", str(stopped), "--resume", "--no-progress"]) == 0
-    assert _losses(stopped) == pytest.approx(_losses(straight), rel=1e-5)
+    assert _losses(stopped) == pytest.approx(_losses(straight), rel=1e-5)  # step 4 once, as rerun
     assert (stopped / "loss.png").is_file() and (stopped / "model" / "config.json").is_file()
     # the saved model is a normal checkpoint
     from kptllm import KeypointPredictor
