@@ -107,14 +107,16 @@ def _train(args) -> None:
         if value is not None:
             setattr(config.train, key, value)
     if args.dry_run:
+        from .training.data import DEFAULT_TASK_WEIGHTS, tokenizer_corpus
         from .training.model import build_model, count_parameters
 
-        model, _ = build_model(config.model, meta=True)
+        # the tokenizer a scratch model trains is part of its size (embedding and LM-head rows): build it as train does
+        model, _ = build_model(config.model, meta=True, tokenizer_text=tokenizer_corpus())
         trainable, total = count_parameters(model)
         print(f"model: {config.model.get('type', 'scratch')}  trainable {trainable:,}  total {total:,} parameters")
         for spec in config.data.get("sources", []):
             print("data:", json.dumps(spec))
-        print("tasks:", json.dumps(config.data.get("tasks")))
+        print("tasks:", json.dumps(config.data.get("tasks") or DEFAULT_TASK_WEIGHTS))
         return
     if not args.output:
         raise UserError("train needs --output DIR (or --dry-run)")

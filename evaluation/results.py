@@ -18,7 +18,8 @@ Long-table columns (`paper_results`, `load_records`, `results_table`):
     method              paper: the method, names normalised ("Fine-tune"); measured: the run's unique label
                         (`name`, plus the record's folder when two records share a name)
     model_type          "vision-only" / "vision-language"
-    metric, value       e.g. "PCK@0.2", 91.66 (percent, as the paper prints them; -100 = not computable)
+    metric, value       e.g. "PCK@0.2", 91.66 (percent, as the paper prints them; -1, COCOeval's
+                        'not computable', is kept as it is)
   measured rows only (NaN / None on paper rows):
     name                the record's name (`kptllm eval --name`; default: model folder name + short hash)
     benchmark           the `kptllm eval` benchmark; `benchmark_task` its task

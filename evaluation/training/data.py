@@ -142,6 +142,9 @@ def _jitter_box(bbox, rng, amount: float) -> tuple[float, float, float, float]:
     return (cx - w * scale / 2, cy - h * scale / 2, w * scale, h * scale)
 
 
+DEFAULT_TASK_WEIGHTS = {"text": 0.35, "visual": 0.25, "semantic": 0.25, "visual_text": 0.15}
+
+
 class TrainingMixture:
     """Map-style dataset of training items (lists of `KeypointSample`); see the module docstring."""
 
@@ -154,7 +157,7 @@ class TrainingMixture:
         if len(weights) != len(self.sources) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("give one non-negative weight per source, not all zero")
         self.weights = weights / weights.sum()
-        task_weights = task_weights or {"text": 0.35, "visual": 0.25, "semantic": 0.25, "visual_text": 0.15}
+        task_weights = task_weights or DEFAULT_TASK_WEIGHTS
         unknown = set(task_weights) - {t.value for t in TASKS}
         if unknown:
             raise ValueError(f"unknown tasks in task_weights: {sorted(unknown)}")

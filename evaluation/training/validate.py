@@ -1,6 +1,6 @@
 """Quick held-out check during and after training: KeypointWorld scenes from seeds training never uses.
 
-    python -m evaluation.training.validate --model runs/kw/model --images 40
+    python -m evaluation.training.validate --model runs/kw/model --objects 40
 
 Training draws item i from `default_rng([train_seed, i])`; this check draws scene i from
 `default_rng([HELD_OUT_SEED, i])` (HELD_OUT_SEED is far from any training seed). Metrics: PCK@0.2 of

@@ -234,6 +234,18 @@ def test_dry_run_of_the_paper_configs_prints_sizes_without_downloading(capsys):
         assert "data:" in out
 
 
+def test_dry_run_counts_the_parameters_training_builds(tiny_config, capsys):
+    """A scratch model's size includes its trained tokenizer's rows; the dry run names the default task weights."""
+    from evaluation.training.model import count_parameters
+
+    assert main(["train", "--config", str(tiny_config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    total = int(next(line for line in out.splitlines() if "total" in line).split("total")[1].split()[0].replace(",", ""))
+    model, _ = build_model(TrainConfig.load(tiny_config).model, tokenizer_text=tokenizer_corpus())
+    assert total == count_parameters(model)[1]
+    assert 'tasks: {"text": 0.35' in out
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo on linux")
 @pytest.mark.parametrize("schedule", [["--steps", "3"], ["--steps", "1000", "--time-budget", "5"]], ids=["steps", "time-budget"])
 def test_two_cpu_processes_through_torchrun_end_with_the_same_weights(tiny_config, tmp_path, schedule):
