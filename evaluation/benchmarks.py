@@ -64,6 +64,7 @@ class Benchmark:
     seed: int = 1
     units: list[dict] = field(default_factory=list)
     missing: list[dict] = field(default_factory=list)  # units left out because an image is not on disk
+    partial: bool = False  # a run of part of the units (--limit, missing images): AP on detections then covers their images only
     missing_images: list[str] = field(default_factory=list)  # their file names
     supercategory: str | None = None  # MP-100 cross-supercategory: a key of CROSS_SUPERCATEGORIES
     boxes: list[dict] | None = None  # COCO detection results: units are detected boxes, not GT instances
@@ -426,7 +427,8 @@ def _coco_ground_truth(ds, annotations, image_ids, k: int) -> dict:
 def _score_detected(bench, predictions):
     """OKS AP with detected boxes, as mmpose's CocoMetric scores a top-down model on detections: rescoring,
     OKS-NMS per image (area: the detection box's w*h padded by 1.25 in each side, mmpose's bbox_scale area),
-    then xtcocotools against every annotation of the images that have detections."""
+    then xtcocotools against every annotation of the file, so that a person in an image where the detector
+    found nobody counts as missed (a partial run, `bench.partial`: of the images it evaluated)."""
     ds = bench.dataset
     kset = catalog.get(GENERIC[bench.name][0])
     k = kset.num_keypoints
@@ -443,7 +445,7 @@ def _score_detected(bench, predictions):
             inst = instances[index]
             results.append({"image_id": image_id, "category_id": inst["category_id"],
                             "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]})
-    images = set(by_image)
+    images = set(by_image) if bench.partial else set(ds.images)
     subset = _coco_ground_truth(ds, [a for a in ds.annotations if a.image_id in images], images, k)
     metrics = keypoint_ap(subset, results, sigmas=kset.sigmas)
     return {"metrics": metrics,

@@ -234,6 +234,7 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     check_metric_libraries(benchmark in GENERIC and bench.task == "text" and
                            catalog_sigmas(GENERIC[benchmark][0]) is not None)
     units = bench.units[:limit] if limit else bench.units
+    bench.partial = len(units) < len(bench.units) or bool(bench.missing)
     bench.units = units
     if not units:
         few = (f"; or too few instances per category for --shots {shots} (a support and a query of each, "

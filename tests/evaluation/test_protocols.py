@@ -77,6 +77,22 @@ def test_ap_with_detected_boxes(tmp_path):
                       boxes=str(boxes), predictor=_Oracle(COCO_JSON), progress=False)
 
 
+def test_a_person_in_an_image_the_detector_missed_counts_against_ap(tmp_path):
+    """mmpose's CocoMetric scores detections against the whole annotation file: drop every box of one image
+    and that image's people are misses (AR = the share of people left), not left out of the ground truth."""
+    detections = json.loads((REAL / "coco" / "test_coco_det_AP_H_56.json").read_text())
+    gt = json.loads(COCO_JSON.read_text())
+    people = [a for a in gt["annotations"] if a["num_keypoints"] and not a["iscrowd"]]
+    missed = people[0]["image_id"]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([d for d in detections if d["image_id"] != missed]))
+    record = run_benchmark("oracle", "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "run"), boxes=str(boxes),
+                           predictor=_Oracle(COCO_JSON), progress=False)
+    found = sum(a["image_id"] != missed for a in people)
+    assert record["metrics"]["AR"] == pytest.approx(found / len(people))
+    assert record["metrics"]["AP"] < 1.0
+
+
 def test_animal_kingdom_headline_is_pck_0_05(tmp_path):
     path = REAL / "ak" / "test_animalkingdom.json"
     from tests.evaluation.test_runner import _Oracle as GTOracle
