@@ -161,6 +161,11 @@ def keypoint_ap(ground_truth, results: list[dict], sigmas=None, use_area: bool =
         num_keypoints = len(results[0]["keypoints"]) // 3
         if sigmas is None and num_keypoints != 17:
             raise ValueError(f"results have {num_keypoints} keypoints: give their OKS sigmas")
+        if sigmas is not None and len(sigmas) != num_keypoints:
+            raise ValueError(f"{len(sigmas)} OKS sigmas for results with {num_keypoints} keypoints")
+        if not all(np.isfinite(np.asarray(r["keypoints"], dtype=np.float64)).all() for r in results):
+            # COCOeval's `ious < threshold` is never true for a NaN OKS: the result would match at every threshold
+            raise ValueError("results hold non-finite keypoint values (NaN/inf); write unparsed keypoints as 0, 0, 0")
         detections = coco.loadRes(_copy_json(list(results)))
         evaluator = COCOeval(coco, detections, "keypoints", None if sigmas is None else np.asarray(sigmas, dtype=np.float64),
                              use_area=use_area)

@@ -165,8 +165,10 @@ class TrainingMixture:
         self.task_probs = np.asarray(list(task_weights.values()), dtype=np.float64)
         self.task_probs /= self.task_probs.sum()
         self.seed, self.questions_per_image = seed, questions_per_image
-        if not 1 <= questions_per_keypoint <= len(self.tasks):
-            raise ValueError(f"questions_per_keypoint must be 1..{len(self.tasks)} (one per task), got {questions_per_keypoint}")
+        active = int((self.task_probs > 0).sum())  # distinct tasks are drawn among those with a weight
+        if not 1 <= questions_per_keypoint <= active:
+            raise ValueError(f"questions_per_keypoint must be 1..{active} (one per task with a non-zero weight), "
+                             f"got {questions_per_keypoint}")
         self.questions_per_keypoint = questions_per_keypoint
         self.description_prob, self.flip_prob, self.box_jitter = description_prob, flip_prob, box_jitter
         self.max_shots, self.length = max_shots, length

@@ -208,6 +208,11 @@ def test_single_instance_ap_by_hand():
     assert stats["AP"] == pytest.approx(np.mean(oks > thresholds))
     assert stats["AP50"] == pytest.approx(1.0) and stats["APM"] == pytest.approx(stats["AP"]) and stats["APL"] == -1
     assert keypoint_ap(gt, [], sigmas=sigmas)["AP"] == 0.0
+    with pytest.raises(ValueError, match="3 OKS sigmas for results with 2 keypoints"):
+        keypoint_ap(gt, result, sigmas=[0.1, 0.1, 0.1])
+    far = [{**result[0], "keypoints": [1000.0, 1000.0, 1, float("nan"), 30, 1]}]  # COCOeval would match it
+    with pytest.raises(ValueError, match="non-finite"):
+        keypoint_ap(gt, far, sigmas=sigmas)
 
 
 def test_crowd_annotations_are_ignored():

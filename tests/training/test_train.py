@@ -378,6 +378,10 @@ def test_questions_per_keypoint_asks_each_keypoint_in_distinct_tasks(tiny_config
         assert {s.semantics for s in two} == {s.semantics for s in one}
     with pytest.raises(ValueError, match="questions_per_keypoint"):
         TrainingMixture(processor, [KeypointWorldSource()], task_weights=weights, questions_per_keypoint=4)
+    # two tasks with a weight: three distinct ones cannot be drawn (refused here, not in the loader)
+    with pytest.raises(ValueError, match=r"1..2 \(one per task with a non-zero weight\), got 3"):
+        TrainingMixture(processor, [KeypointWorldSource()], questions_per_keypoint=3,
+                        task_weights={"text": 1, "visual": 0, "semantic": 1, "visual_text": 0})
 
 
 def test_lr_multipliers_give_a_module_its_own_rate_under_the_same_schedule(tiny_config):
