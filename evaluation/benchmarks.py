@@ -550,8 +550,18 @@ def _score_generic(bench, predictions, with_ap: bool = True):
     if bench.name == "animal_kingdom":
         metrics["PCK@0.05"] = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.05)[1] if anns else 0.0
     if kset.sigmas is not None and with_ap:
-        results = [{"image_id": a.image_id, "category_id": a.category_id, "keypoints": p.reshape(-1).tolist(),
-                    "score": float(p[:, 2].mean())} for a, p in zip(anns, pred) if p[:, 2].max() > 0]
+        # as mmpose's CocoMetric with GT boxes (box score 1): instance score = mean of the keypoint scores above
+        # KEYPOINT_SCORE_THR, then OKS-NMS per image (area: the box padded as for detections)
+        by_image: dict[int, list[dict]] = {}
+        for a, p in zip(anns, pred):
+            if p[:, 2].max() > 0:  # an instance with nothing parsed has no result (it could not match anyway)
+                by_image.setdefault(a.image_id, []).append({
+                    "image_id": a.image_id, "category_id": a.category_id, "keypoints": p,
+                    "score": rescore(p[:, 2], 1.0), "area": a.bbox[2] * a.bbox[3] * BOX_PADDING ** 2})
+        results = [{"image_id": inst["image_id"], "category_id": inst["category_id"],
+                    "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]}
+                   for instances in by_image.values()
+                   for inst in (instances[i] for i in oks_nms(instances, OKS_NMS_THR, kset.sigmas))]
         # ground truth: the evaluated instances plus what COCOeval ignores on their images (crowd regions,
         # instances without labelled keypoints), so a --limit run is scored like the full protocol
         evaluated_images = {a.image_id for a in anns}
