@@ -97,7 +97,7 @@ class CocoSource:
     keypoint into a right one, and a file alone does not say which keypoints pair up (MP-100's "eyeL").
     """
 
-    def __init__(self, annotations, images, catalog_key: str | None = None, min_keypoints: int = 3):
+    def __init__(self, annotations, images, catalog_key: str | None = None, min_keypoints: int = 3, labels=None):
         from kptllm import catalog
 
         from ..data import KeypointDataset
@@ -117,10 +117,14 @@ class CocoSource:
                     raise ValueError(f"{annotations}: category {category_id} has {len(pool[0].keypoints)} keypoints, "
                                      f"catalog {catalog_key!r} has {len(self.keypoint_set.names)}")
         self.allows_flip = bool(self.keypoint_set is not None and self.keypoint_set.flip_pairs)
+        self.labels = labels  # evaluation.data.semantic_labels.SemanticLabels or None (the file's own names)
 
     def _instance(self, ann) -> Instance:
         category = self.dataset.category_of(ann)
         names = self.keypoint_set.names if self.keypoint_set else category.keypoint_names
+        if self.labels is not None:  # a label the set leaves out (numbered, ambiguous) keeps the file's name
+            labelled = self.labels.labels_for(category.name, names) or [None] * len(names)
+            names = [label or name for label, name in zip(labelled, names)]
         flips = self.keypoint_set.flip_pairs if self.keypoint_set else ()
         image = load_image(self.dataset.images[ann.image_id].path)
         return Instance(image, ann.bbox, ann.keypoints, tuple(names), tuple(flips), category.name)
@@ -239,7 +243,9 @@ def tokenizer_corpus() -> list[str]:
 
 
 def list_sources(specs: list[dict], base: Path | None = None):
-    """Sources and weights from config entries: `{type: keypointworld|coco, weight, annotations, images, catalog}`."""
+    """Sources and weights from config entries: `{type: keypointworld|coco, weight, annotations, images, catalog,
+    labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for the names a COCO file's keypoints
+    are trained under: the ones `kptllm eval` asks about, "left eye" for MP-100's "eyeL")."""
     sources, weights = [], []
     for spec in specs:
         kind = spec.get("type")
@@ -247,7 +253,13 @@ def list_sources(specs: list[dict], base: Path | None = None):
             sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES)))
         elif kind == "coco":
             root = Path(base or ".")
-            sources.append(CocoSource(root / spec["annotations"], root / spec["images"], spec.get("catalog")))
+            labels = spec.get("labels")
+            if labels is not None:  # the names the evaluation asks for (kptllm-mp100-v1 or a label-set file)
+                from ..data import semantic_labels
+
+                builtin = semantic_labels.builtin()
+                labels = builtin if labels == builtin.name else semantic_labels.load(root / labels)
+            sources.append(CocoSource(root / spec["annotations"], root / spec["images"], spec.get("catalog"), labels=labels))
         else:
             raise ValueError(f"unknown data source type {kind!r} (use keypointworld or coco)")
         weights.append(float(spec.get("weight", 1.0)))

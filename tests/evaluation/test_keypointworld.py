@@ -127,3 +127,26 @@ def test_a_source_without_flip_pairs_is_never_flipped_and_a_wrong_catalog_is_ref
     (tmp_path / "short.json").write_text(_json.dumps(short))
     with pytest.raises(ValueError, match="has 16 keypoints, catalog 'coco' has 17"):
         CocoSource(tmp_path / "short.json", REAL / "coco", catalog_key="coco")
+
+
+def test_a_source_with_a_label_set_trains_the_names_evaluation_asks_for(tmp_path):
+    """MP-100 names its keypoints "eyeL", "L_F_Paw"; `kptllm eval` asks for "left eye", "left front paw" (the
+    kptllm-mp100-v1 label set). With `labels:` a COCO source trains those names; numbered keypoints keep theirs."""
+    import json as _json
+
+    from evaluation.data import semantic_labels
+    from evaluation.training.data import list_sources
+    from tests.realdata import REAL
+
+    data = _json.loads((REAL / "coco" / "test_coco.json").read_text())
+    raw = ["eyeL", "eyeR", "L_F_Paw"] + [str(k) for k in range(14)]
+    data["categories"][0].update(name="some_animal_body", keypoints=raw, skeleton=[])
+    (tmp_path / "mp100like.json").write_text(_json.dumps(data))
+    spec = {"type": "coco", "annotations": str(tmp_path / "mp100like.json"), "images": str(REAL / "coco")}
+    plain, labelled = (list_sources([dict(spec, **extra)], None)[0][0] for extra in ({}, {"labels": "kptllm-mp100-v1"}))
+    ann = labelled.by_category[labelled.category_ids[0]][0]
+    assert list(plain._instance(ann).names) == raw
+    names = list(labelled._instance(ann).names)
+    expected = semantic_labels.builtin().labels_for("some_animal_body", raw)
+    assert names[:3] == ["left eye", "right eye", "left front paw"] == expected[:3]
+    assert names[3:] == [expected[k] or raw[k] for k in range(3, 17)]
