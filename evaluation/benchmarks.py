@@ -410,6 +410,21 @@ def oks_nms(instances: list[dict], thr: float, sigmas) -> list[int]:
     return keep
 
 
+def _ranked_results(instances, sigmas) -> list[dict]:
+    """mmpose CocoMetric's scoring of top-down instances `(image_id, category_id, keypoints [K, 3], box_score,
+    bbox xywh)`: score = box score x the mean keypoint score above KEYPOINT_SCORE_THR, OKS-NMS at OKS_NMS_THR
+    per image (area: the box padded by BOX_PADDING per side, mmpose's bbox_scale area) -> COCO keypoint results."""
+    by_image: dict[int, list[dict]] = {}
+    for image_id, category_id, keypoints, box_score, bbox in instances:
+        rows = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
+        by_image.setdefault(image_id, []).append({
+            "image_id": image_id, "category_id": category_id, "keypoints": rows,
+            "score": rescore(rows[:, 2], box_score), "area": bbox[2] * bbox[3] * BOX_PADDING ** 2})
+    return [{"image_id": inst["image_id"], "category_id": inst["category_id"],
+             "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]}
+            for group in by_image.values() for inst in (group[i] for i in oks_nms(group, OKS_NMS_THR, sigmas))]
+
+
 def _coco_ground_truth(ds, annotations, image_ids, k: int) -> dict:
     """A COCO keypoint ground-truth dict for xtcocotools: the images `image_ids`, every category with its
     first `k` keypoint names, and `annotations` cut to their first `k` keypoints."""
@@ -432,20 +447,9 @@ def _score_detected(bench, predictions):
     ds = bench.dataset
     kset = catalog.get(GENERIC[bench.name][0])
     k = kset.num_keypoints
-    by_image: dict[int, list[dict]] = {}
-    for unit, pred in zip(bench.units, predictions):
-        rows = np.asarray(pred["keypoints"], dtype=np.float64).reshape(-1, 3)
-        by_image.setdefault(unit["image_id"], []).append({
-            "image_id": unit["image_id"], "category_id": unit["category_id"] or 1, "keypoints": rows,
-            "score": rescore(rows[:, 2], unit["box_score"]),
-            "area": unit["bbox"][2] * unit["bbox"][3] * BOX_PADDING ** 2})
-    results = []
-    for image_id, instances in by_image.items():
-        for index in oks_nms(instances, OKS_NMS_THR, kset.sigmas):
-            inst = instances[index]
-            results.append({"image_id": image_id, "category_id": inst["category_id"],
-                            "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]})
-    images = set(by_image) if bench.partial else set(ds.images)
+    results = _ranked_results([(unit["image_id"], unit["category_id"] or 1, pred["keypoints"], unit["box_score"], unit["bbox"])
+                               for unit, pred in zip(bench.units, predictions)], kset.sigmas)
+    images = {unit["image_id"] for unit in bench.units} if bench.partial else set(ds.images)
     subset = _coco_ground_truth(ds, [a for a in ds.annotations if a.image_id in images], images, k)
     metrics = keypoint_ap(subset, results, sigmas=kset.sigmas)
     return {"metrics": metrics,
@@ -550,18 +554,10 @@ def _score_generic(bench, predictions, with_ap: bool = True):
     if bench.name == "animal_kingdom":
         metrics["PCK@0.05"] = pck(pred[..., :2], gt[..., :2], gt[..., 2] > 0, side, 0.05)[1] if anns else 0.0
     if kset.sigmas is not None and with_ap:
-        # as mmpose's CocoMetric with GT boxes (box score 1): instance score = mean of the keypoint scores above
-        # KEYPOINT_SCORE_THR, then OKS-NMS per image (area: the box padded as for detections)
-        by_image: dict[int, list[dict]] = {}
-        for a, p in zip(anns, pred):
-            if p[:, 2].max() > 0:  # an instance with nothing parsed has no result (it could not match anyway)
-                by_image.setdefault(a.image_id, []).append({
-                    "image_id": a.image_id, "category_id": a.category_id, "keypoints": p,
-                    "score": rescore(p[:, 2], 1.0), "area": a.bbox[2] * a.bbox[3] * BOX_PADDING ** 2})
-        results = [{"image_id": inst["image_id"], "category_id": inst["category_id"],
-                    "keypoints": inst["keypoints"].reshape(-1).tolist(), "score": inst["score"]}
-                   for instances in by_image.values()
-                   for inst in (instances[i] for i in oks_nms(instances, OKS_NMS_THR, kset.sigmas))]
+        # as mmpose's CocoMetric with GT boxes (box score 1); an instance with nothing parsed has no result
+        # (it could not match anyway)
+        results = _ranked_results([(a.image_id, a.category_id, p, 1.0, a.bbox) for a, p in zip(anns, pred)
+                                   if p[:, 2].max() > 0], kset.sigmas)
         # ground truth: the evaluated instances plus what COCOeval ignores on their images (crowd regions,
         # instances without labelled keypoints), so a --limit run is scored like the full protocol
         evaluated_images = {a.image_id for a in anns}

@@ -5,13 +5,14 @@
 
 Item `i` of a mixture is a deterministic function of (seed, i): one query instance plus the support
 instances its visual questions need, and questions about up to `questions_per_image` of its keypoints
-(`questions_per_keypoint` each, so up to their product in questions), each with a task drawn from `task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an
-identify-then-detect answer ("left eye [0.412, 0.305]"). With `questions_per_keypoint` q > 1 a keypoint is
-asked about in up to q different tasks (drawn without replacement): more supervision per rendered image
-for the same image encoding (training batches encode each image once). A visual question whose keypoint no
-support shows is asked by name instead (dropped if that keypoint already has its text question), so text
-questions run above their weight (~0.40 for 0.35 on KeypointWorld). Determinism by index is what makes a resumed
-run see exactly the batches an uninterrupted run would.
+(`questions_per_keypoint` each, so up to their product in questions), each with a task drawn from
+`task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an identify-then-detect
+answer ("left eye [0.412, 0.305]"). With `questions_per_keypoint` q > 1 a keypoint is asked about in up
+to q different tasks (drawn without replacement): more supervision per rendered image for the same image
+encoding (training batches encode each image once). A visual question whose keypoint no support shows is
+asked by name instead (dropped if that keypoint already has its text question), so text questions run
+above their weight (~0.40 for 0.35 on KeypointWorld). Determinism by index is what makes a resumed run
+see exactly the batches an uninterrupted run would.
 
 Augmentation: box jitter (the crop moves and zooms as a detector box would) and, for sources that allow
 it, a horizontal flip that mirrors image, box and points and swaps the source's flip pairs, so that a

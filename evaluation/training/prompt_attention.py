@@ -32,7 +32,7 @@ import torch
 
 from kptllm.position import grid_centres
 
-from .validate import HELD_OUT_SEED, _objects
+from .validate import HELD_OUT_SEED, _objects, inside_keypoints
 
 
 def localisation(weights: torch.Tensor, points: torch.Tensor, grid: tuple[int, int]) -> dict:
@@ -67,7 +67,7 @@ def measure(predictor, objects: int = 60, seed: int = HELD_OUT_SEED) -> dict:
         predictor.set_image(image, obj.bbox)
         state = predictor._state()
         crop = state.prepared.crop
-        inside = [k for k in range(len(obj.keypoints)) if obj.keypoints[k, 2] > 0 and crop.contains(obj.keypoints[k, :2])]
+        inside = inside_keypoints(obj, crop)
         if not inside:
             continue
         normalised = torch.tensor(np.stack([crop.to_crop(obj.keypoints[k, :2]) for k in inside]), dtype=torch.float32,
@@ -94,7 +94,7 @@ def semantic_accuracy(predictor, objects: int = 60, seed: int = HELD_OUT_SEED, w
         for image, obj in _objects(objects, seed):
             predictor.set_image(image, obj.bbox)
             crop = predictor._state().prepared.crop
-            inside = [k for k in range(len(obj.keypoints)) if obj.keypoints[k, 2] > 0 and crop.contains(obj.keypoints[k, :2])]
+            inside = inside_keypoints(obj, crop)
             if inside:
                 answers = predictor.describe([tuple(obj.keypoints[k, :2]) for k in inside])
                 right += sum(a.name == obj.category.keypoints[k] for a, k in zip(answers, inside))

@@ -31,6 +31,11 @@ def _objects(count: int, seed: int):
     return found[:count]
 
 
+def inside_keypoints(obj, crop) -> list[int]:
+    """Indices of `obj`'s labelled keypoints that lie in the model `crop` (the ones a question can be about)."""
+    return [k for k in range(len(obj.keypoints)) if obj.keypoints[k, 2] > 0 and crop.contains(obj.keypoints[k, :2])]
+
+
 def off_centre(image, obj, rng, fill=None):
     """One object's copy by `keypointworld.off_centre`: (canvas, moved object).
 
@@ -61,7 +66,7 @@ def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold:
         crop = predictor._state().prepared.crop
         names = obj.category.keypoints
         norm = threshold * max(obj.bbox[2], obj.bbox[3])
-        inside = [k for k in range(len(names)) if obj.keypoints[k, 2] > 0 and crop.contains(obj.keypoints[k, :2])]
+        inside = inside_keypoints(obj, crop)
         if not inside:
             continue
         for result, k in zip(predictor.detect([names[k] for k in inside]), inside):
