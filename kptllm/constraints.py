@@ -112,7 +112,8 @@ def _free_mode(detect: bool, pending: str) -> int:
 
 _FREE_SOURCES = ([(DETECT_EMPTY, True, ""), (DETECT_FREE, True, ""), (SEMANTIC_EMPTY, False, ""), (SEMANTIC_FREE, False, "")]
                  + [(_free_mode(detect, q), detect, q) for q in _PENDING for detect in (True, False)])
-_SEMANTIC_FINISHED = [SEMANTIC_FREE] + [_free_mode(False, q) for q in _PENDING]
+_FINISHED = [DETECT_ACCEPT, SEMANTIC_FREE] + [_free_mode(False, q) for q in _PENDING]  # where EOS may come
+assert all(token.startswith("<") for token in SPECIAL_TOKENS)  # what _scan's fast path relies on
 
 
 def _scan(pending: str, text: str) -> str | None:
@@ -125,7 +126,7 @@ def _scan(pending: str, text: str) -> str | None:
     if any(token in joined for token in SPECIAL_TOKENS):
         return None
     for start in range(max(0, len(joined) - max(map(len, _PENDING), default=0)), len(joined)):
-        if joined[start:] in _PENDING:
+        if joined[start:] in _PENDING_INDEX:
             return joined[start:]
     return ""
 
@@ -192,7 +193,7 @@ class AnswerGrammar:
         every_mode = np.arange(NUM_MODES)
         for token, text in enumerate(texts):
             if token == eos_token_id:
-                for mode in [DETECT_ACCEPT] + _SEMANTIC_FINISHED:
+                for mode in _FINISHED:
                     next_mode[mode, token] = mode
                 continue
             if text is None:
@@ -224,7 +225,7 @@ class AnswerGrammar:
         allowed = next_mode >= 0
         # need: shortest path (in tokens) to a finished mode over non-neutral, non-EOS moves
         need = [_UNREACHABLE] * NUM_MODES
-        for mode in [DETECT_ACCEPT] + _SEMANTIC_FINISHED:
+        for mode in _FINISHED:
             need[mode] = 0
         moves = next_mode.clone()
         moves[:, eos_token_id] = -1
@@ -241,7 +242,7 @@ class AnswerGrammar:
         target_need = need_t[next_mode.clamp(min=0)]
         forced = allowed & (target_need == (need_t - 1).clamp(min=0)[:, None]) & (next_mode != torch.arange(NUM_MODES)[:, None])
         # finished modes: the only way forward is EOS
-        for mode in [DETECT_ACCEPT] + _SEMANTIC_FINISHED:
+        for mode in _FINISHED:
             forced[mode] = False
             forced[mode, eos_token_id] = True
         return cls(allowed, forced, next_mode, need_t, eos_token_id)
