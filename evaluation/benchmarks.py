@@ -90,7 +90,7 @@ class Benchmark:
                     "category); PCK of max(w, h) of the sanitised query box")
         if self.name == "mp100":
             if self.task == "semantic":
-                return ("MP-100 keypoint semantic understanding: each labelled keypoint of each test instance of the "
+                return ("MP-100 keypoint semantic understanding: each visible (v=2) keypoint of each test instance of the "
                         f"categories with named keypoints (label set {self.semantic_labels.name}); accuracy of the "
                         "named keypoint")
             return (f"MP-100 {self.shots}-shot episodes (POMNet/CapeFormer sampler, seed {self.seed}, {self.episodes} "
@@ -101,7 +101,7 @@ class Benchmark:
                             "of the box over all labelled keypoints",
                     "visual": f"KeypointWorld, {self.shots}-shot: supports are other instances of the query's category "
                               f"(seed {self.seed}); PCK of max(w, h), keypoints visible in the query and every support",
-                    "semantic": "KeypointWorld, every labelled keypoint of every instance; accuracy of the named keypoint",
+                    "semantic": "KeypointWorld, every visible (v=2) keypoint of every instance; accuracy of the named keypoint",
                     }[self.task]
         return GENERIC[self.name][1]
 
@@ -231,10 +231,13 @@ def _semantic_names(bench: Benchmark, ann) -> list[str | None]:
 
 
 def _semantic_points(bench: Benchmark, predictor, ann) -> tuple[list, list[int], list[tuple[float, float]]]:
-    """(names, asked keypoint indices, their pixel points): the labelled, promptable, named keypoints of `ann`."""
+    """(names, asked keypoint indices, their pixel points): the visible (v=2), promptable, named keypoints of `ann`.
+
+    Occluded keypoints (v=1) are not asked: the pixel under an occluded point shows something else (the
+    occluder, or the object's other side), so "what is this keypoint" has no answer one can see."""
     names = _semantic_names(bench, ann)
     labelled = [k for k, ok in enumerate(_promptable(predictor, bench.dataset.images[ann.image_id], ann))
-                if ok and names[k] is not None]
+                if ok and names[k] is not None and ann.keypoints[k, 2] >= 2]
     return names, labelled, [(float(ann.keypoints[k, 0]), float(ann.keypoints[k, 1])) for k in labelled]
 
 

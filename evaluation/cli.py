@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -97,12 +98,25 @@ def _compare(args) -> None:
     print(as_json(result) if args.json else report(result, a, b))
 
 
+def _resumable(args) -> bool:
+    """--auto-resume: True when --output holds a checkpoint. A run that logged but never saved has nothing to
+    resume: its log is kept aside as metrics.unsaved.jsonl and the run starts again."""
+    if not args.auto_resume:
+        return False
+    output = Path(args.output)
+    if (output / "checkpoint" / "step.json").is_file():
+        return True
+    if (output / "metrics.jsonl").is_file():
+        os.replace(output / "metrics.jsonl", output / "metrics.unsaved.jsonl")
+    return False
+
+
 def _train(args) -> None:
     from .training.train import TrainConfig, train
 
     config = TrainConfig.load(args.config)
     for key in ("log_every", "stop_after", "steps", "time_limit", "time_budget", "num_workers", "images_per_step", "save_every", "mixed_precision",
-                "seed"):
+                "seed", "validate_every"):
         value = getattr(args, key)
         if value is not None:
             setattr(config.train, key, value)
@@ -121,7 +135,7 @@ def _train(args) -> None:
     if not args.output:
         raise UserError("train needs --output DIR (or --dry-run)")
     try:
-        result = train(config, args.output, resume=args.resume, progress=not args.no_progress)
+        result = train(config, args.output, resume=args.resume or _resumable(args), progress=not args.no_progress)
     except ValueError as err:
         raise UserError(str(err)) from None
     print(json.dumps(result))
@@ -201,6 +215,9 @@ def build_full_parser():
     training.add_argument("--config", required=True)
     training.add_argument("--output", help="run folder: metrics.jsonl, loss.png, checkpoint/, model/")
     training.add_argument("--resume", action="store_true", help="continue the run in --output")
+    training.add_argument("--auto-resume", action="store_true",
+                          help="continue the run in --output if it has a checkpoint, else start it (for restarts)")
+    training.add_argument("--validate-every", type=int, help="override train.validate_every (steps)")
     training.add_argument("--dry-run", action="store_true", help="build on the meta device, print sizes and data")
     training.add_argument("--steps", type=int, help="override train.steps")
     training.add_argument("--time-limit", type=float, help="seconds; save and stop when reached")

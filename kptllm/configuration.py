@@ -63,6 +63,9 @@ class KptLLMConfig(PreTrainedConfig):
         vision_feature_layer: which hidden state of the backbone gives the patch tokens (-1: the final output).
         prompt_pe_dim: width of the sine-cosine positional encoding of points (multiple of 4).
         prompt_extractor_layers, prompt_extractor_heads: the cross-attention prompt feature extractor.
+        prompt_local_read: add to each prompt's cross-attention query a learned read of the support features
+            sampled under the point (ours, beside the paper's Eq. 2; `kptllm.prompt_feature_extractor`).
+            On by default; the paper configs turn it off to reproduce the paper as written.
         image_token_id, kpt_token_id: placeholder token ids (set from the tokenizer).
         llm_tuning, vision_tuning: "lora", "full" or "frozen" (KptLLM++: LoRA on both).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (paper: r=128, alpha=256).
@@ -90,6 +93,7 @@ class KptLLMConfig(PreTrainedConfig):
     prompt_pe_dim: int = 256
     prompt_extractor_layers: int = 2
     prompt_extractor_heads: int = 8
+    prompt_local_read: bool = True
     image_token_id: int | None = None
     kpt_token_id: int | None = None
     llm_tuning: str = "lora"

@@ -46,7 +46,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         self.prompt_encoder = PromptEncoder(config.prompt_pe_dim, vision_dim)
         self.prompt_feature_extractor = PromptFeatureExtractor(
             vision_dim, llm_dim, config.prompt_pe_dim, config.patch_grid,
-            config.prompt_extractor_layers, config.prompt_extractor_heads,
+            config.prompt_extractor_layers, config.prompt_extractor_heads, local_read=config.prompt_local_read,
         )
         self.post_init()
         # After post_init: its weight init must not touch the LoRA matrices (B starts at zero).
@@ -54,6 +54,15 @@ class KptLLMForKeypoints(PreTrainedModel):
         self.apply_tuning_policy()
 
     # ----------------------------------------------------------------- parameters
+    def _init_weights(self, module: nn.Module) -> None:
+        # Layers added to an architecture start at zero (the prompt extractor's local read): loading a
+        # checkpoint saved before they existed must give that checkpoint's outputs, not N(0, 0.02) noise.
+        if getattr(module, "kptllm_zero_init", False):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+            return
+        super()._init_weights(module)
+
     def _add_lora_adapters(self) -> None:
         cfg = self.config
         if cfg.llm_tuning == "lora":
@@ -114,7 +123,7 @@ class KptLLMForKeypoints(PreTrainedModel):
             num_slots: number of `<kpt>` slots T.
         Returns: `[T, D_llm]`.
         """
-        features = self.prompt_feature_extractor(self.prompt_encoder(points), support_features, support_ids)
+        features = self.prompt_feature_extractor(self.prompt_encoder(points), support_features, support_ids, points)
         summed = features.new_zeros(num_slots, features.shape[-1]).index_add(0, slot_ids, features)
         counts = torch.bincount(slot_ids, minlength=num_slots)
         if len(counts) != num_slots or bool((counts == 0).any()):

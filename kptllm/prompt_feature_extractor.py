@@ -3,6 +3,13 @@
 The prompt feature is the query; the support image's patch tokens, with the positional encoding of
 their grid centres added to the keys, are keys and values. Each prompt token attends independently,
 so many prompts on one support image are processed as one sequence of queries.
+
+Our addition beside Eq. 2 (`local_read`, on by default): before the cross-attention, the query also
+gets `W · F_s(point)`, the support feature map sampled bilinearly under the prompt point (grid cell i
+has its centre at (i + 0.5) / n of the crop, the frame of `grid_centres`). It is the average-pooling
+baseline of the paper's Tab. 14 kept together with the cross-attention: the attention still gathers
+context, but the token no longer has to learn to find its own point. W starts at zero, so a checkpoint
+trained without it gives the same outputs until training moves W.
 """
 
 from __future__ import annotations
@@ -11,6 +18,23 @@ import torch
 from torch import nn
 
 from .position import grid_centres, sine_cosine_encoding
+
+
+def sample_at_points(tokens: torch.Tensor, grid: tuple[int, int], points: torch.Tensor,
+                     map_ids: torch.Tensor) -> torch.Tensor:
+    """Bilinear read of row-major token grids at points.
+
+    `tokens [M, h*w, D]`: M feature maps of `grid = (h, w)` tokens in `grid_centres` order; `points [P, 2]`:
+    (x, y) in the normalised crop frame [0, 1]; `map_ids [P]`: which map each point reads. Token (r, c)
+    has its centre at ((c + 0.5) / w, (r + 0.5) / h); beyond the outer centres the border tokens are
+    read. Returns `[P, D]`.
+    """
+    h, w = grid
+    maps = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)[map_ids]  # [P, D, h, w]
+    # grid_sample with align_corners=False puts pixel i's centre at (i + 0.5) / n of [0, 1] (mapped to [-1, 1])
+    where = (points.to(maps.dtype) * 2 - 1).reshape(-1, 1, 1, 2)
+    read = torch.nn.functional.grid_sample(maps, where, mode="bilinear", padding_mode="border", align_corners=False)
+    return read.reshape(len(points), -1)
 
 
 class CrossAttentionLayer(nn.Module):
@@ -38,14 +62,22 @@ class CrossAttentionLayer(nn.Module):
 class PromptFeatureExtractor(nn.Module):
     """Keypoint-specific features from support features.
 
-    forward(prompt_features [P, Dv], support_features [M, N, Dv], support_ids [P]) -> [P, D_llm]
-    where `support_ids[i]` says on which support image prompt i was given.
+    forward(prompt_features [P, Dv], support_features [M, N, Dv], support_ids [P], points [P, 2]) -> [P, D_llm]
+    where `support_ids[i]` says on which support image prompt i was given and `points` (x, y in the
+    normalised support crop) where; `points` are read only with `local_read` (module docstring).
     """
 
-    def __init__(self, vision_dim: int, llm_dim: int, pe_dim: int, grid: tuple[int, int], num_layers: int, num_heads: int):
+    def __init__(self, vision_dim: int, llm_dim: int, pe_dim: int, grid: tuple[int, int], num_layers: int, num_heads: int,
+                 local_read: bool = False):
         super().__init__()
         self.pe_dim = pe_dim
         self.grid = tuple(grid)
+        # zero-initialised (KptLLMForKeypoints._init_weights keeps it so for checkpoints that lack it)
+        self.local_proj = nn.Linear(vision_dim, vision_dim) if local_read else None
+        if self.local_proj is not None:
+            self.local_proj.kptllm_zero_init = True
+            nn.init.zeros_(self.local_proj.weight)
+            nn.init.zeros_(self.local_proj.bias)
         self.position_proj = nn.Linear(pe_dim, vision_dim)
         self.layers = nn.ModuleList(CrossAttentionLayer(vision_dim, num_heads) for _ in range(num_layers))
         self.norm = nn.LayerNorm(vision_dim)
@@ -58,18 +90,32 @@ class PromptFeatureExtractor(nn.Module):
         centres = grid_centres(*self.grid, device=support_features.device)
         return self.position_proj(sine_cosine_encoding(centres, self.pe_dim).to(support_features.dtype))[None]
 
-    def attention(self, prompt_features: torch.Tensor, support_features: torch.Tensor) -> list[torch.Tensor]:
-        """Where each layer looks (a diagnostic): prompts `[P, Dv]` on ONE support image `[1, N, Dv]` ->
-        per layer the weights `[heads, P, N]` over the row-major grid (`grid_centres` order)."""
+    def _queries(self, prompt_features: torch.Tensor, support_features: torch.Tensor, support_ids: torch.Tensor,
+                 points: torch.Tensor | None) -> torch.Tensor:
+        """The cross-attention queries `[P, Dv]`: F_p, plus the local read under the point when enabled."""
+        queries = prompt_features.to(support_features.dtype)
+        if self.local_proj is None:
+            return queries
+        if points is None:
+            raise ValueError("this prompt feature extractor reads the support under each point: pass points")
+        return queries + self.local_proj(sample_at_points(support_features, self.grid, points, support_ids))
+
+    def attention(self, prompt_features: torch.Tensor, support_features: torch.Tensor,
+                  points: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Where each layer looks (a diagnostic): prompts `[P, Dv]` at `points [P, 2]` on ONE support image
+        `[1, N, Dv]` -> per layer the weights `[heads, P, N]` over the row-major grid (`grid_centres` order)."""
         memory_pos = self._memory_pos(support_features)
-        queries, maps = prompt_features[None].to(support_features.dtype), []
+        ids = torch.zeros(len(prompt_features), dtype=torch.long, device=support_features.device)
+        queries, maps = self._queries(prompt_features, support_features, ids, points)[None], []
         for layer in self.layers:
             queries, weights = layer(queries, support_features, memory_pos, return_attention=True)
             maps.append(weights[0])
         return maps
 
-    def forward(self, prompt_features: torch.Tensor, support_features: torch.Tensor, support_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, prompt_features: torch.Tensor, support_features: torch.Tensor, support_ids: torch.Tensor,
+                points: torch.Tensor | None = None) -> torch.Tensor:
         memory_pos = self._memory_pos(support_features)
+        prompt_features = self._queries(prompt_features, support_features, support_ids, points)
         # Group the prompts by support image into one padded batch [M, Q_max, Dv]: one call for all
         # supports (the padding rows attend like any other query and are dropped; queries never mix).
         order = torch.argsort(support_ids, stable=True)

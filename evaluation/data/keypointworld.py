@@ -16,8 +16,10 @@ does from a face or a car's shape. A mirrored *image* breaks that rule, which is
 KeypointWorld uses no horizontal-flip augmentation (mirrored *objects* are drawn with the rule kept).
 
 Coordinates: continuous pixels, pixel (i, j) covers [i, i+1) x [j, j+1); boxes are COCO xywh.
-Visibility follows COCO: 2 visible, 1 labelled but occluded (by another object or an occluder),
-0 not labelled (outside the image, or the face of a person seen from behind; stored as 0, 0, 0).
+Visibility follows COCO: 2 visible, 1 labelled but occluded, 0 not labelled (outside the image, or the
+face of a person seen from behind; stored as 0, 0, 0). Occluded means covered by another object or an
+occluder, or by the object's own other side: a left keypoint whose pixel shows a part drawn in the
+right side's colour (a quadruped's far paw behind its near leg), and the reverse.
 """
 
 from __future__ import annotations
@@ -122,6 +124,14 @@ class Shape:
     colour: tuple[int, int, int]
     size: float = 0.0  # line width / disc radius, canonical units
     outline: tuple[int, int, int] | None = None
+    side: str | None = None  # "left" / "right" for parts drawn in a side colour (`_mark_sides`)
+
+
+def _mark_sides(shapes: list[Shape], left, right) -> list[Shape]:
+    """Tag the shapes drawn in the object's left / right colour with their side (self-occlusion labels)."""
+    for shape in shapes:
+        shape.side = "left" if shape.colour == left else "right" if shape.colour == right else None
+    return shapes
 
 
 @dataclass
@@ -186,7 +196,7 @@ def make_person(rng) -> ObjectSpec:
                                      (kp["nose"][0] - 0.15 * head_r, kp["nose"][1] + 0.1 * head_r),
                                      (kp["nose"][0] + 0.15 * head_r, kp["nose"][1] + 0.1 * head_r)], (40, 20, 20)))
     labelled = np.array([not (back_view and n in ("nose", "left eye", "right eye")) for n in PERSON])
-    return ObjectSpec(CATEGORIES["person"], np.array([kp[n] for n in PERSON]), labelled, shapes)
+    return ObjectSpec(CATEGORIES["person"], np.array([kp[n] for n in PERSON]), labelled, _mark_sides(shapes, left, right))
 
 
 def make_quadruped(rng) -> ObjectSpec:
@@ -227,7 +237,7 @@ def make_quadruped(rng) -> ObjectSpec:
     for side, colour in (("right", right),):
         shapes += [Shape("line", [kp[f"{side} shoulder"], kp[f"{side} elbow"], kp[f"{side} front paw"]], colour, legw),
                    Shape("line", [kp[f"{side} hip"], kp[f"{side} knee"], kp[f"{side} back paw"]], colour, legw)]
-    return ObjectSpec(CATEGORIES["quadruped"], np.array([kp[n] for n in QUADRUPED]), np.ones(len(QUADRUPED), bool), shapes)
+    return ObjectSpec(CATEGORIES["quadruped"], np.array([kp[n] for n in QUADRUPED]), np.ones(len(QUADRUPED), bool), _mark_sides(shapes, left, right))
 
 
 def make_face(rng) -> ObjectSpec:
@@ -259,7 +269,7 @@ def make_face(rng) -> ObjectSpec:
     shapes.append(Shape("line", [kp["right mouth corner"], kp["upper lip"], kp["left mouth corner"]], (150, 30, 40), 0.025))
     shapes.append(Shape("disc", [kp["left mouth corner"]], left, 0.018))
     shapes.append(Shape("disc", [kp["right mouth corner"]], right, 0.018))
-    return ObjectSpec(CATEGORIES["face"], np.array([kp[n] for n in FACE]), np.ones(len(FACE), bool), shapes)
+    return ObjectSpec(CATEGORIES["face"], np.array([kp[n] for n in FACE]), np.ones(len(FACE), bool), _mark_sides(shapes, left, right))
 
 
 def _oblique(p3, depth_dx, depth_dy):
@@ -310,7 +320,7 @@ def make_car(rng) -> ObjectSpec:
     pts[:, 0] -= L / 2
     for s in shapes:
         s.points = [(x - L / 2, y) for x, y in s.points]
-    return ObjectSpec(CATEGORIES["car"], pts, np.ones(len(CAR), bool), shapes)
+    return ObjectSpec(CATEGORIES["car"], pts, np.ones(len(CAR), bool), _mark_sides(shapes, left, right))
 
 
 def make_chair(rng) -> ObjectSpec:
@@ -345,7 +355,7 @@ def make_chair(rng) -> ObjectSpec:
     pts[:, 1] -= cy
     for s in shapes:
         s.points = [(x, y - cy) for x, y in s.points]
-    return ObjectSpec(CATEGORIES["chair"], pts, np.ones(len(CHAIR), bool), shapes)
+    return ObjectSpec(CATEGORIES["chair"], pts, np.ones(len(CHAIR), bool), _mark_sides(shapes, left, right))
 
 
 MAKERS = {"person": make_person, "quadruped": make_quadruped, "face": make_face, "car": make_car, "chair": make_chair}
@@ -457,13 +467,13 @@ def render_scene(rng: np.random.Generator, width: int | None = None, height: int
         spec = MAKERS[required if k == forced else names[int(rng.integers(len(names)))]](rng)
         size = rng.uniform(min_size, max_size) * min(width, height) / (1 + 0.25 * (count - 1))
         transform, scale = _place(spec, rng, width, height, size)
-        own = Image.new("L", (width, height), 0)
-        own_draw = ImageDraw.Draw(own)
-        for shape in spec.shapes:
+        parts = Image.new("L", (width, height), 0)  # which of its shapes (index + 1) is on top at each pixel
+        parts_draw = ImageDraw.Draw(parts)
+        for index, shape in enumerate(spec.shapes):
             _draw(draw, shape, transform, scale)
             _draw(ids_draw, shape, transform, scale, colour=k + 1)
-            _draw(own_draw, shape, transform, scale, colour=255)
-        placed.append((spec, transform(spec.keypoints), np.asarray(own) > 0))
+            _draw(parts_draw, shape, transform, scale, colour=index + 1)
+        placed.append((spec, transform(spec.keypoints), np.asarray(parts)))
     if rng.random() < 0.35:  # an occluder over part of the scene
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         w, h = rng.uniform(0.1, 0.3) * width, rng.uniform(0.1, 0.3) * height
@@ -474,13 +484,17 @@ def render_scene(rng: np.random.Generator, width: int | None = None, height: int
         getattr(ids_draw, kind)(box, fill=255)  # occluders: id 255
     id_map = np.asarray(ids)
     scene = Scene(image)
-    for k, (spec, points, own) in enumerate(placed):
+    for k, (spec, points, parts) in enumerate(placed):
         kpts = np.zeros((len(points), 3))
         for j, (x, y) in enumerate(points):
             if not spec.labelled[j] or not (0 <= x < width and 0 <= y < height):
                 continue
             owner = id_map[int(y), int(x)]
-            kpts[j] = (x, y, 2 if owner in (0, k + 1) else 1)
+            top = parts[int(y), int(x)]
+            side = spec.category.keypoints[j].split()[0]
+            behind_own_side = top > 0 and spec.shapes[top - 1].side not in (None, side) and side in ("left", "right")
+            kpts[j] = (x, y, 2 if owner in (0, k + 1) and not behind_own_side else 1)
+        own = parts > 0
         ys, xs = np.nonzero(own)
         if len(xs) == 0 or (kpts[:, 2] > 0).sum() < 3:
             continue

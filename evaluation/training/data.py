@@ -9,9 +9,11 @@ instances its visual questions need, and questions about up to `questions_per_im
 `task_weights` — (a) semantic, (b) visual, (c) text, (b)+(c) visual_text — and an identify-then-detect
 answer ("left eye [0.412, 0.305]"). With `questions_per_keypoint` q > 1 a keypoint is asked about in up
 to q different tasks (drawn without replacement): more supervision per rendered image for the same image
-encoding (training batches encode each image once). A visual question whose keypoint no support shows is
-asked by name instead (dropped if that keypoint already has its text question), so text questions run
-above their weight (~0.40 for 0.35 on KeypointWorld). Determinism by index is what makes a resumed run
+encoding (training batches encode each image once). Semantic questions are asked at visible (v=2)
+keypoints and supports marked only where their keypoint is visible: a visual question whose keypoint no
+support shows, or a semantic one about an occluded keypoint, is asked by name instead (dropped if that
+keypoint already has its text question), so text questions run above their weight (~0.40 for 0.35 on
+KeypointWorld). Determinism by index is what makes a resumed run
 see exactly the batches an uninterrupted run would.
 
 Augmentation: box jitter (the crop moves and zooms as a detector box would) and, for sources that allow
@@ -202,9 +204,11 @@ class TrainingMixture:
         for k, task in self._questions(usable[: self.questions_per_image], rng):
             name = query.names[k]
             xy = (float(query.keypoints[k, 0]), float(query.keypoints[k, 1]))
-            if task in (Task.VISUAL, Task.VISUAL_TEXT):
+            if task is Task.SEMANTIC and query.keypoints[k, 2] < 2:
+                task = Task.TEXT  # an occluded point's pixel shows something else: ask for it by name instead
+            if task in (Task.VISUAL, Task.VISUAL_TEXT):  # supports are marked where their keypoint is seen
                 shown = [(s, p) for s, p in zip(supports, s_preps)
-                         if s.keypoints[k, 2] > 0 and p.crop.contains(s.keypoints[k, :2])]
+                         if s.keypoints[k, 2] >= 2 and p.crop.contains(s.keypoints[k, :2])]
                 if not shown:  # no support shows it: ask by name instead (so text runs above its weight)
                     task = Task.TEXT
             if (k, task) in asked:  # that fallback met a text question the keypoint already has

@@ -72,7 +72,7 @@ def measure(predictor, objects: int = 60, seed: int = HELD_OUT_SEED) -> dict:
             continue
         normalised = torch.tensor(np.stack([crop.to_crop(obj.keypoints[k, :2]) for k in inside]), dtype=torch.float32,
                                   device=predictor.device)
-        layers = extractor.attention(model.prompt_encoder(normalised), state.features)
+        layers = extractor.attention(model.prompt_encoder(normalised), state.features, normalised)
         maps = [m.float().cpu() for m in layers] if maps is None else [torch.cat([a, m.float().cpu()], 1)
                                                                       for a, m in zip(maps, layers)]
         points.append(normalised.cpu())

@@ -9,8 +9,10 @@ line goes to `OUTPUT/metrics.jsonl` (loss, lr, elapsed, sequences/s, `data_wait`
 the time); every `save_every` steps (and at the end, or when `time_limit`, `time_budget` or `stop_after`
 stops the run) `OUTPUT/checkpoint/` gets the full training state (model, optimizer, scheduler, RNG, step)
 and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUTPUT/checkpoint/` and
-appends to the same metrics log, so the loss curve goes on where it stopped. `OUTPUT/loss.png` is
-redrawn at each save.
+appends to the same metrics log, so the loss curve goes on where it stopped (`--auto-resume`: resume when
+there is a checkpoint, else start; `cpu_run.sh` restarts a stopped run that way). `OUTPUT/loss.png` is
+redrawn at each save. Every `validate_every` steps the held-out check of `validate.py` adds a row
+`{"step", "elapsed", "validation": {...}}` to the same log (its seconds are not counted as training).
 
 `time_budget` (seconds, for lent GPUs) makes the cosine span training time instead of steps: after the
 warmup steps the lr follows the fraction of the budget spent, and the run saves and stops when the
@@ -67,6 +69,8 @@ class TrainSettings:
     shared_prefix: bool = False  # each image's prefix through the LM once per step (same loss; modeling docs)
     length_buckets: int = 4  # with shared_prefix: rows in groups of similar length, each padded to its own longest
     lr_multipliers: dict | None = None  # {top-level module, e.g. prompt_feature_extractor: factor} (build_optimizer)
+    validate_every: int | None = None  # steps; held-out KeypointWorld validation into metrics.jsonl (`validation_row`)
+    validate_objects: int = 40  # held-out objects per validation (validate.py, seed HELD_OUT_SEED)
 
 
 @dataclass
@@ -183,6 +187,7 @@ def plot_loss(metrics_file: Path, out: Path) -> None:
         return
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] \
         if metrics_file.is_file() else []
+    rows = [r for r in rows if "loss" in r]  # validation rows carry no loss
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -217,6 +222,21 @@ def _save(accelerator, model, processor, output: Path, step: int, trained_second
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         plot_loss(output / "metrics.jsonl", output / "loss.png")
+
+
+def validation_row(model, processor, step: int, objects: int, elapsed: float) -> dict:
+    """One metrics.jsonl row of held-out numbers (`validate.validate`: text / visual PCK@0.2, semantic
+    accuracy on KeypointWorld scenes of a seed training never draws). The model is left in train mode."""
+    from kptllm import KeypointPredictor
+
+    from .validate import HELD_OUT_SEED, validate
+
+    with torch.no_grad():
+        scores = validate(KeypointPredictor(model, processor), objects)  # the predictor puts the model in eval mode
+    model.train()
+    return {"step": step, "elapsed": round(elapsed, 2), "validation": {
+        "seed": HELD_OUT_SEED, "objects": objects, **{k: v for k, v in scores.items() if k != "keypoints"},
+        "keypoints": scores["keypoints"]}}
 
 
 def _agreed(accelerator, value: float, reduction: str) -> float:
@@ -362,6 +382,15 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
                         bar.set_postfix(loss=f"{last_loss:.4f}")
             if bar:
                 bar.update(1)
+            if settings.validate_every and (step % settings.validate_every == 0 or out_of_time):
+                paused = clock()
+                if accelerator.is_main_process:  # held-out numbers into the curve: judge the run by them, not the loss
+                    row = validation_row(accelerator.unwrap_model(model), processor, step, settings.validate_objects,
+                                         trained())
+                    with metrics.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                accelerator.wait_for_everyone()
+                began += clock() - paused  # validation time is not training time (budget, cosine, sequences/s)
             if step % settings.save_every == 0 or step == settings.steps or out_of_time:
                 _save(accelerator, model, processor, output, step, _agreed(accelerator, trained(), "max"))
             if out_of_time:

@@ -397,6 +397,7 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
         lora_r=llm_r or 8, lora_alpha=llm_alpha, lora_dropout=float(locllm.get("lora_llm_dropout", 0.05)),
         lora_target_modules=targets or ["q_proj", "v_proj"],
         prompt_pe_dim=8, prompt_extractor_layers=0, prompt_extractor_heads=1,  # unused: LocLLM has no visual prompts
+        prompt_local_read=False,
     )
     with _default_dtype(dtype), no_init_weights():
         model = KptLLMForKeypoints(config)
