@@ -87,7 +87,8 @@ def measure(predictor, objects: int = 60, seed: int = HELD_OUT_SEED) -> dict:
 @torch.no_grad()
 def semantic_accuracy(predictor, objects: int = 60, seed: int = HELD_OUT_SEED, without_content: bool = False) -> float:
     """Accuracy of `describe` on the labelled keypoints of held-out objects; `without_content`: with every
-    cross-attention output of the prompt feature extractor zeroed (only the PE path and the MLPs remain),
+    cross-attention output of the prompt feature extractor and its local read zeroed (only the PE path and
+    the MLPs remain),
     which says how much of the answer comes from what the extractor reads in the image."""
     with without_attended_content(predictor.model.prompt_feature_extractor) if without_content else nullcontext():
         right = total = 0
@@ -104,9 +105,13 @@ def semantic_accuracy(predictor, objects: int = 60, seed: int = HELD_OUT_SEED, w
 
 @contextmanager
 def without_attended_content(extractor):
-    """Within: every cross-attention output of `extractor` is zero (forward hooks, removed on exit)."""
-    hooks = [layer.attn.register_forward_hook(lambda module, args, out: (torch.zeros_like(out[0]), out[1]))
-             for layer in extractor.layers]
+    """Within: nothing `extractor` reads in the support image reaches its output: every cross-attention
+    output is zero, and so is the local read under the point when the extractor has one (forward hooks,
+    removed on exit)."""
+    modules = [(layer.attn, lambda module, args, out: (torch.zeros_like(out[0]), out[1])) for layer in extractor.layers]
+    if extractor.local_proj is not None:
+        modules.append((extractor.local_proj, lambda module, args, out: torch.zeros_like(out)))
+    hooks = [module.register_forward_hook(hook) for module, hook in modules]
     try:
         yield extractor
     finally:
@@ -132,7 +137,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     parser.add_argument("--device", default=None)
     parser.add_argument("--ablate", action="store_true",
-                        help="also: semantic accuracy with and without what the extractor reads (its attention outputs zeroed)")
+                        help="also: semantic accuracy with and without what the extractor reads (its attention outputs and local read zeroed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.objects < 1:
@@ -146,7 +151,7 @@ def main(argv=None) -> None:
         result["semantic_accuracy_without_content"] = semantic_accuracy(predictor, args.objects, args.seed, without_content=True)
     text = format_table(result)
     if args.ablate:
-        text += (f"\nsemantic accuracy {result['semantic_accuracy']:.3f}; with the attention outputs zeroed (PE path only) "
+        text += (f"\nsemantic accuracy {result['semantic_accuracy']:.3f}; with the attention outputs and local read zeroed (PE path only) "
                  f"{result['semantic_accuracy_without_content']:.3f}")
     print(json.dumps(result, indent=1) if args.json else text)
 

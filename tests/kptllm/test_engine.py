@@ -33,17 +33,20 @@ def _inputs(model, processor, images: int, names, seed=0):
     return prefix, suffixes
 
 
-def _eos_biased(model, processor, prefix, suffixes):
-    """Make EOS win wherever a frequent mid-answer token would: rows then finish at different lengths."""
+def _eos_biased(model, processor, prefix, rows, row_prefix):
+    """Make EOS win wherever a chosen mid-answer token would: one that first appears at different positions
+    in different rows (picked from an unbiased decode of the same rows), so rows finish at different lengths."""
     lm = model.language_model
-    out = decode(lm, prefill_prefixes(lm, prefix[:1]), suffixes, processor.eos_token_id, 10)
-    counts = {}
-    for ids in out.token_ids:
-        for token in ids[2:]:
-            counts[token] = counts.get(token, 0) + 1
-    frequent = max(counts, key=counts.get)
+    with torch.no_grad():
+        out = decode(lm, prefill_prefixes(lm, prefix), rows, processor.eos_token_id, 14, row_prefix=row_prefix)
+    first = {}  # token -> {row: position of its first appearance after the first two tokens}
+    for row, ids in enumerate(out.token_ids):
+        for position, token in enumerate(ids[2:], start=2):
+            first.setdefault(token, {}).setdefault(row, position)
+    chosen = max(first, key=lambda t: (len(set(first[t].values())) >= 2, len(first[t])))
+    assert len(set(first[chosen].values())) >= 2, "no token appears at different positions: pick another seed"
     weight = lm.get_output_embeddings().weight
-    weight.data[processor.eos_token_id] = weight.data[frequent] * 1.001
+    weight.data[processor.eos_token_id] = weight.data[chosen] * 1.001
     return model
 
 
@@ -84,13 +87,13 @@ def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static):
     model, processor = build_tiny(seed=3)
     model.eval()
     prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
-    _eos_biased(model, processor, prefix, suffixes)
     # unequal groups: 9 rows on image 0, 4 on image 2, 6 on image 1, interleaved
     rows = suffixes + suffixes[:4] + suffixes[3:]
     row_prefix = [0] * 9 + [2] * 4 + [1] * 6
     order = random.Random(0).sample(range(len(rows)), len(rows))
-    fast = _check(model, processor, prefix, [rows[i] for i in order], [row_prefix[i] for i in order], 14,
-                  static=static)
+    rows, row_prefix = [rows[i] for i in order], [row_prefix[i] for i in order]
+    _eos_biased(model, processor, prefix, rows, row_prefix)
+    fast = _check(model, processor, prefix, rows, row_prefix, 14, static=static)
     lengths = {len(ids) for ids, done in zip(fast.token_ids, fast.finished) if done}
     assert sum(fast.finished) >= 3 and len(lengths) >= 2, (fast.finished, lengths)
 

@@ -62,13 +62,17 @@ def test_the_ablation_zeroes_what_the_extractor_reads_and_leaves_the_model_as_it
     extractor = predictor.model.prompt_feature_extractor
     rows, cols = extractor.grid
     width, ids = extractor.position_proj.out_features, torch.zeros(3, dtype=torch.long)
-    prompts = torch.randn(3, width)
+    prompts, points = torch.randn(3, width), torch.rand(3, 2)
     one, other = torch.randn(1, rows * cols, width), torch.randn(1, rows * cols, width)
-    before = extractor(prompts, one, ids)
-    assert not torch.allclose(before, extractor(prompts, other, ids))  # normally the support image matters
+    assert extractor.local_proj is not None
+    with torch.no_grad():  # a trained local read (the tiny model's starts at zero): the ablation must silence it too
+        extractor.local_proj.weight.normal_(0, 0.5)
+    before = extractor(prompts, one, ids, points)
+    assert not torch.allclose(before, extractor(prompts, other, ids, points))  # normally the support image matters
     with without_attended_content(extractor):  # with nothing read, it cannot
-        assert torch.equal(extractor(prompts, one, ids), extractor(prompts, other, ids))
+        assert torch.equal(extractor(prompts, one, ids, points), extractor(prompts, other, ids, points))
         assert 0 <= semantic_accuracy(predictor, objects=1) <= 1
-    assert torch.equal(extractor(prompts, one, ids), before) and all(not layer.attn._forward_hooks for layer in extractor.layers)
+    assert torch.equal(extractor(prompts, one, ids, points), before)
+    assert not extractor.local_proj._forward_hooks and all(not layer.attn._forward_hooks for layer in extractor.layers)
     main(["--model", str(tiny_dir), "--objects", "1", "--device", "cpu", "--ablate"])
-    assert "with the attention outputs zeroed" in capsys.readouterr().out
+    assert "with the attention outputs and local read zeroed" in capsys.readouterr().out

@@ -428,3 +428,73 @@ def test_a_run_with_lr_multipliers_trains(tiny_config, tmp_path):
     tiny_config.write_text(TINY.replace("warmup_steps: 1,", "warmup_steps: 1, lr_multipliers: [5],"))
     with pytest.raises(ValueError, match="lr_multipliers must map module names"):
         TrainConfig.load(tiny_config)
+
+
+def test_semantic_questions_and_support_marks_are_at_visible_keypoints(tiny_config, monkeypatch):
+    """An occluded keypoint (v=1) is asked by name, never "what is this point", and never marked on a support."""
+    import numpy as np
+
+    config = TrainConfig.load(tiny_config)
+    _, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    drawn, original = [], KeypointWorldSource.sample
+
+    def with_occluded(self, rng, shots):  # every other labelled keypoint of each instance becomes occluded
+        query, supports = original(self, rng, shots)
+        for instance in (query, *supports):
+            instance.keypoints = instance.keypoints.copy()
+            instance.keypoints[np.nonzero(instance.keypoints[:, 2] > 0)[0][::2], 2] = 1
+        drawn.append((query, supports))
+        return query, supports
+
+    monkeypatch.setattr(KeypointWorldSource, "sample", with_occluded)
+    mixture = TrainingMixture(processor, [KeypointWorldSource()], questions_per_image=16, flip_prob=0.0,
+                              task_weights={"semantic": 0.5, "visual": 0.5}, questions_per_keypoint=2)
+    counts = {"semantic": 0, "fallback": 0, "marks": 0}
+    for index in range(12):
+        samples = mixture[index]
+        query, supports = drawn[-1]
+        visibility = dict(zip(query.names, query.keypoints[:, 2]))
+        for sample in samples:
+            if sample.task.value == "semantic":
+                assert visibility[sample.semantics] == 2, sample.semantics
+                counts["semantic"] += 1
+            elif sample.task.value == "text":  # a semantic question about an occluded point, asked by name
+                counts["fallback"] += visibility[sample.semantics] == 1
+            else:
+                k = query.names.index(sample.semantics)
+                for point in sample.support_points:
+                    marked = [s for s in supports if np.allclose(s.keypoints[k, :2], point)]
+                    assert marked and all(s.keypoints[k, 2] == 2 for s in marked), sample.semantics
+                    counts["marks"] += 1
+    assert min(counts.values()) > 5, counts
+
+
+def test_validation_rows_join_the_curve_without_counting_as_training(tiny_config, tmp_path):
+    from evaluation.training.train import plot_loss
+
+    config = TrainConfig.load(tiny_config)
+    config.train.steps, config.train.validate_every, config.train.validate_objects = 4, 2, 1
+    train(config, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    checks = [r for r in rows if "validation" in r]
+    assert [r["step"] for r in checks] == [2, 4]
+    assert set(checks[0]["validation"]) >= {"seed", "objects", "text_pck@0.2", "visual_pck@0.2", "semantic_accuracy"}
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    plot_loss(tmp_path / "run" / "metrics.jsonl", tmp_path / "loss.png")  # validation rows have no loss: skipped
+
+
+def test_auto_resume_starts_a_run_then_continues_it(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--output", str(out), "--steps", "2", "--save-every", "1",
+                 "--no-progress", "--auto-resume"]) == 0
+    assert main(["train", "--config", str(tiny_config), "--output", str(out), "--steps", "4", "--save-every", "1",
+                 "--no-progress", "--auto-resume"]) == 0
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    # a run that logged but never saved has nothing to resume: its log is kept aside and the run starts again
+    other = tmp_path / "unsaved"
+    other.mkdir()
+    (other / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert main(["train", "--config", str(tiny_config), "--output", str(other), "--steps", "1",
+                 "--no-progress", "--auto-resume"]) == 0
+    assert (other / "metrics.unsaved.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
+    assert [json.loads(line)["step"] for line in (other / "metrics.jsonl").read_text().splitlines()] == [1]
