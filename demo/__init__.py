@@ -1,1 +1,11 @@
-"""The Gradio demo and benchmark dashboard (one module per tab). Nothing imports `demo`."""
+"""The Gradio demo and benchmark dashboard (one module per tab). Nothing imports `demo`.
+
+Warnings a visitor or an operator cannot act on stay out of the server log (set here, before the modules
+that raise them are imported): supervision's note that it draws without OpenCV (it has a NumPy fallback,
+which is all we use), and pandas 3 deprecations inside Gradio's own queue.
+"""
+
+import warnings
+
+warnings.filterwarnings("ignore", message=r"OpenCV \(`opencv-python`\) is not installed", category=UserWarning)
+warnings.filterwarnings("ignore", message=r".*(no_silent_downcasting|The copy keyword is deprecated)", module=r"gradio\.")

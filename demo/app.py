@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import gradio as gr
@@ -26,9 +27,6 @@ on 1-5 example images and find them on another image, **(c)** name keypoints and
 tab puts the paper's numbers next to the numbers we measured."""
 
 
-# Gradio 6's gallery stretches a lone thumbnail over the whole row: keep the marked supports a strip of five
-CSS = "#vis-marked .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; }"
-
 
 def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = None, share_button: bool | None = None,
                detector_source: str | None = None) -> gr.Blocks:
@@ -42,19 +40,40 @@ def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = N
             if share_button:  # deep links need a public URL (Spaces or --share)
                 gr.DeepLinkButton(size="sm", scale=0, min_width=160)
         gr.Markdown(loaded.summary, elem_id="model-summary")
-        with gr.Tabs():
-            with gr.Tab("Keypoint semantics (a)", id="semantic"):
+        with gr.Tabs(elem_id="tabs"):
+            pages = []
+            with gr.Tab("Keypoint semantics (a)", id="semantic") as page:
                 semantic.build(loaded)
-            with gr.Tab("Visual prompt (b)", id="visual"):
+            pages.append(page)
+            with gr.Tab("Visual prompt (b)", id="visual") as page:
                 visual.build(loaded)
-            with gr.Tab("Text prompt (c)", id="text"):
+            pages.append(page)
+            with gr.Tab("Text prompt (c)", id="text") as page:
                 text.build(loaded)
-            with gr.Tab("In the wild", id="wild"):
+            pages.append(page)
+            with gr.Tab("In the wild", id="wild") as page:
                 wild.build(loaded, detector, detector_note, detector_source)
-            with gr.Tab("Benchmarks", id="benchmarks"):
+            pages.append(page)
+            with gr.Tab("Benchmarks", id="benchmarks") as page:
                 benchmarks.build()
+            pages.append(page)
+        # the session remembers the open tab in a hidden field (updated by the server, so a deep link carries
+        # it); on load the page opens that tab. Updating `tabs` itself from the server re-renders the tabs.
+        open_tab = gr.Textbox("", visible=False, elem_id="open-tab")
+        for page in pages:
+            page.select(_opened(page.id), None, open_tab, queue=False, api_visibility="private")
+        demo.load(None, open_tab, None, js=OPEN_TAB_JS)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     return demo
+
+
+def _opened(tab_id: str):
+    def opened():
+        return tab_id
+    return opened
+
+
+OPEN_TAB_JS = """(tab) => { if (tab) { document.querySelector(`#tabs button[role=tab][data-tab-id="${tab}"]`)?.click(); } return []; }"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,8 +88,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def log_refusals() -> None:
+    """One line per refused request (`demo.inputs.refuse`) on stderr; tracebacks only for real faults."""
+    logger = logging.getLogger("kptllm.demo")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s kptllm.demo %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    log_refusals()
     loaded = load_model(args.model, device=args.device)
     source = args.detector or os.environ.get("KPTLLM_DETECTOR")
     detector, note = wild.load_local_detector(source, loaded.predictor.device)
@@ -83,4 +113,4 @@ def launch_options() -> dict:
 
     `allowed_paths`: Gradio only takes returned files from the working directory or the system temp
     folder, and `$KPTLLM_EXPORT_DIR` may be neither."""
-    return {"show_error": True, "max_file_size": "50mb", "css": CSS, "allowed_paths": [str(export_root())]}
+    return {"show_error": True, "max_file_size": "50mb", "allowed_paths": [str(export_root())]}

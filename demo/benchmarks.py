@@ -25,6 +25,15 @@ MEASURED_SUFFIX = " (measured)"
 COUNT_KEYS = {"keypoints", "queries", "instances", "images", "accuracy_n"}
 
 
+def public_path(value):
+    """A path as visitors may see it (tables, CSV, exports): relative to the project when inside it, else
+    only its last two parts; anything that is not an absolute path is returned as it is."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = Path(value)
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else "/".join(path.parts[-2:])
+
+
 def _command(record: dict, path=None) -> str:
     """The `kptllm eval` command that reproduces a record (from its fields; records before version 3 did not
     keep the image folder, which then reads IMAGES). `path`: the record file, whose folder is `--out`."""
@@ -33,10 +42,12 @@ def _command(record: dict, path=None) -> str:
     out = Path(path).parent if path else Path("OUT")
     if out.is_absolute() and out.is_relative_to(ROOT):
         out = out.relative_to(ROOT)
-    options = [("--model", record.get("model")), ("--benchmark", record.get("benchmark")), ("--task", record.get("task")),
-               ("--shots", record.get("shots")), ("--annotations", record.get("annotations")),
-               ("--images", record.get("images") or "IMAGES"), ("--out", out), ("--boxes", record.get("boxes")),
-               ("--supercategory", record.get("supercategory")), ("--semantic-labels", record.get("semantic_labels_file")),
+    options = [("--model", public_path(record.get("model"))), ("--benchmark", record.get("benchmark")),
+               ("--task", record.get("task")), ("--shots", record.get("shots")),
+               ("--annotations", public_path(record.get("annotations"))),
+               ("--images", public_path(record.get("images")) or "IMAGES"), ("--out", out), ("--boxes", record.get("boxes")),
+               ("--supercategory", record.get("supercategory")),
+               ("--semantic-labels", public_path(record.get("semantic_labels_file"))),
                ("--limit", record.get("limit")),
                ("--episodes", record.get("episodes") if record.get("episodes", 200) != 200 else None),
                ("--seed", record.get("seed") if record.get("seed", 1) != 1 else None)]
@@ -48,9 +59,9 @@ def _command(record: dict, path=None) -> str:
 
 def _record(path, root=RESULTS_DIR) -> dict:
     """A measured record's JSON; {} for anything but a `record.json` under `root` (the breakdown
-    endpoints take a path from the client)."""
+    endpoints take a path from the client). `path`: relative to `root` (what the page shows) or absolute."""
     try:
-        path = Path(path).resolve()
+        path = (Path(root) / path).resolve()
         if path.name != "record.json" or not path.is_relative_to(Path(root).resolve()):
             return {}
         return json.loads(path.read_text())
@@ -80,6 +91,11 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
         measured.loc[clash, "method"] = measured.loc[clash, "method"] + MEASURED_SUFFIX
         folder = measured["record"].map(lambda p: Path(p).parent.name)
         measured["setting"] = measured["setting"].where(measured["setting"].fillna("") != "", folder)
+        # what visitors see: records relative to the results folder, no server paths
+        base = Path(results_dir).resolve()
+        measured["record"] = measured["record"].map(lambda p: Path(p).resolve().relative_to(base).as_posix())
+        for column in ("model", "annotations"):
+            measured[column] = measured[column].map(public_path)
     table = pd.concat([paper, measured], ignore_index=True)
     for column in COLUMNS:
         if column not in table:

@@ -78,21 +78,29 @@ def coco_annotation(results: Sequence[dict], bbox=None, min_score: float = 0.0, 
 
 
 def export_json(task: str, prompt: dict, image: Image.Image, instances: Sequence[dict], names: Sequence[str],
-                skeleton: Sequence[tuple[int, int]], model: str, min_score: float = 0.0, file_name: str = "query.png") -> dict:
-    """The whole export as a dict. `instances`: [{"bbox": xywh | None, "results": [KeypointResult.to_dict()...]}]."""
-    return {
+                skeleton: Sequence[tuple[int, int]], model: str, min_score: float = 0.0, file_name: str = "image.png",
+                annotated_size: tuple[int, int] | None = None) -> dict:
+    """The whole export as a dict. `instances`: [{"bbox": xywh | None, "results": [KeypointResult.to_dict()...]}].
+
+    Coordinates are pixels of the source image (`images[0]`); `annotated_png` says how the PNG beside it was
+    scaled (small images are enlarged so that labels stay readable): PNG pixel = `scale` x image pixel."""
+    payload = {
         "task": task,
         "prompt": prompt,
         "model": model,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "min_score": min_score,
         "images": [{"id": 1, "file_name": file_name, "width": image.width, "height": image.height}],
-        "categories": [{"id": 1, "name": prompt.get("category") or "object", "keypoints": list(names),
+        "categories": [{"id": 1, "name": prompt.get("category") or "custom", "keypoints": list(names),
                         "skeleton": [[a + 1, b + 1] for a, b in skeleton]}],  # COCO skeletons are 1-based
         "annotations": [coco_annotation(inst["results"], inst.get("bbox"), min_score, annotation_id=k + 1)
                         for k, inst in enumerate(instances)],
         "results": [{"bbox": inst.get("bbox"), "keypoints": list(inst["results"])} for inst in instances],
     }
+    if annotated_size is not None:
+        payload["annotated_png"] = {"width": annotated_size[0], "height": annotated_size[1],
+                                    "scale": round(annotated_size[0] / image.width, 6)}
+    return payload
 
 
 def write_exports(annotated: Image.Image, payload: dict, stem: str = "keypoints") -> tuple[str, str]:

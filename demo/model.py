@@ -17,6 +17,8 @@ from pathlib import Path
 from kptllm import KeypointPredictor
 from kptllm.embedded import EMBEDDED_MODEL_DIR
 
+from .inputs import model_error
+
 try:  # Hugging Face Spaces (ZeroGPU); absent elsewhere
     import spaces  # type: ignore
 
@@ -29,8 +31,9 @@ except ImportError:  # pragma: no cover - depends on the host
 @dataclass
 class LoadedModel:
     predictor: KeypointPredictor
-    source: str  # what the user asked for (path or hub id)
+    source: str  # what the user asked for (path or hub id); stays on the server
     summary: str  # markdown: which model and what it was trained on
+    name: str = ""  # what visitors see and exports carry: never a server path (`public_model_name`)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -39,11 +42,19 @@ def resolve_model(model: str | None) -> str | None:
     return model or os.environ.get("KPTLLM_MODEL") or None
 
 
+def public_model_name(model: str | None) -> str:
+    """The model as visitors may see it: the embedded model's name, a local folder's last part, or a hub id."""
+    if model is None:
+        return f"{EMBEDDED_MODEL_DIR.name} (embedded)"
+    path = Path(model)
+    return path.name if path.is_absolute() or path.exists() else model
+
+
 def model_card_summary(path: str | Path | None) -> str:
     """One paragraph: the model's name and what it was trained on, from its model card (README.md)."""
     folder = Path(path) if path is not None else EMBEDDED_MODEL_DIR
     card = folder / "README.md" if folder.is_dir() else None
-    name = "embedded KeypointWorld model" if path is None else str(path)
+    name = "embedded KeypointWorld model" if path is None else public_model_name(str(path))
     if card is None or not card.is_file():
         return (f"**Model:** `{name}` (no model card found next to the weights: what it was trained on is "
                 "unknown; check before trusting its answers on your images).")
@@ -60,7 +71,7 @@ def load_model(model: str | None = None, device: str | None = None) -> LoadedMod
     predictor = KeypointPredictor.from_pretrained(source, device=device)
     summary = model_card_summary(source)
     summary += f"  \n*Running on {predictor.device.type.upper()}, {str(predictor.model.dtype).replace('torch.', '')}.*"
-    return LoadedModel(predictor, source or str(EMBEDDED_MODEL_DIR), summary)
+    return LoadedModel(predictor, source or str(EMBEDDED_MODEL_DIR), summary, name=public_model_name(source))
 
 
 def file_sha256(path: Path, limit: int = 1 << 30) -> str | None:
@@ -70,11 +81,6 @@ def file_sha256(path: Path, limit: int = 1 << 30) -> str | None:
 
 
 # --------------------------------------------------------------------------- inference (one lock, GPU decorator)
-def _model_error(exc: Exception):
-    import gradio as gr
-
-    return gr.Error(f"The model could not take this request: {exc}")
-
 
 @gpu
 def run_detect(loaded: LoadedModel, image, bbox, names) -> list[dict]:
@@ -84,7 +90,7 @@ def run_detect(loaded: LoadedModel, image, bbox, names) -> list[dict]:
             loaded.predictor.set_image(image, bbox=bbox)
             return [r.to_dict() for r in loaded.predictor.detect(names)]
         except ValueError as exc:
-            raise _model_error(exc) from None
+            raise model_error(exc) from None
         finally:
             loaded.predictor.reset_image()
 
@@ -99,7 +105,7 @@ def run_detect_boxes(loaded: LoadedModel, image, boxes, names) -> list[list[dict
                 loaded.predictor.set_image(image, bbox=box)
                 out.append([r.to_dict() for r in loaded.predictor.detect(names)])
         except ValueError as exc:
-            raise _model_error(exc) from None
+            raise model_error(exc) from None
         finally:
             loaded.predictor.reset_image()
     return out
@@ -112,7 +118,7 @@ def run_describe(loaded: LoadedModel, image, bbox, points) -> list[dict]:
             loaded.predictor.set_image(image, bbox=bbox)
             return [r.to_dict() for r in loaded.predictor.describe(list(points))]
         except ValueError as exc:
-            raise _model_error(exc) from None
+            raise model_error(exc) from None
         finally:
             loaded.predictor.reset_image()
 
@@ -125,6 +131,6 @@ def run_example(loaded: LoadedModel, image, bbox, supports, support_points, supp
             results = loaded.predictor.detect_from_example(supports, support_points, support_bbox=support_boxes, names=names)
             return [r.to_dict() for r in results]
         except ValueError as exc:
-            raise _model_error(exc) from None
+            raise model_error(exc) from None
         finally:
             loaded.predictor.reset_image()

@@ -54,3 +54,18 @@ def skeleton_for(names: list[str]) -> tuple[tuple[int, int], ...]:
         if len(edges) > len(best):
             best = edges
     return best
+
+
+def preset_used(label: str | None, names: list[str]) -> str | None:
+    """`label` when `names` are that preset's keypoints (its names or its descriptions, in its order, or a
+    subset of them), else None: names typed over a preset are a custom category, not the preset."""
+    preset = presets().get(label or "")
+    if preset is None or not names:
+        return None
+    known = {n.lower() for n in preset.names} | {d.lower() for d in preset.descriptions}
+    return label if all(n.strip().lower() in known for n in names) else None
+
+
+def category_of(label: str | None) -> str | None:
+    """The category a preset names ('COCO person (17)' -> 'COCO person'); None without a preset."""
+    return label.rsplit(" (", 1)[0] if label else None

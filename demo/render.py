@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import supervision as sv
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 WHITE = sv.Color(255, 255, 255)
 BLACK = sv.Color(0, 0, 0)
@@ -41,7 +41,7 @@ def as_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def draw_boxes(scene: np.ndarray, boxes_xyxy: Sequence[Sequence[float]], labels: Sequence[str] | None = None) -> np.ndarray:
-    """Boxes (x1, y1, x2, y2 pixels) with optional labels, outlined in black under a bright colour."""
+    """Boxes (x1, y1, x2, y2 pixels) with optional labels on a BGR `scene`, outlined in black under a bright colour."""
     if not len(boxes_xyxy):
         return scene
     h, w = scene.shape[:2]
@@ -61,7 +61,7 @@ def draw_boxes(scene: np.ndarray, boxes_xyxy: Sequence[Sequence[float]], labels:
 
 def draw_keypoints(scene: np.ndarray, points: Sequence[tuple[float, float] | None], labels: Sequence[str] | None = None,
                    skeleton: Iterable[tuple[int, int]] = (), show_labels: bool = True) -> np.ndarray:
-    """Keypoints (None = not shown) with skeleton edges between shown points and their labels.
+    """Keypoints (None = not shown) on a BGR `scene`, with skeleton edges between shown points and their labels.
 
     `skeleton` holds 0-based index pairs into `points`."""
     shown = [k for k, p in enumerate(points) if p is not None]
@@ -86,14 +86,79 @@ def draw_keypoints(scene: np.ndarray, points: Sequence[tuple[float, float] | Non
         scene = sv.VertexAnnotator(color=BLACK, radius=radius + max(1, round(s))).annotate(scene, single)
         scene = sv.VertexAnnotator(color=colours[k], radius=radius).annotate(scene, single)
     if show_labels and labels is not None:
-        sub = sv.KeyPoints(xy=xy[:, shown])
-        label_colours = [colours[k] for k in shown]
-        scene = sv.VertexLabelAnnotator(
-            color=label_colours, text_color=[text_colour(c) for c in label_colours],
-            text_scale=max(0.3, 0.4 * s), text_thickness=max(1, round(s)), text_padding=max(2, round(3 * s)),
-            border_radius=max(1, round(2 * s)), smart_position=True,
-        ).annotate(scene, sub, labels=[labels[k] for k in shown])
+        scene = draw_labels(scene, points, labels, colours, radius + max(1, round(s)), s)
     return scene
+
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 pixels
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _covers(box: Box, point: tuple[float, float], margin: float) -> bool:
+    return box[0] - margin < point[0] < box[2] + margin and box[1] - margin < point[1] < box[3] + margin
+
+
+def place_labels(points: Sequence[tuple[float, float] | None], sizes: Sequence[Sequence[tuple[float, float]]],
+                 image_size: tuple[int, int], gap: float) -> list[tuple[int, Box] | None]:
+    """Where each point's label goes: (which of its candidate texts, box) or None (left to the table).
+
+    `sizes[k]`: (width, height) of point k's candidate texts, longest first (e.g. '3 left ear', then '3').
+    A label sits beside its point, `gap` pixels off (8 positions, right first), and is placed only where it
+    stays inside the image, covers no shown point (its own included) and overlaps no label placed before."""
+    width, height = image_size
+    shown = [p for p in points if p is not None]
+    placed: list[Box] = []
+    out: list[tuple[int, Box] | None] = []
+    for point, options in zip(points, sizes):
+        choice = None
+        if point is not None:
+            x, y = point
+            for option, (w, h) in enumerate(options):
+                for dx, dy in ((1, 0), (-1, 0), (0, -1), (0, 1), (1, -1), (-1, -1), (1, 1), (-1, 1)):
+                    left = x + gap if dx > 0 else x - gap - w if dx < 0 else x - w / 2
+                    top = y + gap if dy > 0 else y - gap - h if dy < 0 else y - h / 2
+                    box = (left, top, left + w, top + h)
+                    if (box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+                            and not any(_covers(box, q, gap / 2) for q in shown)
+                            and not any(_overlaps(box, b) for b in placed)):
+                        choice = (option, box)
+                        break
+                if choice is not None:
+                    break
+        if choice is not None:
+            placed.append(choice[1])
+        out.append(choice)
+    return out
+
+
+def draw_labels(scene: np.ndarray, points: Sequence[tuple[float, float] | None], labels: Sequence[str],
+                colours: Sequence[sv.Color], gap: float, s: float) -> np.ndarray:
+    """Each shown point's label ('3 left ear'; its number alone where the name does not fit; nothing where
+    neither fits) in a box of the point's colour, placed by `place_labels`: readable at any point count."""
+    image = Image.fromarray(np.ascontiguousarray(scene[..., ::-1]))  # BGR scene -> RGB for PIL
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(max(9, round(13 * s)))
+    pad = max(2, round(2 * s))
+    texts = [[label, label.split(" ", 1)[0]] if " " in label else [label] for label in labels]
+
+    def size(text: str) -> tuple[float, float]:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        return right - left + 2 * pad, bottom - top + 2 * pad
+
+    places = place_labels(points, [[size(t) for t in options] for options in texts], image.size, gap)
+    for k, place in enumerate(places):
+        if place is None:
+            continue
+        option, (x1, y1, x2, y2) = place
+        colour = colours[k]
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=colour.as_rgb(), outline=(0, 0, 0))
+        text = texts[k][option]
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.text((x1 + pad - left, y1 + pad - top), text, font=font, fill=text_colour(colour).as_rgb())
+    return np.asarray(image)[..., ::-1].copy()
 
 
 def annotate(image: Image.Image, points: Sequence[tuple[float, float] | None] = (), labels: Sequence[str] | None = None,
@@ -109,7 +174,7 @@ def annotate(image: Image.Image, points: Sequence[tuple[float, float] | None] = 
         image = image.resize((round(image.width * factor), round(image.height * factor)), Image.Resampling.LANCZOS)
         points = [None if p is None else (p[0] * factor, p[1] * factor) for p in points]
         boxes_xyxy = [[v * factor for v in b] for b in boxes_xyxy]
-    scene = as_rgb_array(image).copy()
+    scene = as_rgb_array(image)[..., ::-1].copy()  # supervision draws on BGR arrays (OpenCV's order)
     scene = draw_boxes(scene, boxes_xyxy, box_labels)
     scene = draw_keypoints(scene, list(points), labels, skeleton, show_labels)
-    return Image.fromarray(scene)
+    return Image.fromarray(np.ascontiguousarray(scene[..., ::-1]))

@@ -8,6 +8,7 @@ import plotly.express as px
 
 from .. import benchmarks as data
 from ..export import request_folder
+from ..inputs import refuse
 
 MAX_BARS = 60
 
@@ -48,7 +49,7 @@ def filtered(tasks, datasets, metrics, methods, sources):
 def compare(methods, tasks, datasets, metrics):
     methods = list(methods or [])
     if not 2 <= len(methods) <= 3:
-        raise gr.Error("Pick 2 or 3 methods to put side by side.")
+        raise refuse("Pick 2 or 3 methods to put side by side.")
     table = data.filter_table(data.load_results(), tasks, datasets, metrics)
     return data.side_by_side(table, methods)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
-from ..inputs import check_point, load_image, parse_box
+from ..inputs import BOX_LABEL, ImageInput, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_describe
-from ..views import Outcome, present
+from ..views import Outcome, box_note, escape_markdown, present
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
@@ -20,19 +21,23 @@ def clicked(evt: gr.SelectData):
     return float(x), float(y)
 
 
-def describe(loaded: LoadedModel, image, x, y, bbox_text):
+def describe(loaded: LoadedModel, image, x=None, y=None, box=""):
+    """Task (a). `image`: the image file; `x`, `y`: the point in its pixels; `box`: the object's box
+    'x, y, width, height' in pixels, or empty for the whole image."""
+    source = image
     image = load_image(image)
     if x is None or y is None:
-        raise gr.Error("Click a point on the image (or type its x and y) first.")
+        raise refuse("Click a point on the image (or type its x and y) first.")
     point = check_point(float(x), float(y), image)
-    bbox = parse_box(bbox_text, image)
+    bbox = parse_box(box, image)
     result = run_describe(loaded, image, bbox, [point])[0]
     result = {**result, "xy": point}  # draw and export the asked point itself
     answer = result["text"] if result["parsed"] else f"(no parsable answer: {result['error']})"
     outcome = Outcome("semantic", image, [{"bbox": bbox, "results": [{**result, "query": None}]}], [answer], (),
-                      {"task": "semantic", "point": list(point), "bbox": bbox}, loaded.source)
+                      {"task": "semantic", "point": list(point), "bbox": bbox}, loaded.name, image_name(source))
     annotated, _table, png, js = present(outcome, 0.0)
-    summary = f"### {answer}\nconfidence {result['score']:.2f} · point ({point[0]:.1f}, {point[1]:.1f}) · raw answer `{result['raw'].strip()}`"
+    summary = (f"### {escape_markdown(answer)}\nconfidence {result['score']:.2f} · point ({point[0]:.1f}, {point[1]:.1f}) · "
+               f"raw answer `{result['raw'].strip().replace('`', chr(39))}`\n\n{box_note(bbox)}")
     return annotated, summary, png, js
 
 
@@ -48,11 +53,11 @@ def examples() -> list[list]:
 def build(loaded: LoadedModel) -> None:
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="pil", format="png", image_mode=None, label="Image — click a point", elem_id="sem-image")
+            image = ImageInput(label="Image — click a point", elem_id="sem-image")
             with gr.Row():
                 x = gr.Number(label="x", elem_id="sem-x")
                 y = gr.Number(label="y", elem_id="sem-y")
-            bbox = gr.Textbox(label="Object box x, y, width, height (optional)", elem_id="sem-bbox")
+            bbox = gr.Textbox("", label=BOX_LABEL, elem_id="sem-bbox")
             run = gr.Button("What keypoint is this?", variant="primary", elem_id="sem-run")
         with gr.Column():
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="sem-result")
@@ -60,7 +65,7 @@ def build(loaded: LoadedModel) -> None:
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="sem-png")
                 js = gr.DownloadButton("Answer JSON", elem_id="sem-json")
-    fn = lambda *a: describe(loaded, *a)  # noqa: E731
+    fn = partial(describe, loaded)
     run.click(fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe", concurrency_id="model")
     image.select(clicked, None, [x, y], api_name="semantic_click", queue=False).then(
         fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe_clicked", concurrency_id="model")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
-from ..inputs import load_image, parse_box, parse_names
+from ..inputs import BOX_LABEL, ImageInput, image_name, load_image, parse_box, parse_names
 from ..model import LoadedModel, run_detect
-from ..presets import presets, skeleton_for
-from ..views import Outcome, present, redraw
+from ..presets import category_of, preset_used, presets, skeleton_for
+from ..views import MIN_SCORE, Outcome, present, redraw
 
 CUSTOM = "Custom (type below)"
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -23,14 +24,21 @@ def preset_text(preset: str, use_descriptions: bool) -> str:
     return "\n".join(p.descriptions if use_descriptions else p.names)
 
 
-def detect_text(loaded: LoadedModel, image, preset, names_text, use_descriptions, bbox_text, min_score):
+def detect_text(loaded: LoadedModel, image, preset=None, keypoints=None, use_descriptions=False, box="",
+                min_score=MIN_SCORE):
+    """Task (c). `image`: the image file; `preset`: the preset the keypoints came from (recorded only when
+    they are that preset's); `keypoints`: names or descriptions, one per line; `use_descriptions`: the
+    preset's descriptions were asked (UI only); `box`: 'x, y, width, height' pixels or empty for the whole
+    image; `min_score`: results below this confidence are hidden in the image and the export."""
+    source = image
     image = load_image(image)
-    bbox = parse_box(bbox_text, image)
-    names = parse_names(names_text)
+    bbox = parse_box(box, image)
+    names = parse_names(keypoints)
     results = run_detect(loaded, image, bbox, names)
+    used = preset_used(preset, names)
     outcome = Outcome("text", image, [{"bbox": bbox, "results": results}], names, skeleton_for(names),
-                      {"task": "text", "preset": preset, "keypoints": names, "bbox": bbox,
-                       "category": (preset or "").split(" (")[0] or None}, loaded.source)
+                      {"task": "text", "preset": used, "keypoints": names, "bbox": bbox, "category": category_of(used)},
+                      loaded.name, image_name(source))
     return (*present(outcome, float(min_score)), outcome)
 
 
@@ -51,8 +59,8 @@ def build(loaded: LoadedModel) -> None:
     first = choices[0]
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="pil", format="png", image_mode=None, label="Image", elem_id="text-image")
-            bbox = gr.Textbox(label="Object box x, y, width, height (pixels; empty = whole image)", elem_id="text-bbox")
+            image = ImageInput(label="Image", elem_id="text-image")
+            bbox = gr.Textbox("", label=BOX_LABEL, elem_id="text-bbox")
             preset = gr.Dropdown(choices, value=first, label="Keypoint preset", elem_id="text-preset")
             use_desc = gr.Checkbox(False, label="Use descriptions instead of names")
             names = gr.Textbox(preset_text(first, False), lines=6, max_lines=20, label="Keypoints (one per line)",
@@ -60,7 +68,7 @@ def build(loaded: LoadedModel) -> None:
             run = gr.Button("Find keypoints", variant="primary", elem_id="text-run")
         with gr.Column():
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="text-result")
-            min_score = gr.Slider(0, 1, value=0.05, step=0.01, label="Hide keypoints below this confidence")
+            min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="text-png")
                 js = gr.DownloadButton("Keypoints JSON (COCO)", elem_id="text-json")
@@ -68,7 +76,7 @@ def build(loaded: LoadedModel) -> None:
     state = gr.State(None)
     preset.change(preset_text, [preset, use_desc], names, api_name="text_preset")
     use_desc.change(preset_text, [preset, use_desc], names, api_name="text_preset_descriptions")
-    run.click(lambda *a: detect_text(loaded, *a), [image, preset, names, use_desc, bbox, min_score],
+    run.click(partial(detect_text, loaded), [image, preset, names, use_desc, bbox, min_score],
               [out_image, table, png, js, state], api_name="detect_text", concurrency_id="model")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="text_redraw")
     gr.Examples(examples(), [image, preset, names, use_desc, bbox], label="Examples (KeypointWorld drawings the "

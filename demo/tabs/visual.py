@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
+import secrets
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image, PngImagePlugin
 
-from ..inputs import MAX_SUPPORTS, check_count, check_point, load_image, parse_box
+from ..export import request_folder
+from ..inputs import BOX_LABEL, MAX_SUPPORTS, ImageInput, check_count, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_example
 from ..presets import skeleton_for
 from ..render import annotate
-from ..views import Outcome, present, redraw
+from ..views import MIN_SCORE, Outcome, present, redraw
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 POINT_COLUMNS = ["support", "keypoint", "x", "y", "name"]
@@ -63,29 +69,29 @@ def _int(value, what: str) -> int:
             raise ValueError
         return int(number)
     except (TypeError, ValueError):
-        raise gr.Error(f"The points table has a {what} that is not a whole number: {value!r}.") from None
+        raise refuse(f"The points table has a {what} that is not a whole number: {value!r}.") from None
 
 
 def parse_points(points, images: list) -> tuple[list[int], list[list], list[str] | None, list[int]]:
     """(support slots used, points per used support [None = hidden], names or None, keypoint numbers)."""
     rows = _rows(points)
     if not rows:
-        raise gr.Error("Mark at least one keypoint: click on a support image (or fill the points table).")
+        raise refuse("Mark at least one keypoint: click on a support image (or fill the points table).")
     marked: dict[tuple[int, int], tuple[float, float]] = {}
     names: dict[int, str] = {}
     for row in rows:
         support, keypoint = _int(row.get("support"), "support"), _int(row.get("keypoint"), "keypoint number")
         if not 1 <= support <= MAX_SUPPORTS:
-            raise gr.Error(f"Support numbers run from 1 to {MAX_SUPPORTS}; the table has {support}.")
+            raise refuse(f"Support numbers run from 1 to {MAX_SUPPORTS}; the table has {support}.")
         if keypoint < 1:
-            raise gr.Error(f"Keypoint numbers start at 1; the table has {keypoint}.")
+            raise refuse(f"Keypoint numbers start at 1; the table has {keypoint}.")
         image = images[support - 1]
         if image is None:
-            raise gr.Error(f"The table has points on support {support}, but support {support} has no image.")
+            raise refuse(f"The table has points on support {support}, but support {support} has no image.")
         try:
             x, y = float(row.get("x")), float(row.get("y"))
         except (TypeError, ValueError):
-            raise gr.Error(f"Keypoint {keypoint} of support {support} has no valid x, y.") from None
+            raise refuse(f"Keypoint {keypoint} of support {support} has no valid x, y.") from None
         marked[(support, keypoint)] = check_point(x, y, image, f"keypoint {keypoint} of support {support}")
         name = str(row.get("name") or "").strip()
         if name and name.lower() != "nan":
@@ -93,57 +99,114 @@ def parse_points(points, images: list) -> tuple[list[int], list[list], list[str]
     used = [k + 1 for k, image in enumerate(images) if image is not None]
     for support in used:
         if not any(s == support for s, _ in marked):
-            raise gr.Error(f"Support {support} has an image but no points: click on it to mark keypoints, or remove it.")
+            raise refuse(f"Support {support} has an image but no points: click on it to mark keypoints, or remove it.")
     numbers = sorted({k for _, k in marked})
     check_count(len(numbers))
     per_support = [[marked.get((s, k)) for k in numbers] for s in used]
     if names and len(names) != len(numbers):
-        raise gr.Error("Name every keypoint in the table's name column, or none of them.")
+        raise refuse("Name every keypoint in the table's name column, or none of them.")
     return used, per_support, ([names[k] for k in numbers] if names else None), numbers
 
 
-def preview(*args):
-    """Support images with their marked points (numbered), as gallery items."""
-    *images, points = args
-    rows = _rows(points)
-    items = []
-    for k, image in enumerate(images):
-        if image is None:
+# A support shown with its marks is a PNG of our own that names, signed, the file the user gave: the handlers
+# read the marks' file back to that original, so the model never sees the marks and a forged name is ignored.
+_ORIGIN_KEY = "kptllm-support-original"
+_SECRET = secrets.token_bytes(32)
+
+
+def _signed(path: str) -> str:
+    return f"{path}|{hmac.new(_SECRET, path.encode(), hashlib.sha256).hexdigest()}"
+
+
+def original_support(value):
+    """The support image the user gave for slot value `value` (a path): the original behind a marked copy,
+    else `value` itself (also when it is not an image at all: `load_image` refuses it then)."""
+    if not isinstance(value, (str, Path)):
+        return value
+    try:
+        with Image.open(value) as opened:
+            tag = opened.info.get(_ORIGIN_KEY) if opened.format == "PNG" else None
+    except Exception:  # noqa: BLE001 - not an image: left to load_image's plain refusal
+        return value
+    if isinstance(tag, str) and "|" in tag:
+        path = tag.rsplit("|", 1)[0]
+        if hmac.compare_digest(tag, _signed(path)) and Path(path).is_file():
+            return path
+    return value
+
+
+def marked_support(original, rows: list[dict], slot: int) -> str:
+    """A PNG of support `slot`'s original image (same size: a click on it lands in the original's pixels)
+    with its marked keypoints numbered ('2 nose' where named), which names the original."""
+    image = load_image(original, f"support image {slot}")
+    pts, labels = [], []
+    for r in rows:
+        try:
+            pts.append((float(r["x"]), float(r["y"])))
+        except (TypeError, ValueError):
             continue
+        name = str(r.get("name") or "").strip()
+        labels.append(f"{_int(r.get('keypoint'), 'keypoint number')}" + (f" {name}" if name and name != "nan" else ""))
+    info = PngImagePlugin.PngInfo()
+    info.add_text(_ORIGIN_KEY, _signed(str(original)))
+    path = request_folder() / f"support-{slot}-marked.png"
+    annotate(image, pts, labels, min_side=0).save(path, format="PNG", pnginfo=info)
+    return str(path)
+
+
+def show_marks(*args):
+    """Every support redrawn with its marks after the points table changed (a click, an edit, undo, clear):
+    slot values, `gr.skip()` where nothing changes."""
+    *values, points = args
+    rows = _rows(points)
+    out = []
+    for k, value in enumerate(values):
+        original = original_support(value)
         mine = [r for r in rows if str(r.get("support")) in (str(k + 1), f"{k + 1}.0")]
-        pts, labels = [], []
-        for r in mine:
-            try:
-                pts.append((float(r["x"]), float(r["y"])))
-            except (TypeError, ValueError):
-                continue
-            name = str(r.get("name") or "").strip()
-            labels.append(f"{r['keypoint']}" + (f" {name}" if name and name != "nan" else ""))
-        items.append((annotate(image, pts, labels, min_side=256), f"support {k + 1}: {len(pts)} points"))
-    return items
+        if value is None or (not mine and original == value):
+            out.append(gr.skip())
+        else:
+            out.append(marked_support(original, mine, k + 1) if mine else original)
+    return out
 
 
-def detect_visual(loaded: LoadedModel, query, s1, s2, s3, s4, s5, points, support_boxes, bbox_text, min_score):
+def _forget(support: int):
+    def forget(points):
+        """A new image (or none) in support `support`: its old marks were in the old image's pixels."""
+        return pd.DataFrame([r for r in _rows(points) if str(r.get("support")) not in (str(support), f"{support}.0")],
+                            columns=POINT_COLUMNS)
+    return forget
+
+
+def detect_visual(loaded: LoadedModel, query, support_1, support_2=None, support_3=None, support_4=None, support_5=None,
+                  points=None, support_boxes="", query_box="", min_score=MIN_SCORE):
+    """Task (b). `query`: the image to find the keypoints in; `support_1` ... `support_5`: example images
+    (None where unused); `points`: the marked keypoints, a table support / keypoint / x / y / name (pixels of
+    that support; names optional, all or none); `support_boxes`: one 'x, y, w, h' line per used support
+    (optional); `query_box`: the query object's box or empty for the whole image; `min_score`: results below
+    this confidence are hidden."""
+    source = query
     query = load_image(query, "query image")
-    raw = [s1, s2, s3, s4, s5]
+    raw = [original_support(s) for s in (support_1, support_2, support_3, support_4, support_5)]
     images = [None if s is None else load_image(s, f"support image {k + 1}") for k, s in enumerate(raw)]
     if not any(i is not None for i in images):
-        raise gr.Error("Upload at least one support image and click on it to mark keypoints.")
+        raise refuse("Upload at least one support image and click on it to mark keypoints.")
     used, per_support, names, numbers = parse_points(points, images)
     box_lines = [line.strip() for line in str(support_boxes or "").splitlines()]
     boxes = [parse_box(box_lines[s - 1] if s - 1 < len(box_lines) else "", images[s - 1], f"box of support {s}")
              for s in used]
-    bbox = parse_box(bbox_text, query)
+    bbox = parse_box(query_box, query)
     results = run_example(loaded, query, bbox, [images[s - 1] for s in used], per_support, boxes, names)
     for r, n in zip(results, numbers):
+        r["number"] = n
         if r.get("query") is None:
-            r["query"] = f"{n}: {r['text']}" if r.get("text") else f"keypoint {n}"
+            r["query"] = r.get("text") or f"keypoint {n}"
     semantics = names or [r.get("text") or "" for r in results]
     outcome = Outcome("visual", query, [{"bbox": bbox, "results": results}], [r["query"] for r in results],
                       skeleton_for(semantics),
                       {"task": "visual" if names is None else "visual+text", "supports": len(used),
                        "support_points": [[list(p) if p else None for p in pts] for pts in per_support],
-                       "support_boxes": boxes, "names": names, "bbox": bbox}, loaded.source)
+                       "support_boxes": boxes, "names": names, "bbox": bbox}, loaded.name, image_name(source))
     return (*present(outcome, float(min_score)), outcome)
 
 
@@ -162,29 +225,29 @@ def examples() -> list[list]:
 def build(loaded: LoadedModel) -> None:
     with gr.Row():
         with gr.Column():
-            gr.Markdown("**1. Support images** (1-5): click on a support to mark its next keypoint. The n-th click "
-                        "on each support marks keypoint n; give names in the table to ask by name too.")
+            gr.Markdown("**1. Support images** (1-5): click on a support to mark its next keypoint (its number "
+                        "appears where you clicked). The n-th click on each support marks keypoint n; give names in "
+                        "the table to ask by name too.")
             slots = []
             with gr.Tabs():
                 for k in range(MAX_SUPPORTS):
                     with gr.Tab(f"Support {k + 1}", id=f"support-{k + 1}"):
-                        slots.append(gr.Image(type="pil", format="png", image_mode=None, label=f"Support {k + 1}",
+                        slots.append(ImageInput(label=f"Support {k + 1}",
                                               elem_id=f"vis-support-{k + 1}"))
             points = gr.Dataframe(empty_points(), headers=POINT_COLUMNS, datatype=["number", "number", "number", "number", "str"],
                                   interactive=True, label="Marked points (editable)", elem_id="vis-points")
             with gr.Row():
                 undo_btn = gr.Button("Undo last point", size="sm", elem_id="vis-undo")
                 clear_btn = gr.Button("Clear points", size="sm", elem_id="vis-clear")
-            support_boxes = gr.Textbox(label="Support boxes (optional): one x, y, w, h line per support", lines=2,
-                                       elem_id="vis-support-boxes")
-            marked = gr.Gallery(label="Marked supports", columns=5, height=200, elem_id="vis-marked")
+            support_boxes = gr.Textbox("", label="Support boxes: one x, y, w, h line per support (pixels; an empty line: "
+                                       "the whole support)", lines=2, elem_id="vis-support-boxes")
         with gr.Column():
             gr.Markdown("**2. Query image**")
-            query = gr.Image(type="pil", format="png", image_mode=None, label="Query image", elem_id="vis-query")
-            bbox = gr.Textbox(label="Query object box x, y, w, h (optional)", elem_id="vis-bbox")
+            query = ImageInput(label="Query image", elem_id="vis-query")
+            bbox = gr.Textbox("", label=BOX_LABEL, elem_id="vis-bbox")
             run = gr.Button("Find these keypoints", variant="primary", elem_id="vis-run")
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="vis-result")
-            min_score = gr.Slider(0, 1, value=0.05, step=0.01, label="Hide keypoints below this confidence")
+            min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="vis-png")
                 js = gr.DownloadButton("Keypoints JSON (COCO)", elem_id="vis-json")
@@ -192,10 +255,13 @@ def build(loaded: LoadedModel) -> None:
     state = gr.State(None)
     for k, slot in enumerate(slots):
         slot.select(_adder(k + 1), points, points, api_name=f"visual_click_{k + 1}", queue=False)
+        gr.on([slot.upload, slot.clear], _forget(k + 1), points, points, api_name=f"visual_new_support_{k + 1}",
+              queue=False)
     undo_btn.click(undo, points, points, api_name="visual_undo", queue=False)
     clear_btn.click(empty_points, None, points, api_name="visual_clear", queue=False)
-    gr.on([points.change] + [s.change for s in slots], preview, [*slots, points], marked, api_name="visual_preview")
-    run.click(lambda *a: detect_visual(loaded, *a), [query, *slots, points, support_boxes, bbox, min_score],
+    # the marks are drawn on the supports themselves, after every change of the points table
+    points.change(show_marks, [*slots, points], slots, api_name="visual_marks", concurrency_id="marks")
+    run.click(partial(detect_visual, loaded), [query, *slots, points, support_boxes, bbox, min_score],
               [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="visual_redraw")
     gr.Examples(examples(), [query, slots[0], points, support_boxes, bbox],

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from kptllm.detection import DEFAULT_DETECTOR, GroundingDinoDetector
 
-from ..inputs import MAX_QUERY_TEXT, load_image, parse_box, parse_names
+from ..inputs import MAX_QUERY_TEXT, ImageInput, image_name, load_image, parse_box, parse_names, refuse
 from ..model import LoadedModel, gpu, run_detect_boxes
-from ..presets import presets, skeleton_for
-from ..views import Outcome, present, redraw
+from ..presets import category_of, preset_used, presets, skeleton_for
+from ..views import MIN_SCORE, Outcome, present, redraw
 from .text import preset_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 MAX_OBJECTS = 10
+BOX_THRESHOLD, TEXT_THRESHOLD = 0.35, 0.25  # GroundingDINO's usual thresholds
 
 
 class DetectorHolder:
@@ -43,15 +45,50 @@ def load_local_detector(path_or_id: str | None, device=None) -> tuple[GroundingD
     return detector, f"**Object detector:** `{source}` (GroundingDINO via transformers), loaded from local files."
 
 
+HUB_PROBE_S = 5.0  # seconds to find out whether the hub can be reached at all, before any download starts
+
+
+def hub_reachable(timeout: float = HUB_PROBE_S) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint opens within `timeout` seconds (DNS included):
+    offline, the hub client would otherwise retry for a minute or two before it fails."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    result: list[bool] = []
+
+    def probe():
+        try:
+            with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)  # getaddrinfo has no timeout of its own
+    return bool(result and result[0])
+
+
 def download_detector(holder: DetectorHolder, device) -> str:
     with holder.lock:
         if holder.detector is not None:
             return holder.note
+        local = Path(holder.source).is_dir()
+        if not local and not hub_reachable():
+            raise refuse(f"The detector {holder.source} cannot be downloaded: this machine cannot reach the "
+                         "Hugging Face hub. Type boxes instead (one x, y, w, h per line).")
         try:
             holder.detector = GroundingDinoDetector.from_pretrained(holder.source, device=device)
             holder.note = f"**Object detector:** `{holder.source}`, downloaded from the hub."
         except Exception as exc:  # noqa: BLE001
-            raise gr.Error(f"Could not download {holder.source} (offline?): {type(exc).__name__}: {exc}") from None
+            raise refuse(f"The detector {holder.source} could not be loaded ({type(exc).__name__}). "
+                         "Type boxes instead (one x, y, w, h per line).") from None
     return holder.note
 
 
@@ -61,40 +98,46 @@ def _boxes(holder: DetectorHolder, image, objects, box_threshold, text_threshold
         return holder.detector.detect(image, objects, box_threshold, text_threshold, max_detections=MAX_OBJECTS)
 
 
-def detect_wild(loaded: LoadedModel, holder: DetectorHolder, image, objects, preset, names_text, box_threshold,
-                text_threshold, boxes_text, min_score):
+def detect_wild(loaded: LoadedModel, holder: DetectorHolder, image, objects="", preset=None, keypoints=None,
+                box_threshold=BOX_THRESHOLD, text_threshold=TEXT_THRESHOLD, boxes="", min_score=MIN_SCORE):
+    """Objects found by the detector (or typed boxes) -> task (c) in each. `image`: the photo; `objects`: the
+    detector's text query ('person. dog.'); `preset`: recorded only when `keypoints` are its; `keypoints`:
+    names or descriptions, one per line; `box_threshold`, `text_threshold`: the detector's; `boxes`: typed
+    boxes, one 'x, y, w, h' line each (they replace the detector); `min_score`: results below it are hidden."""
+    source_file = image
     image = load_image(image)
-    names = parse_names(names_text)
-    lines = [line for line in str(boxes_text or "").splitlines() if line.strip()]
+    names = parse_names(keypoints)
+    lines = [line for line in str(boxes or "").splitlines() if line.strip()]
     if lines:
         if len(lines) > MAX_OBJECTS:
-            raise gr.Error(f"{len(lines)} boxes typed; the limit is {MAX_OBJECTS}.")
-        boxes = [parse_box(line, image, f"box {k + 1}") for k, line in enumerate(lines)]
-        labels = [f"box {k + 1}" for k in range(len(boxes))]
+            raise refuse(f"{len(lines)} boxes typed; the limit is {MAX_OBJECTS}.")
+        object_boxes = [parse_box(line, image, f"box {k + 1}") for k, line in enumerate(lines)]
+        labels = [f"box {k + 1}" for k in range(len(object_boxes))]
         source = "typed boxes"
     else:
         objects = str(objects or "").strip()
         if not objects:
-            raise gr.Error("Say which objects to find (e.g. 'person. dog.'), or type boxes.")
+            raise refuse("Say which objects to find (e.g. 'person. dog.'), or type boxes.")
         if len(objects) > MAX_QUERY_TEXT:
-            raise gr.Error(f"The object query is {len(objects)} characters; the limit is {MAX_QUERY_TEXT}.")
+            raise refuse(f"The object query is {len(objects)} characters; the limit is {MAX_QUERY_TEXT}.")
         if holder.detector is None:
-            raise gr.Error("No object detector is loaded (offline); type boxes (x, y, w, h per line) instead.")
+            raise refuse("No object detector is loaded (offline); type boxes (x, y, w, h per line) instead.")
         try:
             found = _boxes(holder, image, objects, float(box_threshold), float(text_threshold))
         except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(str(exc)) from None
         if not found:
-            raise gr.Error(f"No '{objects}' found above box threshold {box_threshold:g}; lower it or type boxes.")
-        boxes = [d.xywh for d in found]
+            raise refuse(f"No '{objects}' found above box threshold {box_threshold:g}; lower it or type boxes.")
+        object_boxes = [d.xywh for d in found]
         labels = [f"{d.label} {d.score:.2f}" for d in found]
         source = f"GroundingDINO: {objects!r}"
-    per_box = run_detect_boxes(loaded, image, boxes, names)
-    instances = [{"bbox": list(b), "label": lab, "results": res} for b, lab, res in zip(boxes, labels, per_box)]
-    prompt = {"task": "text", "boxes_from": source, "keypoints": names, "preset": preset}
+    per_box = run_detect_boxes(loaded, image, object_boxes, names)
+    instances = [{"bbox": list(b), "label": lab, "results": res} for b, lab, res in zip(object_boxes, labels, per_box)]
+    used = preset_used(preset, names)
+    prompt = {"task": "text", "boxes_from": source, "keypoints": names, "preset": used, "category": category_of(used)}
     if not lines:  # the detector's query and thresholds, only when it ran
         prompt.update(objects=objects, box_threshold=box_threshold, text_threshold=text_threshold)
-    outcome = Outcome("wild", image, instances, names, skeleton_for(names), prompt, loaded.source)
+    outcome = Outcome("wild", image, instances, names, skeleton_for(names), prompt, loaded.name, image_name(source_file))
     return (*present(outcome, float(min_score)), outcome)
 
 
@@ -110,12 +153,12 @@ def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, no
     status = gr.Markdown(note, elem_id="wild-status")
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="pil", format="png", image_mode=None, label="Photo", elem_id="wild-image")
+            image = ImageInput(label="Photo", elem_id="wild-image")
             objects = gr.Textbox("person.", label="Objects to find (GroundingDINO text query)", elem_id="wild-objects")
             with gr.Row():
-                box_thr = gr.Slider(0, 1, value=0.35, step=0.01, label="Box threshold")
-                text_thr = gr.Slider(0, 1, value=0.25, step=0.01, label="Text threshold")
-            boxes = gr.Textbox(label="Or type boxes: one x, y, w, h per line (overrides the detector)", lines=2,
+                box_thr = gr.Slider(0, 1, value=BOX_THRESHOLD, step=0.01, label="Box threshold")
+                text_thr = gr.Slider(0, 1, value=TEXT_THRESHOLD, step=0.01, label="Text threshold")
+            boxes = gr.Textbox("", label="Or type boxes: one x, y, w, h per line (overrides the detector)", lines=2,
                                elem_id="wild-boxes")
             preset = gr.Dropdown(choices, value=coco, label="Keypoint preset")
             names = gr.Textbox(preset_text(coco, False), lines=5, label="Keypoints (one per line)", elem_id="wild-names")
@@ -124,14 +167,14 @@ def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, no
                 fetch = gr.Button("Download detector", size="sm", visible=detector is None)
         with gr.Column():
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="wild-result")
-            min_score = gr.Slider(0, 1, value=0.05, step=0.01, label="Hide keypoints below this confidence")
+            min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="wild-png")
                 js = gr.DownloadButton("Keypoints JSON (COCO)", elem_id="wild-json")
             table = gr.Dataframe(label="Keypoints (object = box number)", interactive=False, elem_id="wild-table")
     state = gr.State(None)
     preset.change(lambda p: preset_text(p, False), preset, names, api_name="wild_preset")
-    run.click(lambda *a: detect_wild(loaded, holder, *a),
+    run.click(partial(detect_wild, loaded, holder),
               [image, objects, preset, names, box_thr, text_thr, boxes, min_score],
               [out_image, table, png, js, state], api_name="detect_wild", concurrency_id="model")
     fetch.click(lambda: download_detector(holder, loaded.predictor.device), None, status, api_name="wild_download_detector")

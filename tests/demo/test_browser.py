@@ -115,10 +115,12 @@ def test_visual_tab(page):
     first = cells.index("name") + 1  # after the header: support, keypoint, x, y of the first row
     x, y = float(cells[first + 2]), float(cells[first + 3])
     assert abs(x - 0.45 * natural[0]) <= 2 and abs(y - 0.35 * natural[1]) <= 2, (x, y, natural)
-    # the marked support shows as a thumbnail in a strip of five, not stretched over the column
-    thumb = page.locator("#vis-marked img").first
-    thumb.wait_for()
-    assert thumb.bounding_box()["width"] < page.locator("#vis-marked").bounding_box()["width"] / 3
+    # each mark is drawn on the support itself, which keeps the original's size (clicks stay in its pixels)
+    page.wait_for_function("() => (document.querySelector('#vis-support-1 img')?.src || '').includes('support-1-marked')")
+    marked = page.locator("#vis-support-1 img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=marked.element_handle())
+    assert marked.evaluate("img => [img.naturalWidth, img.naturalHeight]") == natural
+    page.screenshot(path=str(page.shots / "visual-marks.png"), full_page=True)
     _upload(page, "vis-query", EXAMPLES / "keypointworld_person.jpg")
     page.locator("#vis-run").click()
     _result_image(page, "vis-result")
@@ -148,3 +150,63 @@ def test_benchmarks_tab(page):
     _wait_text(page, "bench-kinds", "front/back")  # a table row (the label says "mirror" already)
     _wait_text(page, "bench-confusions", "right")
     page.screenshot(path=str(page.shots / "benchmarks_breakdown.png"), full_page=True)
+
+
+def test_a_mark_appears_where_the_support_was_clicked(page):
+    """The pixel under a click changes colour once the mark is drawn (read back through a canvas)."""
+    _tab(page, "Visual prompt (b)")
+    page.locator("#vis-clear").click()
+    page.get_by_role("tab", name="Support 2").click()
+    _upload(page, "vis-support-2", EXAMPLES / "keypointworld_support_person.jpg")
+    support = page.locator("#vis-support-2 img").first
+    box = support.bounding_box()
+    read = """(img, [fx, fy]) => { const c = document.createElement('canvas'); c.width = img.naturalWidth;
+        c.height = img.naturalHeight; const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        return Array.from(g.getImageData(Math.round(fx * c.width), Math.round(fy * c.height), 1, 1).data).slice(0, 3); }"""
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=support.element_handle())
+    before = support.evaluate(read, [0.3, 0.5])
+    support.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.5})
+    page.wait_for_function("() => (document.querySelector('#vis-support-2 img')?.src || '').includes('support-2-marked')")
+    marked = page.locator("#vis-support-2 img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=marked.element_handle())
+    after = marked.evaluate(read, [0.3, 0.5])
+    assert after != before, (before, after)
+    page.locator("#vis-clear").click()
+
+
+def test_typed_html_is_shown_as_text(page):
+    _tab(page, "Text prompt (c)")
+    _upload(page, "text-image", EXAMPLES / "keypointworld_person.jpg")
+    typed = '<a href="https://example.com/x" id="planted">click me</a>'
+    page.locator("#text-bbox textarea, #text-bbox input").first.fill(typed)
+    page.locator("#text-run").click()
+    toast = page.locator(".toast-body").filter(has_text="four numbers").first
+    toast.wait_for()
+    assert 'href="https://example.com/x"' in toast.inner_text()  # the characters typed, as text
+    assert page.locator("#planted").count() == 0 and toast.locator("a").count() == 0  # never a live link
+    page.locator("#text-bbox textarea, #text-bbox input").first.fill("63,136,84,96")
+
+
+def test_a_deep_link_opens_on_the_tab_it_was_made_in(page, app):
+    """The share button's link (fetched as it fetches it) restores the text tab with its result, opened on it."""
+    _tab(page, "Text prompt (c)")
+    _upload(page, "text-image", EXAMPLES / "keypointworld_person.jpg")
+    page.locator("#text-bbox textarea, #text-bbox input").first.fill("63,136,84,96")
+    page.locator("#text-names textarea").fill("nose")
+    page.locator("#text-run").click()
+    _result_image(page, "text-result")
+    _wait_text(page, "text-table", "nose")
+    link = page.evaluate("""async () => (await (await fetch('gradio_api/deep_link?session_hash='
+        + window.__gradio_session_hash__)).text()).replace(/^"|"$/g, '')""")
+    assert link
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        other.set_default_timeout(TIMEOUT)
+        other.goto(app[0] + "?deep_link=" + link, wait_until="load")
+        other.locator("#text-table").wait_for()
+        other.wait_for_function("() => (document.getElementById('text-table')?.innerText || '').includes('nose')")
+        selected = other.get_by_role("tab", selected=True).first.inner_text()
+        assert "Text prompt" in selected
+        assert other.locator("#text-result img").first.is_visible()
+    finally:
+        other.close()

@@ -72,8 +72,8 @@ def test_downloads_outlive_the_staging_folder(app, demo_exports):
     raw = Client(app[0], verbose=False, download_files=False)
     _, _, png, js = raw.predict(handle_file(PERSON), PRESET, "nose", False, PERSON_BOX, 0.0, api_name="/detect_text")
     served = Path(png["path"])
-    assert demo_exports not in served.parents and served.name == "kptllm-text.png"
-    staged = list(demo_exports.glob("request-*/kptllm-text.png"))
+    assert demo_exports not in served.parents and served.name == "kptllm-text-keypointworld_person.png"
+    staged = list(demo_exports.glob("request-*/kptllm-text-keypointworld_person.png"))
     assert staged, "the export was not staged under KPTLLM_EXPORT_DIR"
     prune_exports(demo_exports, max_age_s=-1)
     assert not list(demo_exports.glob("request-*"))
@@ -205,7 +205,7 @@ def test_benchmarks_endpoints(client):
 
 
 def test_benchmarks_breakdown_of_a_semantic_record(client):
-    record = str(RESULTS_DIR / "keypointworld-semantic" / "record.json")
+    record = "keypointworld-semantic/record.json"  # records are named relative to results/ (no server paths)
     categories, keypoints, _, kinds, confusions = client.predict(record, api_name="/benchmarks_breakdown")
     assert {row[0] for row in _table(categories)} >= {"person", "quadruped", "face"}
     assert len(_table(keypoints)) > 17
@@ -265,3 +265,79 @@ def test_breakdowns_read_only_records_under_results(tmp_path):
     finally:
         linked.unlink()
     assert not semantic_errors(str(RESULTS_DIR / "keypointworld-semantic" / "record.json"))[0].empty
+
+
+def test_parameters_have_names_and_take_keywords(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = {e: [p["parameter_name"] for p in api[e]["parameters"]] for e in ("/describe", "/detect_text", "/detect_visual", "/detect_wild")}
+    assert names["/describe"] == ["image", "x", "y", "box"]
+    assert names["/detect_text"] == ["image", "preset", "keypoints", "use_descriptions", "box", "min_score"]
+    assert names["/detect_visual"] == ["query", "support_1", "support_2", "support_3", "support_4", "support_5", "points",
+                                       "support_boxes", "query_box", "min_score"]
+    assert names["/detect_wild"] == ["image", "objects", "preset", "keypoints", "box_threshold", "text_threshold",
+                                     "boxes", "min_score"]
+    _, table, _, js = client.predict(image=handle_file(PERSON), keypoints="nose", box=PERSON_BOX, api_name="/detect_text")
+    payload = json.loads(open(js).read())
+    assert _table(table)[0][2] == "nose" and payload["prompt"]["bbox"] == [63, 136, 84, 96]
+
+
+def _slots(image):
+    """Every image slot of every task endpoint, each with `image` in it and good values elsewhere."""
+    good, points = handle_file(PERSON), {"headers": ["support", "keypoint", "x", "y", "name"], "data": [[1, 1, 100, 150, ""]]}
+    return [("/describe", dict(image=image, x=10, y=10, box="")),
+            ("/detect_text", dict(image=image, keypoints="nose")),
+            ("/detect_visual", dict(query=image, support_1=good, points=points)),
+            ("/detect_visual", dict(query=good, support_1=image, points=points)),
+            ("/detect_wild", dict(image=image, keypoints="nose", boxes=PERSON_BOX))]
+
+
+def test_a_file_that_is_not_an_image_gets_one_plain_sentence_in_every_slot(client, tmp_path):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("hello, I am a text file")
+    for endpoint, kwargs in _slots(handle_file(str(fake))):
+        with pytest.raises(Exception) as info:
+            client.predict(**kwargs, api_name=endpoint)
+        message = str(info.value)
+        assert "is not an image file this demo can read" in message, (endpoint, message)
+        assert "preprocess" not in message and "/tmp" not in message and "Traceback" not in message
+
+
+def test_huge_images_are_refused_in_every_slot_without_being_decoded(app, client, tmp_path, monkeypatch):
+    """12000 x 12000 pixels (a few kB as a 1-bit PNG): refused from its header; nothing decodes it (the server
+    runs in this process, so a spy on PIL's decoder sees every decode). Peak memory: test_units."""
+    from PIL import ImageFile
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy(self):
+        if self.size[0] * self.size[1] > 40_000_000:
+            decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    for endpoint, kwargs in _slots(handle_file(str(huge))):
+        with pytest.raises(Exception, match="12000x12000 pixels; the limit is 40 megapixels"):
+            client.predict(**kwargs, api_name=endpoint)
+    assert decoded == []
+
+
+def test_no_server_path_reaches_a_visitor(app, client):
+    """Project paths, the data folders records were made from and the model's folder stay on the server: not in
+    /config, the benchmark table and CSV, the record list, the provenance or an export's model field."""
+    from demo.benchmarks import ROOT
+
+    config = httpx.get(app[0] + "config", timeout=30).text
+    assert str(ROOT) not in config and '"/tmp/kw' not in config
+    rows, _, csv = client.predict([], [], [], [], ["measured"], api_name="/benchmarks")
+    text = open(csv).read() + json.dumps(rows)
+    assert str(ROOT) not in text and "/tmp/" not in text
+    assert all(not str(r).startswith("/") for r in pd_column(rows, "record"))
+    _, _, _, js = client.predict(image=handle_file(PERSON), keypoints="nose", box=PERSON_BOX, api_name="/detect_text")
+    assert json.loads(open(js).read())["model"] == "kptllm-keypointworld (embedded)"
+
+
+def pd_column(value, name):
+    return [row[value["headers"].index(name)] for row in value["data"]]

@@ -133,7 +133,223 @@ def test_download_detector_fetches_the_detector_the_app_was_asked_for(monkeypatc
         return "detector"
 
     monkeypatch.setattr(wild.GroundingDinoDetector, "from_pretrained", staticmethod(fake_from_pretrained))
+    monkeypatch.setattr(wild, "hub_reachable", lambda: True)
     holder = wild.DetectorHolder(None, "unavailable", "other/id")
     assert "`other/id`" in wild.download_detector(holder, "cpu") and holder.detector == "detector"
     assert asked == [("other/id", False)]
     assert wild.DetectorHolder(None, "unavailable").source == wild.DEFAULT_DETECTOR
+
+
+def test_download_detector_offline_fails_at_once_with_one_sentence(monkeypatch):
+    """Offline, *Download detector* must not spin through the hub client's retries: a 5 s reachability probe
+    decides, and the hub is never asked."""
+    import socket
+
+    from demo.tabs import wild
+
+    def never(*args, **kwargs):
+        raise AssertionError("the hub was asked although it cannot be reached")
+
+    monkeypatch.setattr(wild.GroundingDinoDetector, "from_pretrained", staticmethod(never))
+    holder = wild.DetectorHolder(None, "unavailable", "other/id")
+    with pytest.raises(gr.Error, match="cannot reach the Hugging Face hub"):  # HF_HUB_OFFLINE=1 (tests set it)
+        wild.download_detector(holder, "cpu")
+    # online as far as the environment says, but nothing answers: a closed local port stands for the hub
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+    probes = []
+    real = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: probes.append(timeout) or real(address, timeout=timeout))
+    with pytest.raises(gr.Error, match="cannot reach the Hugging Face hub") as info:
+        wild.download_detector(holder, "cpu")
+    assert probes and probes[0] <= 5 and "Traceback" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- labels that stay readable
+def _check_placements(points, places, sizes, image_size, gap):
+    from demo.render import _covers, _overlaps
+
+    boxes = [p[1] for p in places if p is not None]
+    for place, options in zip(places, sizes):
+        if place is None:
+            continue
+        option, (x1, y1, x2, y2) = place
+        assert (x2 - x1, y2 - y1) == pytest.approx(options[option])
+        assert 0 <= x1 and 0 <= y1 and x2 <= image_size[0] and y2 <= image_size[1]  # inside the image
+    assert not any(_overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])  # no two overlap
+    assert not any(_covers(b, q, gap / 2 - 1e-6) for b in boxes for q in points if q is not None)  # no point hidden
+
+
+@pytest.mark.parametrize("count", [1, 17, 34, 50])
+def test_labels_never_overlap_cover_a_point_or_leave_the_image(count):
+    """Two people's worth of keypoints (and more) packed into a small image: every label that is drawn sits
+    beside its point, inside the image, over no point and no other label; the rest fall back to numbers."""
+    from demo.render import place_labels
+
+    rng = np.random.default_rng(count)
+    image_size, gap = (300, 200), 6.0
+    points = [tuple(p) for p in rng.uniform([0, 0], image_size, (count, 2))] + [None]
+    sizes = [[(70.0, 14.0), (14.0, 14.0)] for _ in points]
+    places = place_labels(points, sizes, image_size, gap)
+    _check_placements(points, places, sizes, image_size, gap)
+    assert places[-1] is None and places[0] is not None
+    if count == 1:
+        assert places[0][0] == 0  # alone: the full name fits
+
+
+def test_a_label_at_the_right_edge_goes_to_the_left_of_its_point():
+    from demo.render import place_labels
+
+    ((option, (x1, y1, x2, y2)),) = place_labels([(295.0, 100.0)], [[(60.0, 12.0)]], (300, 200), 5.0)
+    assert x2 <= 295 - 5 and y1 < 100 < y2
+
+
+def test_drawn_labels_leave_the_point_itself_visible():
+    """The point's own colour stays at its centre (a label box drawn over it would cover it)."""
+    from demo.render import annotate, palette
+
+    image = Image.new("RGB", (600, 400), (255, 255, 255))
+    points = [(300.0, 200.0), (330.0, 204.0), (270.0, 196.0)]  # labels wider than the gaps
+    out = np.asarray(annotate(image, points, ["1 left ear", "2 right ear", "3 nose"], min_side=0))
+    for k, (x, y) in enumerate(points):
+        colour = palette(len(points))[k]
+        assert tuple(out[round(y), round(x)]) == (colour.r, colour.g, colour.b)
+
+
+# --------------------------------------------------------------------------- plain, safe errors
+def test_refusals_are_text_and_one_log_line(caplog):
+    from demo.inputs import refuse
+
+    with caplog.at_level("INFO", logger="kptllm.demo"):
+        error = refuse("The box '<a href=\"https://evil.example\">click</a>' is wrong.")
+    assert "<a" not in error.message and "&lt;a href" in error.message
+    assert error.print_exception is False
+    assert [r.getMessage() for r in caplog.records] == ["refused: The box '<a href=\"https://evil.example\">click</a>' is wrong."]
+
+
+def test_a_file_that_is_not_an_image_gets_one_plain_sentence(tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is a text file, not a photo")
+    with pytest.raises(gr.Error) as info:
+        load_image(str(fake), "support image 2")
+    message = info.value.message
+    assert message.startswith("The support image 2 is not an image file") and str(tmp_path) not in message
+    truncated = tmp_path / "cut.png"
+    buffer = tmp_path / "full.png"
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(buffer)
+    truncated.write_bytes(buffer.read_bytes()[:60])
+    with pytest.raises(gr.Error, match="could not be decoded|not an image file"):
+        load_image(str(truncated))
+
+
+def test_huge_images_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    import demo.inputs as inputs
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (9000, 5000)).save(path)  # 45 Mpx, a few kB on disk
+    monkeypatch.setattr(inputs, "library_load_image", lambda *a, **k: pytest.fail("the image was decoded"))
+    with pytest.raises(gr.Error, match="9000x5000 pixels; the limit is 40 megapixels"):
+        load_image(str(path))
+
+
+def test_refusing_a_huge_image_costs_little_memory(tmp_path):
+    """In a fresh process: the peak memory of refusing a 12000 x 12000 PNG (decoded, 432 MB as RGB)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(path)
+    script = (
+        "import resource, gradio as gr\n"
+        "from demo.inputs import load_image\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"try:\n    load_image({str(path)!r})\nexcept gr.Error as e:\n    print('refused', e.message)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
+    assert out[0].startswith("refused") and "megapixels" in out[0]
+    assert int(out[1]) < 50, f"refusing cost {out[1]} MB"
+
+
+# --------------------------------------------------------------------------- marks on the supports
+def test_a_marked_support_is_the_original_size_and_reads_back_to_the_original(tmp_path, monkeypatch):
+    from demo.tabs import visual
+
+    monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(tmp_path / "exports"))
+    original = tmp_path / "support.png"
+    Image.new("RGB", (150, 90), (250, 250, 250)).save(original)
+    rows = [{"support": 1, "keypoint": 1, "x": 40.0, "y": 30.0, "name": ""},
+            {"support": 1, "keypoint": 2, "x": 100.0, "y": 60.0, "name": "nose"}]
+    marked = visual.marked_support(str(original), rows, 1)
+    with Image.open(marked) as shown:
+        assert shown.size == (150, 90)  # a click on it lands in the original's pixels
+        pixels = np.asarray(shown.convert("RGB"))
+    assert (pixels[30, 40] != 250).any() and (pixels[60, 100] != 250).any()  # a mark where each point is
+    assert visual.original_support(marked) == str(original)  # the model gets the unmarked image
+    assert visual.original_support(str(original)) == str(original)
+    # a PNG that names another file without our signature is taken as it is
+    forged = tmp_path / "forged.png"
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(visual._ORIGIN_KEY, f"{original}|0000")
+    Image.new("RGB", (10, 10)).save(forged, pnginfo=info)
+    assert visual.original_support(str(forged)) == str(forged)
+
+
+def test_show_marks_redraws_only_supports_that_change(tmp_path, monkeypatch):
+    from demo.tabs import visual
+
+    monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(tmp_path / "exports"))
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    Image.new("RGB", (50, 40)).save(one)
+    Image.new("RGB", (60, 40)).save(two)
+    table = [[1, 1, 10.0, 10.0, ""]]
+    out = visual.show_marks(str(one), str(two), None, None, None, table)
+    assert Path(out[0]).name == "support-1-marked.png" and all(o == gr.skip() for o in out[1:])
+    cleared = visual.show_marks(out[0], str(two), None, None, None, [])  # marks removed: back to the original
+    assert cleared[0] == str(one)
+
+
+# --------------------------------------------------------------------------- exports say what was asked
+def test_typed_names_over_a_preset_are_a_custom_category():
+    from demo.presets import category_of, preset_used
+
+    quadruped = next(k for k in presets() if k.startswith("KeypointWorld quadruped"))
+    assert preset_used(quadruped, list(presets()[quadruped].names[:3])) == quadruped
+    assert preset_used(quadruped, list(presets()[quadruped].descriptions[:2])) == quadruped
+    assert preset_used(quadruped, ["left eye", "chin"]) is None
+    assert category_of(quadruped) == "KeypointWorld quadruped" and category_of(None) is None
+
+
+def test_export_names_the_image_and_states_the_png_scale():
+    from demo.export import export_json
+    from demo.views import Outcome, export_stem, present
+
+    image = Image.new("RGB", (100, 80))
+    outcome = Outcome("text", image, [{"bbox": None, "results": [{"xy": (10.0, 20.0), "score": 0.9, "parsed": True,
+                                                                   "text": "nose", "query": "nose"}]}], ["nose"],
+                      prompt={"task": "text", "preset": None, "category": None}, model="kptllm-keypointworld (embedded)",
+                      file_name="My dog (1).jpg")
+    assert export_stem(outcome) == "kptllm-text-My_dog_1"
+    annotated, _, png, js = present(outcome, 0.0)
+    payload = json.loads(Path(js).read_text())
+    assert Path(png).name == "kptllm-text-My_dog_1.png" and payload["images"][0]["file_name"] == "My dog (1).jpg"
+    assert payload["categories"][0]["name"] == "custom"
+    scale = payload["annotated_png"]["scale"]
+    assert annotated.size == (payload["annotated_png"]["width"], payload["annotated_png"]["height"]) and scale == pytest.approx(512 / 80)
+    assert export_json("text", {}, image, [], [], (), "m")["images"][0]["file_name"] == "image.png"
+
+
+def test_public_paths_name_no_server_folder():
+    from demo.benchmarks import ROOT, public_path
+    from demo.model import public_model_name
+
+    assert public_path(str(ROOT / "assets" / "kptllm-keypointworld")) == "assets/kptllm-keypointworld"
+    assert public_path("/tmp/kw-held/annotations.json") == "kw-held/annotations.json"
+    assert public_path("relative/thing") == "relative/thing" and public_path(None) is None
+    assert public_model_name(None) == "kptllm-keypointworld (embedded)"
+    assert public_model_name("/srv/models/my-model") == "my-model" and public_model_name("org/model") == "org/model"
