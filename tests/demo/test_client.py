@@ -341,3 +341,15 @@ def test_no_server_path_reaches_a_visitor(app, client):
 
 def pd_column(value, name):
     return [row[value["headers"].index(name)] for row in value["data"]]
+
+
+def test_the_readme_gradio_client_example_runs(app, monkeypatch):
+    """The README's scripting example, as written (keywords), against this server."""
+    from demo.benchmarks import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("Scripting it with `gradio_client`", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    scope = {}
+    exec(block.replace("http://127.0.0.1:7860/", app[0]), scope)
+    assert Path(scope["coco_json"]).is_file() and _table(scope["table"])[0][2] == "nose"
