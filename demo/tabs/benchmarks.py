@@ -28,13 +28,37 @@ def bar_chart(rows: pd.DataFrame):
     return figure
 
 
+VALIDATION_SERIES = {"text_pck@0.2": "text PCK@0.2", "visual_pck@0.2": "visual 1-shot PCK@0.2",
+                     "semantic_accuracy": "semantic accuracy"}
+
+
 def curve_chart(curve: pd.DataFrame):
-    if curve.empty:
+    """The training loss per step (rows with a loss; validation rows have none), one line per stage."""
+    if curve.empty or "loss" not in curve:
         return px.line(title="No training log")
-    curve = curve.assign(stage=curve.get("stage", 1).astype(str))
+    curve = curve[curve["loss"].notna()]
+    curve = curve.assign(stage=curve["stage"].fillna(1).astype(int).astype(str) if "stage" in curve else "1")
     figure = px.line(curve, x="step", y="loss", color="stage", log_y=True,
                      title="Embedded model: training loss (answer tokens) per step", hover_data=["lr", "elapsed"])
     figure.update_layout(height=380)
+    return figure
+
+
+def validation_chart(curve: pd.DataFrame):
+    """Held-out validation at intervals (`validation` rows of metrics.jsonl): what chose the checkpoint."""
+    if curve.empty or "validation" not in curve:
+        return px.line(title="No held-out validation in the training log")
+    rows = []
+    for _, row in curve[curve["validation"].notna()].iterrows():
+        for key, label in VALIDATION_SERIES.items():
+            if row["validation"].get(key) is not None:
+                rows.append({"step": row["step"], "value": row["validation"][key], "metric": label,
+                             "seed": row["validation"].get("seed")})
+    if not rows:
+        return px.line(title="No held-out validation in the training log")
+    figure = px.line(pd.DataFrame(rows), x="step", y="value", color="metric", markers=True, hover_data=["seed"],
+                     title="Held-out validation during training (KeypointWorld, the checkpoint-choosing seed)")
+    figure.update_layout(height=340, yaxis_range=[0, 1])
     return figure
 
 
@@ -113,7 +137,9 @@ def build() -> None:
     with gr.Accordion("Provenance of every measured number", open=False):
         gr.Dataframe(provenance(), interactive=False, show_search="search", wrap=True, elem_id="bench-prov")
     with gr.Accordion("Training curve of the embedded model", open=True):
-        gr.Plot(curve_chart(data.training_curve()), elem_id="bench-curve")
+        curve = data.training_curve()
+        gr.Plot(curve_chart(curve), elem_id="bench-curve")
+        gr.Plot(validation_chart(curve), elem_id="bench-validation")
     inputs = [tasks, datasets, metrics, methods, sources]
     apply.click(filtered, inputs, [rows, chart, csv], api_name="benchmarks", queue=False)
     compare_btn.click(compare, [pick, tasks, datasets, metrics], wide, api_name="benchmarks_side_by_side", queue=False)

@@ -353,3 +353,24 @@ def test_public_paths_name_no_server_folder():
     assert public_path("relative/thing") == "relative/thing" and public_path(None) is None
     assert public_model_name(None) == "kptllm-keypointworld (embedded)"
     assert public_model_name("/srv/models/my-model") == "my-model" and public_model_name("org/model") == "org/model"
+
+
+def test_training_charts_keep_loss_and_validation_rows_apart():
+    """metrics.jsonl mixes loss rows and held-out validation rows (no loss): the loss line must not break on
+    them, and the validation chart shows exactly the validation rows."""
+    import pandas as pd
+
+    from demo.tabs.benchmarks import curve_chart, validation_chart
+
+    curve = pd.DataFrame([{"step": 5, "loss": 0.6, "lr": 1e-4, "elapsed": 10.0, "stage": 1},
+                          {"step": 10, "loss": 0.5, "lr": 1e-4, "elapsed": 20.0, "stage": 1},
+                          {"step": 10, "elapsed": 20.0, "stage": 1,
+                           "validation": {"seed": 900001, "text_pck@0.2": 0.9, "visual_pck@0.2": 0.7, "semantic_accuracy": 0.6}},
+                          {"step": 15, "loss": 0.4, "lr": 1e-4, "elapsed": 30.0, "stage": 2}])
+    loss = curve_chart(curve)
+    assert sorted(x for trace in loss.data for x in trace.x) == [5, 10, 15]
+    assert all(y == y for trace in loss.data for y in trace.y)  # no NaN in the loss line
+    validation = validation_chart(curve)
+    assert {trace.name: list(trace.y) for trace in validation.data} == {
+        "text PCK@0.2": [0.9], "visual 1-shot PCK@0.2": [0.7], "semantic accuracy": [0.6]}
+    assert "No held-out" in validation_chart(curve.drop(columns="validation")).layout.title.text
