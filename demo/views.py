@@ -50,6 +50,13 @@ def box_note(bbox) -> str:
     return f"*The model looked at the box x {x:g}, y {y:g}, width {w:g}, height {h:g} (pixels).*"
 
 
+def looked_at(outcome: Outcome | None):
+    """The note under a result: what the model looked at (`box_note` of the request's box)."""
+    if outcome is None or not outcome.instances:
+        return gr.skip()
+    return box_note(outcome.instances[0].get("bbox"))
+
+
 def _label(r: dict, fallback: str) -> str:
     return r.get("query") or r.get("text") or fallback
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kptllm import KeypointPredictor
@@ -82,3 +83,38 @@ def test_kptllm_eval_on_held_out_keypointworld_and_off_centre_copies(tmp_path):
     assert plain >= 0.85, records["plain"]["metrics"]  # 0.909 with the shipped model
     assert abs(moved - plain) <= 0.06, (plain, moved)  # 0.913 off-centre (12 images: a noisier 0.03)
     assert records["plain"]["counts"]["unparsed"] == 0
+
+
+def demo_examples_answered(predictor) -> dict:
+    """How the model answers the demo's own examples, given as the tabs give them (with their boxes): per
+    task the share answered right. The examples are made by a rule that never looks at the model's answers
+    (`demo/make_examples.py`): semantics asks each drawing's first labelled keypoint; the visual prompt marks
+    the first 6 keypoints of each support; the text prompt asks every keypoint name. A location is right within
+    0.2 x the longer side of the query's box (the PCK@0.2 of the benchmarks)."""
+    from demo.tabs.visual import EXAMPLE_KEYPOINTS
+    from PIL import Image
+
+    folder = ROOT / "assets" / "examples"
+    queries = json.loads((folder / "keypointworld.json").read_text())
+    supports = json.loads((folder / "keypointworld_supports.json").read_text())
+    hits = {"semantic": [], "visual": [], "text": []}
+
+    def near(xy, truth, box) -> bool:
+        return xy is not None and float(np.hypot(xy[0] - truth[0], xy[1] - truth[1])) < 0.2 * max(box[2], box[3])
+
+    for file, query in queries.items():
+        image = Image.open(folder / file)
+        predictor.set_image(image, tuple(query["bbox"]))
+        (answer,) = predictor.describe([tuple(query["keypoints"][0][:2])])
+        hits["semantic"].append(answer.text == query["names"][0])
+        labelled = [k for k, (_, _, v) in enumerate(query["keypoints"]) if v > 0]
+        for k, result in zip(labelled, predictor.detect([query["names"][k] for k in labelled])):
+            hits["text"].append(near(result.xy, query["keypoints"][k], query["bbox"]))
+        support_file, support = next((f, s) for f, s in supports.items() if s["category"] == query["category"])
+        marked = support["keypoints"][:EXAMPLE_KEYPOINTS]
+        results = predictor.detect_from_example(Image.open(folder / support_file), [tuple(p) for p in marked],
+                                                support_bbox=tuple(support["bbox"]))
+        for k, result in enumerate(results):
+            if query["keypoints"][k][2] > 0:
+                hits["visual"].append(near(result.xy, query["keypoints"][k], query["bbox"]))
+    return {task: sum(v) / len(v) for task, v in hits.items()} | {"n": {task: len(v) for task, v in hits.items()}}

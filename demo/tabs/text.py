@@ -11,7 +11,7 @@ import gradio as gr
 from ..inputs import BOX_LABEL, ImageInput, image_name, load_image, parse_box, parse_names
 from ..model import LoadedModel, run_detect
 from ..presets import category_of, preset_used, presets, skeleton_for
-from ..views import MIN_SCORE, Outcome, present, redraw
+from ..views import MIN_SCORE, Outcome, looked_at, present, redraw
 
 CUSTOM = "Custom (type below)"
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -68,6 +68,7 @@ def build(loaded: LoadedModel) -> None:
             run = gr.Button("Find keypoints", variant="primary", elem_id="text-run")
         with gr.Column():
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="text-result")
+            note = gr.Markdown(elem_id="text-note")
             min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="text-png")
@@ -77,7 +78,8 @@ def build(loaded: LoadedModel) -> None:
     preset.change(preset_text, [preset, use_desc], names, api_name="text_preset")
     use_desc.change(preset_text, [preset, use_desc], names, api_name="text_preset_descriptions")
     run.click(partial(detect_text, loaded), [image, preset, names, use_desc, bbox, min_score],
-              [out_image, table, png, js, state], api_name="detect_text", concurrency_id="model")
+              [out_image, table, png, js, state], api_name="detect_text", concurrency_id="model").then(
+        looked_at, state, note, queue=False, api_visibility="private")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="text_redraw")
     gr.Examples(examples(), [image, preset, names, use_desc, bbox], label="Examples (KeypointWorld drawings the "
                 "embedded model knows; the COCO photo shows what it does on a real image)", cache_examples=False)

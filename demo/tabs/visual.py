@@ -19,7 +19,7 @@ from ..inputs import BOX_LABEL, MAX_SUPPORTS, ImageInput, check_count, check_poi
 from ..model import LoadedModel, run_example
 from ..presets import skeleton_for
 from ..render import annotate
-from ..views import MIN_SCORE, Outcome, present, redraw
+from ..views import MIN_SCORE, Outcome, looked_at, present, redraw
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 POINT_COLUMNS = ["support", "keypoint", "x", "y", "name"]
@@ -247,6 +247,7 @@ def build(loaded: LoadedModel) -> None:
             bbox = gr.Textbox("", label=BOX_LABEL, elem_id="vis-bbox")
             run = gr.Button("Find these keypoints", variant="primary", elem_id="vis-run")
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="vis-result")
+            note = gr.Markdown(elem_id="vis-note")
             min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="vis-png")
@@ -262,7 +263,8 @@ def build(loaded: LoadedModel) -> None:
     # the marks are drawn on the supports themselves, after every change of the points table
     points.change(show_marks, [*slots, points], slots, api_name="visual_marks", concurrency_id="marks")
     run.click(partial(detect_visual, loaded), [query, *slots, points, support_boxes, bbox, min_score],
-              [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model")
+              [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model").then(
+        looked_at, state, note, queue=False, api_visibility="private")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="visual_redraw")
     gr.Examples(examples(), [query, slots[0], points, support_boxes, bbox],
                 label="Examples (support: another drawing of the same category, first keypoints marked)",

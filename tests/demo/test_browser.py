@@ -79,6 +79,7 @@ def test_text_tab(page):
     page.locator("#text-run").click()
     _result_image(page, "text-result")
     _wait_text(page, "text-table", "left shoulder")
+    _wait_text(page, "text-note", "looked at the box x 63, y 136, width 84, height 96")  # what the model saw
     page.screenshot(path=str(page.shots / "text.png"), full_page=True)
     # the JSON download: COCO-style keypoints of the three names asked for, and the prompt
     with page.expect_download() as download:

@@ -374,3 +374,12 @@ def test_training_charts_keep_loss_and_validation_rows_apart():
     assert {trace.name: list(trace.y) for trace in validation.data} == {
         "text PCK@0.2": [0.9], "visual 1-shot PCK@0.2": [0.7], "semantic accuracy": [0.6]}
     assert "No held-out" in validation_chart(curve.drop(columns="validation")).layout.title.text
+
+
+def test_the_note_under_a_result_says_what_the_model_looked_at():
+    from demo.views import Outcome, looked_at
+
+    whole = Outcome("text", Image.new("RGB", (10, 10)), [{"bbox": None, "results": []}], [])
+    boxed = Outcome("text", Image.new("RGB", (10, 10)), [{"bbox": (1, 2, 3.5, 4), "results": []}], [])
+    assert "whole image" in looked_at(whole) and "one object per box" in looked_at(whole)
+    assert "box x 1, y 2, width 3.5, height 4" in looked_at(boxed) and looked_at(None) == gr.skip()
