@@ -34,20 +34,21 @@ def public_path(value):
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else "/".join(path.parts[-2:])
 
 
-def _command(record: dict, path=None) -> str:
+def _command(record: dict, path=None, public: bool = True) -> str:
     """The `kptllm eval` command that reproduces a record (from its fields; records before version 3 did not
-    keep the image folder, which then reads IMAGES). `path`: the record file, whose folder is `--out`."""
+    keep the image folder, which then reads IMAGES). `path`: the record file, whose folder is `--out`.
+    `public`: paths as visitors may see them (`public_path`); else the server's own, runnable there."""
     if not record:
         return ""
+    shown = public_path if public else (lambda value: value)
     out = Path(path).parent if path else Path("OUT")
-    if out.is_absolute() and out.is_relative_to(ROOT):
-        out = out.relative_to(ROOT)
-    options = [("--model", public_path(record.get("model"))), ("--benchmark", record.get("benchmark")),
+    out = out.relative_to(ROOT) if out.is_absolute() and out.is_relative_to(ROOT) else shown(str(out))
+    options = [("--model", shown(record.get("model"))), ("--benchmark", record.get("benchmark")),
                ("--task", record.get("task")), ("--shots", record.get("shots")),
-               ("--annotations", public_path(record.get("annotations"))),
-               ("--images", public_path(record.get("images")) or "IMAGES"), ("--out", out), ("--boxes", record.get("boxes")),
+               ("--annotations", shown(record.get("annotations"))),
+               ("--images", shown(record.get("images")) or "IMAGES"), ("--out", out), ("--boxes", record.get("boxes")),
                ("--supercategory", record.get("supercategory")),
-               ("--semantic-labels", public_path(record.get("semantic_labels_file"))),
+               ("--semantic-labels", shown(record.get("semantic_labels_file"))),
                ("--limit", record.get("limit")),
                ("--episodes", record.get("episodes") if record.get("episodes", 200) != 200 else None),
                ("--seed", record.get("seed") if record.get("seed", 1) != 1 else None)]
@@ -69,8 +70,12 @@ def _record(path, root=RESULTS_DIR) -> dict:
         return {}
 
 
-def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
-    """Paper rows + measured rows, one per metric value, in `COLUMNS` (provenance empty on paper rows)."""
+def load_results(results_dir: str | Path | None = RESULTS_DIR, public: bool = True) -> pd.DataFrame:
+    """Paper rows + measured rows, one per metric value, in `COLUMNS` (provenance empty on paper rows).
+
+    `public` (what the dashboard shows): no server path anywhere: records relative to `results_dir`, model
+    and annotation paths through `public_path`; `public=False` keeps the server's paths (commands that run
+    here as they are)."""
     paper = ev.paper_results()
     measured = pd.DataFrame(columns=COLUMNS)
     if results_dir is not None and Path(results_dir).exists():
@@ -84,18 +89,18 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR) -> pd.DataFrame:
         for column in ("model", "checkpoint_sha256", "annotations", "annotations_sha256", "code_version", "hardware", "date"):
             from_file = measured["record"].map(lambda p, c=column: records.get(p, {}).get(c))
             measured[column] = measured[column].where(measured[column].notna(), from_file) if column in measured else from_file
-        measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {}), p))
+        measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {}), p, public))
         measured["source"] = "measured"
         # a run named like a paper method ("KptLLM++") is a column of its own, never merged with the paper's
         clash = measured["method"].isin(set(paper["method"]))
         measured.loc[clash, "method"] = measured.loc[clash, "method"] + MEASURED_SUFFIX
         folder = measured["record"].map(lambda p: Path(p).parent.name)
         measured["setting"] = measured["setting"].where(measured["setting"].fillna("") != "", folder)
-        # what visitors see: records relative to the results folder, no server paths
-        base = Path(results_dir).resolve()
-        measured["record"] = measured["record"].map(lambda p: Path(p).resolve().relative_to(base).as_posix())
-        for column in ("model", "annotations"):
-            measured[column] = measured[column].map(public_path)
+        if public:  # what visitors see: records relative to the results folder, no server paths
+            base = Path(results_dir).resolve()
+            measured["record"] = measured["record"].map(lambda p: Path(p).resolve().relative_to(base).as_posix())
+            for column in ("model", "annotations"):
+                measured[column] = measured[column].map(public_path)
     table = pd.concat([paper, measured], ignore_index=True)
     for column in COLUMNS:
         if column not in table:

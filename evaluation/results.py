@@ -12,7 +12,10 @@ Long-table columns (`paper_results`, `load_records`, `results_table`):
     source              "paper" or "measured"
     table               paper table number ("" for measured rows)
     task                paper task: visual_prompt, semantic_understanding, generic_detection, text_prompt
-    dataset, setting    the paper's names ("MP-100", "1-shot split1"); measured rows get the names of the
+                        (measured KeypointWorld records too: text -> text_prompt, visual -> visual_prompt, ...)
+    dataset, setting    the paper's names ("MP-100", "1-shot split1"); KeypointWorld records name their data
+                        "KeypointWorld seed 424242[, off-centre]"; free (unconstrained) decoding adds
+                        ", free decoding" to the setting; measured rows get the names of the
                         paper rows they are comparable with; a run of part of a file (--limit, --allow-missing)
                         gets "(N of M units)" appended, so it never lines up with a full-protocol number
     method              paper: the method, names normalised ("Fine-tune"); measured: the run's unique label
@@ -68,6 +71,10 @@ PAPER_NAMES = {
     ("carfusion", "text"): ("generic_detection", "CarFusion", ""),
     ("ap10k-different-order", "text"): ("text_prompt", "AP-10K", "train Bovidae test Canidae"),
     ("ap10k-same-order", "text"): ("text_prompt", "AP-10K", "train Canidae test Felidae"),
+    # our own benchmark: the paper's task names, the data named by `keypointworld_dataset`
+    ("keypointworld", "text"): ("text_prompt", "KeypointWorld", "GT boxes"),
+    ("keypointworld", "visual"): ("visual_prompt", "KeypointWorld", "{shots}-shot"),
+    ("keypointworld", "semantic"): ("semantic_understanding", "KeypointWorld", "GT points"),
 }
 CROSS_SUPERCATEGORY = ("visual_prompt", "MP-100 cross-supercategory", "{shots}-shot {supercategory}")
 ALIASES = {"pck@0.2": "PCK@0.2"}  # lower-case keys kept in records for scripts; one row per value here
@@ -95,6 +102,16 @@ def _default_name(record: dict) -> str:
     return f"{base} {sha[:8]}" if sha else base
 
 
+def keypointworld_dataset(record: dict) -> str:
+    """'KeypointWorld seed 424242' (', off-centre' for the shifted copies), from the description the
+    synthesised file carries; the annotation file's label for files without one."""
+    description = record.get("annotations_description") or ""
+    seed = re.search(r"seed (\d+)", description)
+    if not seed:
+        return f"KeypointWorld {record.get('annotations_label') or Path(record.get('annotations', '')).name}".strip()
+    return f"KeypointWorld seed {seed.group(1)}" + (", off-centre" if "off-centre" in description else "")
+
+
 def _record_rows(path: Path, record: dict) -> list[dict]:
     if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
         raise ValueError("no metrics")
@@ -104,12 +121,16 @@ def _record_rows(path: Path, record: dict) -> list[dict]:
     else:
         names = PAPER_NAMES.get((benchmark, task), ("", benchmark, ""))
     paper_task, dataset, setting = names
+    if benchmark == "keypointworld":
+        dataset = keypointworld_dataset(record)
     split = re.search(r"split\s*(\d)", Path(record.get("annotations", "")).name)
     label = record.get("annotations_label") or Path(record.get("annotations", "")).name
     setting = setting.format(shots=record.get("shots") or 1, supercategory=record.get("supercategory"),
                              split=f"split{split.group(1)}" if split else label)
     if record.get("boxes"):
         setting = f"detected boxes {Path(record['boxes']).name}"
+    if record.get("constrained") is False:
+        setting = f"{setting}, free decoding".strip(", ")
     evaluated = record.get("units_evaluated", record.get("units"))
     total = record.get("units_total")
     if record.get("limit") and total is None:

@@ -30,7 +30,7 @@ from .checks import missing_images_message
 from .data import KeypointDataset
 from .data.semantic_labels import load as load_semantic_labels
 
-RECORD_VERSION = 3  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file
+RECORD_VERSION = 3  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file (+ annotations_description, optional)
 
 
 def checkpoint_hash(model: str) -> str | None:
@@ -327,6 +327,7 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "shots": settings["shots"], "limit": limit, "annotations": str(annotations),
         "annotations_sha256": settings["annotations_sha256"],
         "annotations_label": annotations_label(annotations, dataset, annotations_sha256),
+        "annotations_description": dataset.description or None,
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
         # with the fields above, what `kptllm eval` needs to run this again (the dashboard rebuilds the command)

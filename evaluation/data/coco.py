@@ -119,6 +119,9 @@ class KeypointDataset:
         if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
             raise ValueError(f"{source or 'data'} is not a COCO keypoint file (needs 'images' and 'annotations')")
         self.source = source
+        info = data.get("info")
+        # the file's own account of itself (KeypointWorld writes "KeypointWorld, 60 images, seed 424242")
+        self.description = str(info.get("description") or "") if isinstance(info, dict) else ""
         self._where = "the file"
         try:
             self._read(data, None if image_root is None else Path(image_root))

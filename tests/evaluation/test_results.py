@@ -1,6 +1,7 @@
 """The paper's numbers and measured records: stacked with provenance, never merged (issue #6.5)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,24 @@ def test_benchmarks_without_paper_numbers_filter_by_their_records(tmp_path, caps
         results_table(tmp_path, benchmark="imagenet")
     assert main(["results", "--results", str(tmp_path / "none")]) == 2
     assert "results folder not found" in capsys.readouterr().err
+
+
+def test_keypointworld_records_use_the_papers_task_names_and_name_their_data(tmp_path):
+    """One taxonomy: a measured text-prompt record sits under `text_prompt` like the paper's text-prompt rows;
+    its dataset says which KeypointWorld scenes (from the file's own description) and its setting the protocol."""
+    _write(tmp_path / "t", benchmark="keypointworld", task="text", metrics={"PCK@0.2": 0.95},
+           annotations_description="KeypointWorld, 60 images, seed 424242")
+    _write(tmp_path / "o", benchmark="keypointworld", task="visual", shots=1, metrics={"PCK@0.2": 0.6},
+           annotations_description="KeypointWorld, 60 images, seed 424242, off-centre in larger canvases")
+    _write(tmp_path / "s", benchmark="keypointworld", task="semantic", metrics={"accuracy": 0.7}, constrained=False,
+           annotations_description="KeypointWorld, 60 images, seed 424242")
+    _write(tmp_path / "old", benchmark="keypointworld", task="text", metrics={"PCK@0.2": 0.9})  # no description
+    table = load_records(tmp_path)
+    table = table.set_index(table["record"].map(lambda p: Path(p).parent.name))
+    assert (table.loc["t", "task"], table.loc["t", "dataset"], table.loc["t", "setting"]) == (
+        "text_prompt", "KeypointWorld seed 424242", "GT boxes")
+    assert (table.loc["o", "task"], table.loc["o", "dataset"], table.loc["o", "setting"]) == (
+        "visual_prompt", "KeypointWorld seed 424242, off-centre", "1-shot")
+    assert (table.loc["s", "task"], table.loc["s", "setting"]) == ("semantic_understanding", "GT points, free decoding")
+    assert table.loc["old", "dataset"].startswith("KeypointWorld ")
+    assert "text_prompt" in set(paper_results()["task"])  # the same name the paper's rows use

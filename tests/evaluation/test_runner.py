@@ -240,7 +240,8 @@ def test_cli_eval_names_the_path_it_cannot_use(tiny_dir, tmp_path, capsys):
 
 def test_the_dashboards_command_reproduces_the_record(tiny_dir, tmp_path, mp100_like):
     """A record keeps what `kptllm eval` needs to run it again (images, episodes, seed, --no-constraints): the
-    Benchmarks tab's command, run as it is shown, gives the same numbers; a constrained run reads differently."""
+    Benchmarks tab's command, with the server's paths (the tab shows them shortened), gives the same numbers;
+    a constrained run reads differently."""
     import shlex
 
     from demo.benchmarks import load_results
@@ -249,7 +250,9 @@ def test_the_dashboards_command_reproduces_the_record(tiny_dir, tmp_path, mp100_
     record = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(results / "v"),
                            shots=1, episodes=2, seed=5, limit=3, constrained=False, progress=False)
     assert (record["images"], record["episodes"], record["seed"], record["constrained"]) == (str(REAL / "coco"), 2, 5, False)
-    command = load_results(results).query("source == 'measured'")["command"].iloc[0]
+    command = load_results(results, public=False).query("source == 'measured'")["command"].iloc[0]
+    shown = load_results(results).query("source == 'measured'")["command"].iloc[0]
+    assert str(tmp_path) not in shown and shown.replace("--images tests/data/real/coco", "") != shown
     assert "--no-constraints" in command and "--episodes 2" in command and "--seed 5" in command
     argv = shlex.split(command)
     assert argv[:2] == ["kptllm", "eval"]
@@ -259,5 +262,5 @@ def test_the_dashboards_command_reproduces_the_record(tiny_dir, tmp_path, mp100_
     assert again["metrics"] == record["metrics"] and again["constrained"] is False
     constrained = run_benchmark(str(tiny_dir), "mp100", str(mp100_like), str(REAL / "coco"), str(results / "c"),
                                 shots=1, episodes=2, seed=5, limit=3, progress=False)
-    commands = set(load_results(results).query("source == 'measured'")["command"])
+    commands = set(load_results(results, public=False).query("source == 'measured'")["command"])
     assert len(commands) == 2 and constrained["constrained"] is True
