@@ -24,6 +24,8 @@ from kptllm.image import validate_bbox
 from kptllm.image import load_image as library_load_image
 from kptllm.protocol import MAX_TEXT_CHARS
 
+from .shown import original_of
+
 MAX_PIXELS = 40_000_000  # an 8000 x 5000 photo
 MIN_SIDE = 8
 MAX_TEXT = MAX_TEXT_CHARS  # characters per keypoint name / description (the library's limit)
@@ -90,6 +92,7 @@ def load_image(value, what: str = "image") -> Image.Image:
     header before it is decoded."""
     if value is None:
         raise refuse(f"Please upload the {what}.")
+    value = original_of(value)  # a slot showing marks holds a marked copy: the model gets the original
     try:
         width, height = _size_of(value)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError):
@@ -109,6 +112,7 @@ def load_image(value, what: str = "image") -> Image.Image:
 
 def image_name(value, default: str = "image.png") -> str:
     """The file name the user gave the image (Gradio keeps it in the cached path's last part), for exports."""
+    value = original_of(value)
     if isinstance(value, (str, Path)) and Path(value).suffix.lower() != ".img":
         return Path(value).name
     return default

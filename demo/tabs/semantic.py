@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import clickbox
 from ..inputs import BOX_LABEL, ImageInput, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_describe
 from ..views import Outcome, box_note, escape_markdown, present
@@ -15,10 +16,17 @@ from ..views import Outcome, box_note, escape_markdown, present
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
-def clicked(evt: gr.SelectData):
-    """The clicked pixel (gradio>=6.19 gives image pixels in evt.index)."""
+POINT, BOX = "point", "box"
+
+
+def clicked(mode, value, box_text, corner, evt: gr.SelectData):
+    """A click: the point to ask about (x, y; gradio>=6.19 gives image pixels in evt.index), or in box mode a
+    corner of the object's box. -> (x, y, box field, pending corner, image shown)."""
+    if mode == BOX:
+        box, corner, shown = clickbox.corner_click(value, box_text, corner, evt, name="semantic-box.png")
+        return gr.skip(), gr.skip(), box, corner, shown
     x, y = evt.index[:2]
-    return float(x), float(y)
+    return float(x), float(y), gr.skip(), gr.skip(), gr.skip()
 
 
 def describe(loaded: LoadedModel, image, x=None, y=None, box=""):
@@ -53,11 +61,14 @@ def examples() -> list[list]:
 def build(loaded: LoadedModel) -> None:
     with gr.Row():
         with gr.Column():
-            image = ImageInput(label="Image — click a point", elem_id="sem-image")
+            image = ImageInput(label="Image — click a point (or, in box mode, two corners of the object)",
+                               elem_id="sem-image")
             with gr.Row():
                 x = gr.Number(label="x", elem_id="sem-x")
                 y = gr.Number(label="y", elem_id="sem-y")
             bbox = gr.Textbox("", label=BOX_LABEL, elem_id="sem-bbox")
+            mode = gr.Radio([("the point to ask about", POINT), ("the object's box (click two opposite corners)", BOX)],
+                            value=POINT, label="A click on the image sets", elem_id="sem-mode")
             run = gr.Button("What keypoint is this?", variant="primary", elem_id="sem-run")
         with gr.Column():
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="sem-result")
@@ -66,8 +77,15 @@ def build(loaded: LoadedModel) -> None:
                 png = gr.DownloadButton("Annotated PNG", elem_id="sem-png")
                 js = gr.DownloadButton("Answer JSON", elem_id="sem-json")
     fn = partial(describe, loaded)
+
+    def describe_point(mode, image, x, y, box):
+        return describe(loaded, image, x, y, box) if mode == POINT else (gr.skip(),) * 4
+
     run.click(fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe", concurrency_id="model")
-    image.select(clicked, None, [x, y], api_name="semantic_click", queue=False).then(
-        fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe_clicked", concurrency_id="model")
+    corner = clickbox.wire(image, bbox, name="semantic-box.png", clicks=False)
+    image.select(clicked, [mode, image, bbox, corner], [x, y, bbox, corner, image], queue=False,
+                 api_visibility="private").then(describe_point, [mode, image, x, y, bbox], [out_image, answer, png, js],
+                                                api_visibility="private", concurrency_id="model")
     gr.Examples(examples(), [image, x, y, bbox], label="Examples (the first labelled keypoint of each drawing)",
-                cache_examples=False)
+                cache_examples=False, fn=lambda value, _x, _y, box: clickbox.show_typed(value, box, "semantic-box.png")[0],
+                outputs=image, run_on_click=True, api_visibility="private")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import clickbox
 from ..inputs import BOX_LABEL, ImageInput, image_name, load_image, parse_box, parse_names
 from ..model import LoadedModel, run_detect
 from ..presets import category_of, preset_used, presets, skeleton_for
@@ -59,7 +60,7 @@ def build(loaded: LoadedModel) -> None:
     first = choices[0]
     with gr.Row():
         with gr.Column():
-            image = ImageInput(label="Image", elem_id="text-image")
+            image = ImageInput(label="Image — click two opposite corners of the object to draw its box", elem_id="text-image")
             bbox = gr.Textbox("", label=BOX_LABEL, elem_id="text-bbox")
             preset = gr.Dropdown(choices, value=first, label="Keypoint preset", elem_id="text-preset")
             use_desc = gr.Checkbox(False, label="Use descriptions instead of names")
@@ -81,5 +82,8 @@ def build(loaded: LoadedModel) -> None:
               [out_image, table, png, js, state], api_name="detect_text", concurrency_id="model").then(
         looked_at, state, note, queue=False, api_visibility="private")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="text_redraw")
+    clickbox.wire(image, bbox, name="text-box.png")
     gr.Examples(examples(), [image, preset, names, use_desc, bbox], label="Examples (KeypointWorld drawings the "
-                "embedded model knows; the COCO photo shows what it does on a real image)", cache_examples=False)
+                "embedded model knows; the COCO photo shows what it does on a real image)", cache_examples=False,
+                fn=lambda value, _preset, _names, _descriptions, box: clickbox.show_typed(value, box, "text-box.png")[0],
+                outputs=image, run_on_click=True, api_visibility="private")

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
-import secrets
 from functools import partial
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from PIL import Image, PngImagePlugin
 
-from ..export import request_folder
+from .. import clickbox
 from ..inputs import BOX_LABEL, MAX_SUPPORTS, ImageInput, check_count, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_example
 from ..presets import skeleton_for
-from ..render import annotate
+from ..shown import marked_copy, original_of
 from ..views import MIN_SCORE, Outcome, looked_at, present, redraw
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -108,36 +104,8 @@ def parse_points(points, images: list) -> tuple[list[int], list[list], list[str]
     return used, per_support, ([names[k] for k in numbers] if names else None), numbers
 
 
-# A support shown with its marks is a PNG of our own that names, signed, the file the user gave: the handlers
-# read the marks' file back to that original, so the model never sees the marks and a forged name is ignored.
-_ORIGIN_KEY = "kptllm-support-original"
-_SECRET = secrets.token_bytes(32)
-
-
-def _signed(path: str) -> str:
-    return f"{path}|{hmac.new(_SECRET, path.encode(), hashlib.sha256).hexdigest()}"
-
-
-def original_support(value):
-    """The support image the user gave for slot value `value` (a path): the original behind a marked copy,
-    else `value` itself (also when it is not an image at all: `load_image` refuses it then)."""
-    if not isinstance(value, (str, Path)):
-        return value
-    try:
-        with Image.open(value) as opened:
-            tag = opened.info.get(_ORIGIN_KEY) if opened.format == "PNG" else None
-    except Exception:  # noqa: BLE001 - not an image: left to load_image's plain refusal
-        return value
-    if isinstance(tag, str) and "|" in tag:
-        path = tag.rsplit("|", 1)[0]
-        if hmac.compare_digest(tag, _signed(path)) and Path(path).is_file():
-            return path
-    return value
-
-
 def marked_support(original, rows: list[dict], slot: int) -> str:
-    """A PNG of support `slot`'s original image (same size: a click on it lands in the original's pixels)
-    with its marked keypoints numbered ('2 nose' where named), which names the original."""
+    """Support `slot`'s original image with its marked keypoints numbered ('2 nose' where named)."""
     image = load_image(original, f"support image {slot}")
     pts, labels = [], []
     for r in rows:
@@ -147,11 +115,7 @@ def marked_support(original, rows: list[dict], slot: int) -> str:
             continue
         name = str(r.get("name") or "").strip()
         labels.append(f"{_int(r.get('keypoint'), 'keypoint number')}" + (f" {name}" if name and name != "nan" else ""))
-    info = PngImagePlugin.PngInfo()
-    info.add_text(_ORIGIN_KEY, _signed(str(original)))
-    path = request_folder() / f"support-{slot}-marked.png"
-    annotate(image, pts, labels, min_side=0).save(path, format="PNG", pnginfo=info)
-    return str(path)
+    return marked_copy(original, image, f"support-{slot}-marked.png", pts, labels)
 
 
 def show_marks(*args):
@@ -161,7 +125,7 @@ def show_marks(*args):
     rows = _rows(points)
     out = []
     for k, value in enumerate(values):
-        original = original_support(value)
+        original = original_of(value)
         mine = [r for r in rows if str(r.get("support")) in (str(k + 1), f"{k + 1}.0")]
         if value is None or (not mine and original == value):
             out.append(gr.skip())
@@ -187,7 +151,7 @@ def detect_visual(loaded: LoadedModel, query, support_1, support_2=None, support
     this confidence are hidden."""
     source = query
     query = load_image(query, "query image")
-    raw = [original_support(s) for s in (support_1, support_2, support_3, support_4, support_5)]
+    raw = [support_1, support_2, support_3, support_4, support_5]  # load_image reads marked copies as their originals
     images = [None if s is None else load_image(s, f"support image {k + 1}") for k, s in enumerate(raw)]
     if not any(i is not None for i in images):
         raise refuse("Upload at least one support image and click on it to mark keypoints.")
@@ -243,7 +207,8 @@ def build(loaded: LoadedModel) -> None:
                                        "the whole support)", lines=2, elem_id="vis-support-boxes")
         with gr.Column():
             gr.Markdown("**2. Query image**")
-            query = ImageInput(label="Query image", elem_id="vis-query")
+            query = ImageInput(label="Query image — click two opposite corners of the object to draw its box",
+                               elem_id="vis-query")
             bbox = gr.Textbox("", label=BOX_LABEL, elem_id="vis-bbox")
             run = gr.Button("Find these keypoints", variant="primary", elem_id="vis-run")
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="vis-result")
@@ -266,6 +231,7 @@ def build(loaded: LoadedModel) -> None:
               [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model").then(
         looked_at, state, note, queue=False, api_visibility="private")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="visual_redraw")
+    clickbox.wire(query, bbox, name="query-box.png")
     gr.Examples(examples(), [query, slots[0], points, support_boxes, bbox],
                 label="Examples (support: another drawing of the same category, first keypoints marked)",
                 cache_examples=False)

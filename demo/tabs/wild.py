@@ -10,6 +10,7 @@ import gradio as gr
 
 from kptllm.detection import DEFAULT_DETECTOR, GroundingDinoDetector
 
+from .. import clickbox
 from ..inputs import MAX_QUERY_TEXT, ImageInput, image_name, load_image, parse_box, parse_names, refuse
 from ..model import LoadedModel, gpu, run_detect_boxes
 from ..presets import category_of, preset_used, presets, skeleton_for
@@ -153,13 +154,13 @@ def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, no
     status = gr.Markdown(note, elem_id="wild-status")
     with gr.Row():
         with gr.Column():
-            image = ImageInput(label="Photo", elem_id="wild-image")
+            image = ImageInput(label="Photo — click two opposite corners of an object to box it by hand", elem_id="wild-image")
             objects = gr.Textbox("person.", label="Objects to find (GroundingDINO text query)", elem_id="wild-objects")
             with gr.Row():
                 box_thr = gr.Slider(0, 1, value=BOX_THRESHOLD, step=0.01, label="Box threshold")
                 text_thr = gr.Slider(0, 1, value=TEXT_THRESHOLD, step=0.01, label="Text threshold")
-            boxes = gr.Textbox("", label="Or type boxes: one x, y, w, h per line (overrides the detector)", lines=2,
-                               elem_id="wild-boxes")
+            boxes = gr.Textbox("", label="Or give boxes: click two opposite corners of each object on the photo, "
+                               "or type one x, y, w, h per line (they replace the detector)", lines=2, elem_id="wild-boxes")
             preset = gr.Dropdown(choices, value=coco, label="Keypoint preset")
             names = gr.Textbox(preset_text(coco, False), lines=5, label="Keypoints (one per line)", elem_id="wild-names")
             with gr.Row():
@@ -179,8 +180,10 @@ def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, no
               [out_image, table, png, js, state], api_name="detect_wild", concurrency_id="model")
     fetch.click(lambda: download_detector(holder, loaded.predictor.device), None, status, api_name="wild_download_detector")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="wild_redraw")
+    clickbox.wire(image, boxes, many=MAX_OBJECTS, name="wild-boxes.png")
     gr.Examples([[str(EXAMPLES / "coco_000000000785.jpg"), "person.", coco, "280,44,218,346"],
                  [str(EXAMPLES / "keypointworld_person.jpg"), "person.",
                   next(k for k in choices if k.startswith("KeypointWorld person")), "63,136,84,96"]],
                 [image, objects, preset, boxes], label="Examples (typed boxes work offline; clear them to use the detector)",
-                cache_examples=False)
+                cache_examples=False, outputs=image, run_on_click=True, api_visibility="private",
+                fn=lambda value, _objects, _preset, box: clickbox.show_typed(value, box, "wild-boxes.png")[0])

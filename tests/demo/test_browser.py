@@ -106,8 +106,13 @@ def test_visual_tab(page):
     support = page.locator("#vis-support-1 img").first
     box = support.bounding_box()
     for n, (fx, fy) in enumerate(((0.45, 0.35), (0.5, 0.6), (0.55, 0.8)), start=1):
+        shown = support.get_attribute("src")
         support.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
         _wait_rows(page, "vis-points", n)
+        # as a person would: the next click once this one's mark is drawn (the support is redrawn with it)
+        page.wait_for_function("([id, before]) => { const img = document.querySelector('#' + id + ' img');"
+                               " return img && img.src !== before && img.complete && img.naturalWidth > 0; }",
+                               arg=["vis-support-1", shown])
     page.locator("#vis-undo").click()
     _wait_rows(page, "vis-points", 2)
     # the first click, at 45 % / 35 % of the shown image, is stored in the support image's own pixels
@@ -211,3 +216,26 @@ def test_a_deep_link_opens_on_the_tab_it_was_made_in(page, app):
         assert other.locator("#text-result img").first.is_visible()
     finally:
         other.close()
+
+
+def test_drawing_a_box_by_clicking_two_corners(page):
+    """Text tab: two clicks on the image make the object's box in the original's pixels and draw it there."""
+    _tab(page, "Text prompt (c)")
+    _upload(page, "text-image", EXAMPLES / "keypointworld_person.jpg")
+    image = page.locator("#text-image img").first
+    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    box = image.bounding_box()
+    for fx, fy in ((0.25, 0.5), (0.6, 0.9)):
+        shown = image.get_attribute("src")
+        image.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
+        page.wait_for_function("([id, before]) => { const img = document.querySelector('#' + id + ' img');"
+                               " return img && img.src !== before && img.complete && img.naturalWidth > 0; }",
+                               arg=["text-image", shown])
+        image = page.locator("#text-image img").first
+    page.wait_for_function("() => document.querySelector('#text-bbox textarea, #text-bbox input').value.split(',').length === 4")
+    x, y, w, h = (float(v) for v in page.locator("#text-bbox textarea, #text-bbox input").first.input_value().split(","))
+    assert abs(x - 0.25 * natural[0]) <= 2 and abs(y - 0.5 * natural[1]) <= 2
+    assert abs(w - 0.35 * natural[0]) <= 3 and abs(h - 0.4 * natural[1]) <= 3
+    assert "text-box" in image.get_attribute("src")  # the box is drawn on the image itself
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == natural
+    page.screenshot(path=str(page.shots / "text-box.png"), full_page=True)

@@ -276,6 +276,8 @@ def test_refusing_a_huge_image_costs_little_memory(tmp_path):
 
 # --------------------------------------------------------------------------- marks on the supports
 def test_a_marked_support_is_the_original_size_and_reads_back_to_the_original(tmp_path, monkeypatch):
+    from demo import shown
+    from demo.shown import original_of
     from demo.tabs import visual
 
     monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(tmp_path / "exports"))
@@ -284,20 +286,21 @@ def test_a_marked_support_is_the_original_size_and_reads_back_to_the_original(tm
     rows = [{"support": 1, "keypoint": 1, "x": 40.0, "y": 30.0, "name": ""},
             {"support": 1, "keypoint": 2, "x": 100.0, "y": 60.0, "name": "nose"}]
     marked = visual.marked_support(str(original), rows, 1)
-    with Image.open(marked) as shown:
-        assert shown.size == (150, 90)  # a click on it lands in the original's pixels
-        pixels = np.asarray(shown.convert("RGB"))
+    with Image.open(marked) as displayed:
+        assert displayed.size == (150, 90)  # a click on it lands in the original's pixels
+        pixels = np.asarray(displayed.convert("RGB"))
     assert (pixels[30, 40] != 250).any() and (pixels[60, 100] != 250).any()  # a mark where each point is
-    assert visual.original_support(marked) == str(original)  # the model gets the unmarked image
-    assert visual.original_support(str(original)) == str(original)
+    assert original_of(marked) == str(original)  # the model gets the unmarked image
+    assert original_of(str(original)) == str(original)
+    assert load_image(marked).getpixel((40, 30)) == (250, 250, 250)  # every handler reads through load_image
     # a PNG that names another file without our signature is taken as it is
     forged = tmp_path / "forged.png"
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text(visual._ORIGIN_KEY, f"{original}|0000")
+    info.add_text(shown._ORIGIN_KEY, f"{original}|0000")
     Image.new("RGB", (10, 10)).save(forged, pnginfo=info)
-    assert visual.original_support(str(forged)) == str(forged)
+    assert original_of(str(forged)) == str(forged)
 
 
 def test_show_marks_redraws_only_supports_that_change(tmp_path, monkeypatch):
@@ -383,3 +386,31 @@ def test_the_note_under_a_result_says_what_the_model_looked_at():
     boxed = Outcome("text", Image.new("RGB", (10, 10)), [{"bbox": (1, 2, 3.5, 4), "results": []}], [])
     assert "whole image" in looked_at(whole) and "one object per box" in looked_at(whole)
     assert "box x 1, y 2, width 3.5, height 4" in looked_at(boxed) and looked_at(None) == gr.skip()
+
+
+def test_two_corner_clicks_make_a_box_in_the_originals_pixels(tmp_path, monkeypatch):
+    from demo import clickbox
+    from demo.shown import original_of
+
+    monkeypatch.setenv("KPTLLM_EXPORT_DIR", str(tmp_path / "exports"))
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (200, 100), (255, 255, 255)).save(photo)
+
+    def click(x, y):
+        return gr.SelectData(None, {"index": [x, y], "value": None})
+
+    text, corner, shown = clickbox.corner_click(str(photo), "", None, click(150, 80))
+    assert text == gr.skip() and corner == [150.0, 80.0] and original_of(shown) == str(photo)
+    text, corner, shown = clickbox.corner_click(shown, "", corner, click(40.25, 10))  # any two opposite corners
+    assert text == "40.2,10,109.8,70" and corner is None
+    drawn = np.asarray(Image.open(shown).convert("RGB"))
+    assert drawn.shape[:2] == (100, 200) and (drawn[10, 100] != 255).any() and (drawn[50, 100] == 255).all()
+    # a second click on the first corner starts over there; with many boxes each closed box adds a line
+    assert clickbox.corner_click(shown, text, [30, 30], click(30.5, 30))[:2] == (gr.skip(), [30.5, 30.0])
+    many = clickbox.corner_click(str(photo), "1,1,5,5\n2,2,5,5", [0, 0], click(10, 20), many=2)[0]
+    assert many == "2,2,5,5\n0,0,10,20"
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        clickbox.corner_click(None, "", None, click(1, 1))
+    assert clickbox.show_typed(str(photo), "not a box")[0] == gr.skip()
+    assert original_of(clickbox.show_typed(str(photo), "10,10,50,50")[0]) == str(photo)
+    assert clickbox.show_typed(str(photo), "")[0] == str(photo)  # no box: the plain image again
