@@ -126,11 +126,12 @@ def side_by_side(table: pd.DataFrame, methods) -> pd.DataFrame:
     """Rows (task, dataset, setting, metric), one column per chosen method (2-3)."""
     chosen = table[table["method"].isin(list(methods))]
     if chosen.empty:
-        return pd.DataFrame(columns=["task", "dataset", "setting", "metric", *methods])
+        return pd.DataFrame(columns=["metric", *methods, "dataset", "setting", "task"])
     wide = chosen.pivot_table(index=["task", "dataset", "setting", "metric"], columns="method", values="value",
                               aggfunc="last").reset_index()
     wide.columns.name = None
-    return wide
+    # the values next to the metric, before the long dataset / setting names: visible at 1280 px
+    return wide[["metric", *[m for m in methods if m in wide], "dataset", "setting", "task"]]
 
 
 def _is_count(key: str, value) -> bool:

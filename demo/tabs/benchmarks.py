@@ -17,13 +17,26 @@ def _choices(table: pd.DataFrame, column: str) -> list[str]:
     return sorted(v for v in table[column].dropna().unique() if v != "")
 
 
+LEGEND_CHARS = 28  # longer method names are cut in the legend (the full name is in the hover)
+# the table's columns, values first, so that they show at 1280 px without scrolling sideways
+TABLE_ORDER = ["method", "metric", "value", "dataset", "setting", "task", "source", "record"]
+
+
+def short_name(name: str, limit: int = LEGEND_CHARS) -> str:
+    return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+
+
 def bar_chart(rows: pd.DataFrame):
+    """At most `MAX_BARS` values; the title says when the rows were cut, and how many there are."""
     if rows.empty:
         return px.bar(title="No rows match the filters")
-    rows = rows.head(MAX_BARS).copy()
-    rows["where"] = rows["dataset"] + " · " + rows["setting"] + " · " + rows["metric"]
-    figure = px.bar(rows, x="where", y="value", color="method", barmode="group", pattern_shape="source",
-                    hover_data=["task", "source"], title=f"{len(rows)} values (percent)")
+    shown = rows.head(MAX_BARS).copy()
+    shown["where"] = shown["dataset"] + " · " + shown["setting"] + " · " + shown["metric"]
+    shown["legend"] = shown["method"].map(short_name)
+    title = (f"All {len(shown)} values (percent)" if len(shown) == len(rows) else
+             f"First {len(shown)} of {len(rows)} values (percent): narrow the filters to see the rest")
+    figure = px.bar(shown, x="where", y="value", color="legend", barmode="group", pattern_shape="source",
+                    hover_data=["method", "task", "source"], title=title)
     figure.update_layout(xaxis_title="", yaxis_title="%", legend_title="method", height=460)
     return figure
 
@@ -67,7 +80,7 @@ def filtered(tasks, datasets, metrics, methods, sources):
     rows = data.filter_table(table, tasks, datasets, metrics, methods, sources)
     csv = request_folder() / "kptllm-benchmarks.csv"
     rows.to_csv(csv, index=False)
-    return rows.drop(columns=data.PROVENANCE[:-1]), bar_chart(rows), str(csv)
+    return rows[TABLE_ORDER], bar_chart(rows), str(csv)
 
 
 def compare(methods, tasks, datasets, metrics):

@@ -414,3 +414,17 @@ def test_two_corner_clicks_make_a_box_in_the_originals_pixels(tmp_path, monkeypa
     assert clickbox.show_typed(str(photo), "not a box")[0] == gr.skip()
     assert original_of(clickbox.show_typed(str(photo), "10,10,50,50")[0]) == str(photo)
     assert clickbox.show_typed(str(photo), "")[0] == str(photo)  # no box: the plain image again
+
+
+def test_the_chart_says_when_it_is_cut_and_keeps_legends_short():
+    import pandas as pd
+
+    from demo.tabs.benchmarks import LEGEND_CHARS, MAX_BARS, bar_chart
+
+    rows = pd.DataFrame({"dataset": [f"d{k}" for k in range(MAX_BARS + 29)], "setting": "s", "metric": "PCK@0.2",
+                         "value": 50.0, "source": "measured", "task": "text_prompt",
+                         "method": "a measured run with a very long name indeed 3e6470cf"})
+    cut = bar_chart(rows)
+    assert cut.layout.title.text.startswith(f"First {MAX_BARS} of {MAX_BARS + 29} values")
+    assert all(len(trace.name.split(", ")[0]) <= LEGEND_CHARS for trace in cut.data)  # "name, source"
+    assert bar_chart(rows.head(5)).layout.title.text.startswith("All 5 values")
