@@ -12,7 +12,8 @@ and `OUTPUT/model/` a loadable model + tokenizer. `--resume` continues from `OUT
 appends to the same metrics log, so the loss curve goes on where it stopped (`--auto-resume`: resume when
 there is a checkpoint, else start; `cpu_run.sh` restarts a stopped run that way). `OUTPUT/loss.png` is
 redrawn at each save. Every `validate_every` steps the held-out check of `validate.py` adds a row
-`{"step", "elapsed", "validation": {...}}` to the same log (its seconds are not counted as training).
+`{"step", "elapsed", "validation": {...}}` to the same log (its seconds are not counted as training), and
+the model of the best such row so far (`selection_score`) is kept in OUTPUT/best.
 
 `time_budget` (seconds, for lent GPUs) makes the cosine span training time instead of steps: after the
 warmup steps the lr follows the fraction of the budget spent, and the run saves and stops when the
@@ -239,6 +240,39 @@ def validation_row(model, processor, step: int, objects: int, elapsed: float) ->
         "keypoints": scores["keypoints"]}}
 
 
+SELECTION_KEYS = ("text_pck@0.2", "visual_pck@0.2", "semantic_accuracy")
+
+
+def selection_score(validation: dict) -> float:
+    """What chooses a checkpoint: the mean of the three held-out numbers of a validation row (those measured)."""
+    values = [validation[k] for k in SELECTION_KEYS if validation.get(k) is not None]
+    return sum(values) / len(values) if values else float("-inf")
+
+
+def _best_so_far(output: Path) -> float:
+    """The selection score of OUTPUT/best (the best validated model of this run so far; -inf if none)."""
+    try:
+        return float(json.loads((output / "best" / "best.json").read_text())["score"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("-inf")
+
+
+def _save_best(model, processor, output: Path, row: dict) -> None:
+    """OUTPUT/best: a loadable model of the step whose validation scored best, with best.json (step, numbers,
+    score); swapped in atomically like the checkpoint. Choose with this seed, report with another."""
+    tmp = output / ".best.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "best.json").write_text(json.dumps({"step": row["step"], "score": selection_score(row["validation"]),
+                                               "validation": row["validation"]}, indent=1))
+    final = output / "best"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
 def _agreed(accelerator, value: float, reduction: str) -> float:
     """`value` reduced over the processes ("max" or "sum"), so that all take the same decision; with one process
     the plain value (a reduce on a device tensor would make the host wait for the GPU at every step)."""
@@ -389,6 +423,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
                                          trained())
                     with metrics.open("a") as f:
                         f.write(json.dumps(row) + "\n")
+                    if selection_score(row["validation"]) > _best_so_far(output):
+                        _save_best(accelerator.unwrap_model(model), processor, output, row)
                 accelerator.wait_for_everyone()
                 began += clock() - paused  # validation time is not training time (budget, cosine, sequences/s)
             if step % settings.save_every == 0 or step == settings.steps or out_of_time:

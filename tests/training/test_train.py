@@ -481,6 +481,25 @@ def test_validation_rows_join_the_curve_without_counting_as_training(tiny_config
     assert set(checks[0]["validation"]) >= {"seed", "objects", "text_pck@0.2", "visual_pck@0.2", "semantic_accuracy"}
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
     plot_loss(tmp_path / "run" / "metrics.jsonl", tmp_path / "loss.png")  # validation rows have no loss: skipped
+    # the best validated model is kept, with the row that chose it
+    from evaluation.training.train import selection_score
+
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    winner = max(checks, key=lambda r: selection_score(r["validation"]))  # the first of equals
+    assert best["step"] == winner["step"] and best["validation"] == winner["validation"]
+    assert (tmp_path / "run" / "best" / "config.json").is_file()
+
+
+def test_the_best_model_is_replaced_only_by_a_better_one(tmp_path):
+    from evaluation.training.train import _best_so_far, _save_best, selection_score
+    from kptllm.build import build_tiny
+
+    model, processor = build_tiny(seed=0)
+    row = {"step": 60, "validation": {"text_pck@0.2": 0.9, "visual_pck@0.2": 0.6, "semantic_accuracy": None}}
+    assert selection_score(row["validation"]) == pytest.approx(0.75) and _best_so_far(tmp_path) == float("-inf")
+    _save_best(model, processor, tmp_path, row)
+    assert _best_so_far(tmp_path) == pytest.approx(0.75)
+    assert not (tmp_path / ".best.tmp").exists() and (tmp_path / "best" / "model.safetensors").is_file()
 
 
 def test_auto_resume_starts_a_run_then_continues_it(tiny_config, tmp_path):
