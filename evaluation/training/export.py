@@ -2,8 +2,8 @@
 
     python -m evaluation.training.export --run runs/keypointworld --out assets/kptllm-keypointworld
 
-Copies `RUN/model` (weights cast to `--dtype`), `RUN/metrics.jsonl` (the training curve the dashboard
-draws) and `RUN/loss.png` when present. `--metrics OLD.jsonl RUN/metrics.jsonl` joins stages into one
+Copies `RUN/model` (weights cast to `--dtype`; `--run RUN/best` or any model folder works too) and
+`RUN/metrics.jsonl` (the training curve the dashboard draws), and draws `loss.png` from that curve. `--metrics OLD.jsonl RUN/metrics.jsonl` joins stages into one
 curve (`join_stages`: a new stage continues the steps and seconds of the one before). The model card
 (`README.md`) is written by hand.
 """
@@ -19,6 +19,8 @@ import torch
 from kptllm.modeling import KptLLMForKeypoints
 from kptllm.processor import KptLLMProcessor
 
+from .train import plot_loss
+
 
 def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     run, out = Path(run), Path(out)
@@ -33,7 +35,8 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     rows = join_stages([c for c in curves if c.is_file()])
     if rows:  # written afresh: exporting twice gives the same file
         (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    if (run / "loss.png").is_file():
+        plot_loss(out / "metrics.jsonl", out / "loss.png")  # the joined curve, every stage
+    elif (run / "loss.png").is_file():
         (out / "loss.png").write_bytes((run / "loss.png").read_bytes())
     return out
 
