@@ -27,6 +27,10 @@ def _lines(text) -> list[str]:
     return [line.strip() for line in str(text or "").splitlines() if line.strip()]
 
 
+def _boxes(lines) -> list[tuple[float, float, float, float]]:
+    return [parse_box(line, None, "box") for line in lines]
+
+
 def _drawn(value, boxes, corner=None, name: str = "boxes.png"):
     """The slot's image with `boxes` (xywh) and an optional pending `corner` drawn; the original when nothing."""
     original = original_of(value)
@@ -48,15 +52,13 @@ def corner_click(value, box_text, corner, evt: gr.SelectData, many: int = 1, nam
     lines = _lines(box_text)
     if corner is None:
         kept = lines if many > 1 else []
-        boxes = [parse_box(line, None, "box") for line in kept]
-        return gr.skip(), [x, y], _drawn(value, boxes, (x, y), name)
+        return gr.skip(), [x, y], _drawn(value, _boxes(kept), (x, y), name)
     (x0, y0) = corner
     box = (min(x0, x), min(y0, y), abs(x - x0), abs(y - y0))
     if box[2] < MIN_BOX_SIDE or box[3] < MIN_BOX_SIDE:  # a double click: that is the new first corner
         return gr.skip(), [x, y], _drawn(value, [], (x, y), name)
     lines = (lines + [_format(box)])[-many:] if many > 1 else [_format(box)]
-    boxes = [parse_box(line, None, "box") for line in lines]
-    return "\n".join(lines), None, _drawn(value, boxes, None, name)
+    return "\n".join(lines), None, _drawn(value, _boxes(lines), None, name)
 
 
 def show_typed(value, box_text, name: str = "boxes.png"):
@@ -64,7 +66,7 @@ def show_typed(value, box_text, name: str = "boxes.png"):
     if value is None:
         return gr.skip(), None
     try:
-        boxes = [parse_box(line, None, "box") for line in _lines(box_text)]
+        boxes = _boxes(_lines(box_text))
     except gr.Error:
         return gr.skip(), None
     return _drawn(value, boxes, None, name), None

@@ -104,6 +104,11 @@ def parse_points(points, images: list) -> tuple[list[int], list[list], list[str]
     return used, per_support, ([names[k] for k in numbers] if names else None), numbers
 
 
+def _on_support(row: dict, support: int) -> bool:
+    """Whether a points-table row marks support `support` (the table may hold 1 or 1.0)."""
+    return str(row.get("support")) in (str(support), f"{support}.0")
+
+
 def marked_support(original, rows: list[dict], slot: int) -> str:
     """Support `slot`'s original image with its marked keypoints numbered ('2 nose' where named)."""
     image = load_image(original, f"support image {slot}")
@@ -126,7 +131,7 @@ def show_marks(*args):
     out = []
     for k, value in enumerate(values):
         original = original_of(value)
-        mine = [r for r in rows if str(r.get("support")) in (str(k + 1), f"{k + 1}.0")]
+        mine = [r for r in rows if _on_support(r, k + 1)]
         if value is None or (not mine and original == value):
             out.append(gr.skip())
         else:
@@ -137,7 +142,7 @@ def show_marks(*args):
 def _forget(support: int):
     def forget(points):
         """A new image (or none) in support `support`: its old marks were in the old image's pixels."""
-        return pd.DataFrame([r for r in _rows(points) if str(r.get("support")) not in (str(support), f"{support}.0")],
+        return pd.DataFrame([r for r in _rows(points) if not _on_support(r, support)],
                             columns=POINT_COLUMNS)
     return forget
 
