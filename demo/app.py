@@ -73,7 +73,21 @@ def _opened(tab_id: str):
     return opened
 
 
-OPEN_TAB_JS = """(tab) => { if (tab) { document.querySelector(`#tabs button[role=tab][data-tab-id="${tab}"]`)?.click(); } return []; }"""
+# The tab buttons may not be rendered yet when `load` fires on a busy machine: try every 100 ms for 20 s
+# until the tab reports itself selected.
+OPEN_TAB_JS = """(tab) => {
+  if (tab) {
+    let tries = 0;
+    const open = () => {
+      const button = document.querySelector(`#tabs button[role=tab][data-tab-id="${tab}"]`);
+      if (button && button.getAttribute("aria-selected") === "true") return;
+      button?.click();
+      if (++tries < 200) setTimeout(open, 100);
+    };
+    open();
+  }
+  return [];
+}"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -208,8 +208,16 @@ def test_a_deep_link_opens_on_the_tab_it_was_made_in(page, app):
     other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         other.set_default_timeout(TIMEOUT)
+        # a slow machine (CI failed here once): the tab buttons come after `load` has fired
+        other.context.new_cdp_session(other).send("Emulation.setCPUThrottlingRate", {"rate": 8})
         other.goto(app[0] + "?deep_link=" + link, wait_until="load")
-        other.locator("#text-table").wait_for()
+        try:
+            other.locator("#text-table").wait_for()
+        except playwright_api.TimeoutError:
+            other.screenshot(path=str(page.shots / "deep_link_failed.png"), full_page=True)
+            state = other.evaluate("() => [window.gradio_config?.deep_link_state, Array.from(document.querySelectorAll("
+                                   "'#tabs button[role=tab]')).map(b => b.dataset.tabId + ':' + b.getAttribute('aria-selected'))]")
+            pytest.fail(f"the deep link did not open the text tab: deep_link_state, tabs = {state}")
         other.wait_for_function("() => (document.getElementById('text-table')?.innerText || '').includes('nose')")
         selected = other.get_by_role("tab", selected=True).first.inner_text()
         assert "Text prompt" in selected
