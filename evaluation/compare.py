@@ -5,7 +5,8 @@
 Both folders are `kptllm eval` outputs (`run.json`, `record.json`, `chunks/`) of the same benchmark, task
 and shots. Their annotation files may differ (the same objects off-centre, say): units are paired by
 their key (annotation id, or episode and query), and each run is scored against its own file, read from
-the path its record names (or `annotations_a` / `annotations_b`) and checked against the run's hash.
+the path its record names (or `annotations_a` / `annotations_b`; a KeypointWorld file that is not there is
+made again, `evaluation.record_files`) and checked against the run's hash.
 
 Method: the units both runs hold, in A's order, are resampled with replacement `samples` times
 (`numpy.random.default_rng(seed)`, one `integers(0, n, n)` draw per sample); each resample is scored
@@ -26,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .benchmarks import Benchmark, build_benchmark, score, unit_key
-from .checks import file_sha256
 from .data import KeypointDataset
 from .data.semantic_labels import load as load_semantic_labels
+from .record_files import locate
 
 DEFAULT_SAMPLES = 1000
 
@@ -74,8 +75,9 @@ class Comparison:
         return "no clear difference (the 95 % interval of B - A contains 0)"
 
 
-def load_run(folder, annotations: str | None = None, semantic_labels: str | None = None) -> Run:
-    """Rebuild a finished `kptllm eval` run (no images or model needed)."""
+def load_run(folder, annotations: str | None = None, semantic_labels: str | None = None, images: str | None = None) -> Run:
+    """Rebuild a finished `kptllm eval` run (no images or model needed to score it; the gallery draws on the
+    images under `images`, default: where `evaluation.record_files.locate` finds them)."""
     folder = Path(folder)
     for name in ("run.json", "record.json"):
         if not (folder / name).is_file():
@@ -87,11 +89,11 @@ def load_run(folder, annotations: str | None = None, semantic_labels: str | None
         raise ValueError(f"{folder}: unreadable run.json / record.json ({err})") from None
     if settings.get("boxes_sha256"):
         raise ValueError(f"{folder} was scored on detected boxes (OKS AP only): no bootstrap of AP is offered")
-    path = Path(annotations or record.get("annotations") or "")
-    if not path.is_file():
-        raise ValueError(f"{folder}: its annotation file {str(path) or '?'} is not here; pass it (--annotations-a/-b)")
-    if file_sha256(path) != settings.get("annotations_sha256"):
-        raise ValueError(f"{path} is not the annotation file {folder} was run on (its sha256 differs)")
+    try:  # the file the record names, a copy passed here, or (KeypointWorld) the same file made again
+        files = locate({**record, "annotations_sha256": settings.get("annotations_sha256")}, annotations, images)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}") from None
+    path = files.annotations
     labels = None
     if settings.get("semantic_labels_sha256"):
         if semantic_labels is None:
@@ -99,7 +101,7 @@ def load_run(folder, annotations: str | None = None, semantic_labels: str | None
         labels = load_semantic_labels(semantic_labels)
         if labels.sha256 != settings["semantic_labels_sha256"]:
             raise ValueError(f"{semantic_labels} is not the label set {folder} was run with")
-    bench = build_benchmark(settings["benchmark"], KeypointDataset.load(path), settings["task"],
+    bench = build_benchmark(settings["benchmark"], KeypointDataset.load(path, files.images), settings["task"],
                             settings.get("shots") or 1, settings.get("episodes", 200), settings.get("seed", 1),
                             supercategory=settings.get("supercategory"), semantic_labels=labels)
     units = {unit_key(u): u for u in bench.units + bench.missing}  # images are not needed to score

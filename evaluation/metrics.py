@@ -125,11 +125,16 @@ def cape_pck(pred, gt, query_visible, support_visible, bboxes, thresholds: Seque
         raise ValueError("one query box per instance is needed")
     mask = query_visible & support_visible.all(axis=1)
     side = bboxes[:, 2:].max(axis=1)
+    # each instance's PCK is `pck` on that instance alone (hits over its counted keypoints, 0 when none
+    # counts); done for all instances at once: the hits are 0/1, so the sums and ratios are the same numbers
+    distances = normalized_distances(pred, gt, mask, np.stack([side, side], axis=1))
+    valid = distances != -1
+    counted = valid.sum(axis=1)
     scores = {}
     for thr in thresholds:
-        per_instance = [pck(pred[i:i + 1], gt[i:i + 1], mask[i:i + 1], np.array([[side[i], side[i]]]), thr)[1]
-                        for i in range(len(pred))]
-        scores[float(thr)] = float(np.mean(per_instance)) if per_instance else 0.0
+        hits = ((distances < float(thr)) & valid).sum(axis=1)
+        per_instance = np.where(counted > 0, hits / np.maximum(counted, 1), 0.0)
+        scores[float(thr)] = float(np.mean(per_instance)) if len(per_instance) else 0.0
     return CapeScores(scores, float(np.mean(list(scores.values()))) if scores else 0.0, int(len(pred)))
 
 

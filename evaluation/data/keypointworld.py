@@ -27,6 +27,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -558,9 +559,23 @@ def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = F
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": obj.category.id,
                                 "bbox": [round(v, 2) for v in obj.bbox], "area": obj.area, "iscrowd": 0,
                                 "num_keypoints": int((obj.keypoints[:, 2] > 0).sum()), "keypoints": flat})
-    what = f"KeypointWorld, {n} images, seed {seed}" + (", off-centre in larger canvases" if offcentre else "")
-    data = {"info": {"description": what}, "images": images,
+    data = {"info": {"description": describe(n, seed, offcentre)}, "images": images,
             "annotations": annotations, "categories": coco_categories()}
     path = out / "annotations.json"
     path.write_text(json.dumps(data))
     return path
+
+
+OFFCENTRE_NOTE = ", off-centre in larger canvases"
+
+
+def describe(n: int, seed: int, offcentre: bool = False) -> str:
+    """The annotation file's `info.description` (records keep it as `annotations_description`)."""
+    return f"KeypointWorld, {n} images, seed {seed}" + (OFFCENTRE_NOTE if offcentre else "")
+
+
+def parse_description(text) -> tuple[int, int, bool] | None:
+    """(n, seed, offcentre) of a `describe` string; None for anything else: what `write_dataset` needs to
+    make the same files again."""
+    match = re.fullmatch(r"KeypointWorld, (\d+) images, seed (\d+)(" + re.escape(OFFCENTRE_NOTE) + ")?", str(text or ""))
+    return (int(match[1]), int(match[2]), bool(match[3])) if match else None
