@@ -7,6 +7,7 @@
     kptllm results [--benchmark NAME] [--results DIR] [--csv]
     kptllm train --config CONFIG --output DIR [--resume] [--dry-run]
     kptllm synth --out DIR --n N --seed S
+    kptllm show RECORD_DIR [--worst N | --best N] [--against RECORD_DIR] [--category C] [--keypoint NAME] --out grid.png
 """
 
 from __future__ import annotations
@@ -96,6 +97,34 @@ def _compare(args) -> None:
     b = load_run(args.b, args.annotations_b, args.semantic_labels)
     result = compare(a, b, args.metric, args.samples, args.seed)
     print(as_json(result) if args.json else report(result, a, b))
+
+
+def _show(args) -> None:
+    from .gallery import ORDERS, load_gallery, select
+    from .gallery_render import export
+
+    if args.worst is not None and args.best is not None:
+        raise UserError("give --worst N or --best N, not both")
+    count = args.worst if args.worst is not None else args.best
+    order = args.order or ("best" if args.best is not None else "worst")
+    if order not in ORDERS:
+        raise UserError(f"--order must be one of {', '.join(ORDERS)}")
+    if not 32 <= args.size <= 1024 or args.columns < 1:
+        raise UserError("--size must be 32-1024 pixels and --columns at least 1")
+    gallery = load_gallery(args.record, args.annotations, args.images)
+    against = load_gallery(args.against, args.annotations_against, args.images_against) if args.against else None
+    if args.category and args.category not in gallery.categories():
+        raise UserError(f"no category {args.category!r} in {args.record}; it has {', '.join(gallery.categories())}")
+    if args.keypoint and args.keypoint not in gallery.keypoint_names(args.category):
+        raise UserError(f"no counted keypoint {args.keypoint!r}" + (f" of {args.category}" if args.category else "") +
+                        f" in {args.record}; e.g. {', '.join(gallery.keypoint_names(args.category)[:8])}")
+    pairs = select(gallery, order, args.category, args.keypoint, count or 24, against)
+    selection = {"order": order, "category": args.category, "keypoint": args.keypoint, "count": len(pairs)}
+    png, js = export(pairs, gallery, args.out, against, args.size, args.columns, args.keypoint, selection)
+    if gallery.missing:
+        print(f"kptllm show: {len(gallery.missing)} images of {args.record} are not here (drawn grey): "
+              f"{', '.join(gallery.missing[:5])}" + (" ..." if len(gallery.missing) > 5 else ""), file=sys.stderr)
+    print(json.dumps({"grid": str(png), "json": str(js), "entries": len(pairs), "order": order}))
 
 
 def _resumable(args) -> bool:
@@ -211,6 +240,22 @@ def build_full_parser():
     comparing.add_argument("--semantic-labels", help="mp100 semantic runs made with their own label file")
     comparing.add_argument("--json", action="store_true")
     comparing.set_defaults(run=_compare)
+    showing = commands.add_parser("show", help="the predictions behind a record, drawn: a PNG grid plus its JSON")
+    showing.add_argument("record", help="a `kptllm eval --out` folder (e.g. results/keypointworld-visual)")
+    showing.add_argument("--out", required=True, help="the grid, a .png path; the JSON is written beside it")
+    showing.add_argument("--worst", type=int, metavar="N", help="the N units with the lowest score (default 24)")
+    showing.add_argument("--best", type=int, metavar="N", help="the N units with the highest score")
+    showing.add_argument("--order", help="worst, best, file, gain or loss (gain / loss: B's score minus A's; need --against)")
+    showing.add_argument("--against", help="a second record of the same benchmark and task: each unit drawn A | B")
+    showing.add_argument("--category", help="only this category's units")
+    showing.add_argument("--keypoint", help="only units that count this keypoint, drawn and sorted by it alone")
+    showing.add_argument("--size", type=int, default=256, help="tile side in pixels (default 256)")
+    showing.add_argument("--columns", type=int, default=6)
+    showing.add_argument("--annotations", help="the record's annotation file, if not where the record says")
+    showing.add_argument("--images", help="the record's image folder, if not where the record says")
+    showing.add_argument("--annotations-against", help="--against's annotation file, if not where its record says")
+    showing.add_argument("--images-against", help="--against's image folder, if not where its record says")
+    showing.set_defaults(run=_show)
     training = commands.add_parser("train", help="train a model from a YAML config (resumable; accelerate-aware)")
     training.add_argument("--config", required=True)
     training.add_argument("--output", help="run folder: metrics.jsonl, loss.png, checkpoint/, model/")

@@ -27,6 +27,14 @@ def demo_exports(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def record_cache(tmp_path_factory):
+    """Where records' KeypointWorld data is made again (evaluation.record_files), shared by the session."""
+    folder = tmp_path_factory.mktemp("record-cache")
+    os.environ["KPTLLM_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) of a tiny random KptLLM++ (seed 0), in eval mode."""
