@@ -19,7 +19,8 @@ RESULTS_DIR = ROOT / "results"
 METRICS_JSONL = ROOT / "assets" / "kptllm-keypointworld" / "metrics.jsonl"
 PROVENANCE = ["model", "checkpoint_sha256", "date", "command", "annotations", "annotations_sha256", "code_version",
               "hardware", "record"]
-COLUMNS = ["source", "task", "dataset", "setting", "method", "metric", "value"] + PROVENANCE
+COLUMNS = ["source", "task", "dataset", "setting", "method", "metric", "value", "n"] + PROVENANCE
+MATCH = ["task", "dataset", "setting", "metric"]  # a measured row and a paper row with these equal measure the same
 MEASURED_SUFFIX = " (measured)"
 # per-category entries that count things: shown as they are, not as percent
 COUNT_KEYS = {"keypoints", "queries", "instances", "images", "accuracy_n"}
@@ -90,6 +91,7 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR, public: bool = Tr
             from_file = measured["record"].map(lambda p, c=column: records.get(p, {}).get(c))
             measured[column] = measured[column].where(measured[column].notna(), from_file) if column in measured else from_file
         measured["command"] = measured["record"].map(lambda p: _command(records.get(p, {}), p, public))
+        measured["n"] = measured["record"].map(lambda p: sample_size(records.get(p, {})))
         measured["source"] = "measured"
         # a run named like a paper method ("KptLLM++") is a column of its own, never merged with the paper's
         clash = measured["method"].isin(set(paper["method"]))
@@ -111,6 +113,46 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR, public: bool = Tr
         table[column] = table[column].fillna("").astype(str)
     table.loc[table["task"] == "", "task"] = "keypointworld"
     return table
+
+
+def sample_size(record: dict) -> str:
+    """What a measured number averages over, from the record's counts: e.g. "108 instances · 1283 keypoints"."""
+    counts = record.get("counts") or {}
+    parts = []
+    for keys, label in ((("instances", "queries"), None), (("keypoints", "prompted_keypoints"), "keypoints")):
+        key = next((k for k in keys if isinstance(counts.get(k), int)), None)
+        if key:
+            parts.append(f"{counts[key]} {label or key}")
+    return " · ".join(parts)
+
+
+def measured_vs_paper(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per measured value that has paper values on the same task, dataset, setting and metric: both
+    values and the difference (measured - paper, percentage points)."""
+    columns = [*MATCH, "measured", "value", "n", "paper method", "paper value", "difference"]
+    measured = table[table["source"] == "measured"]
+    paper = table[table["source"] == "paper"][[*MATCH, "method", "value"]]
+    joined = measured.merge(paper, on=MATCH, suffixes=("", " paper"))
+    if joined.empty:
+        return pd.DataFrame(columns=columns)
+    joined = joined.rename(columns={"method": "measured", "method paper": "paper method", "value paper": "paper value"})
+    joined["difference"] = (joined["value"] - joined["paper value"]).round(2)
+    return joined[columns].reset_index(drop=True)
+
+
+PAPER_METHODS_SHOWN_FIRST = ("KptLLM", "KptLLM++")
+HEADLINES = ("PCK@0.2", "accuracy", "AP")
+
+
+def default_view(table: pd.DataFrame) -> dict[str, list[str]]:
+    """The filters the tab opens with: the measured records' tasks and headline metrics, the measured methods
+    and the paper's own (KptLLM, KptLLM++); all of it when nothing is measured."""
+    measured = table[table["source"] == "measured"]
+    if measured.empty:
+        return {"tasks": [], "metrics": [], "methods": []}
+    methods = sorted(set(measured["method"])) + [m for m in PAPER_METHODS_SHOWN_FIRST if m in set(table["method"])]
+    return {"tasks": sorted(set(measured["task"])), "metrics": [m for m in HEADLINES if m in set(measured["metric"])],
+            "methods": methods}
 
 
 def filter_table(table: pd.DataFrame, tasks=(), datasets=(), metrics=(), methods=(), sources=()) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import plotly.express as px
 from .. import benchmarks as data
 from ..export import request_folder
 from ..inputs import refuse
+from . import gallery
 
 MAX_BARS = 60
 
@@ -19,7 +20,7 @@ def _choices(table: pd.DataFrame, column: str) -> list[str]:
 
 LEGEND_CHARS = 28  # longer method names are cut in the legend (the full name is in the hover)
 # the table's columns, values first, so that they show at 1280 px without scrolling sideways
-TABLE_ORDER = ["method", "metric", "value", "dataset", "setting", "task", "source", "record"]
+TABLE_ORDER = ["method", "metric", "value", "n", "dataset", "setting", "task", "source", "record"]
 
 
 def short_name(name: str, limit: int = LEGEND_CHARS) -> str:
@@ -117,13 +118,20 @@ def build() -> None:
     gr.Markdown("Paper numbers (KptLLM++ paper, Tables 1-16) next to the numbers measured with `kptllm eval` "
                 "(records under `results/`). Values in percent. Measured KeypointWorld numbers are **not** "
                 "comparable to the paper's benchmarks: different data and a 8.7 M-parameter model.")
+    view = data.default_view(table)
+    if view["methods"]:
+        gr.Markdown("Opens on the measured records beside the paper's own methods (KptLLM, KptLLM++) on the same tasks "
+                    "and headline metrics: clear the filters and apply for every row.")
     with gr.Row():
-        tasks = gr.Dropdown(_choices(table, "task"), multiselect=True, label="Task", elem_id="bench-task")
+        tasks = gr.Dropdown(_choices(table, "task"), value=view["tasks"], multiselect=True, label="Task",
+                            elem_id="bench-task")
         datasets = gr.Dropdown(_choices(table, "dataset"), multiselect=True, label="Dataset", elem_id="bench-dataset")
-        metrics = gr.Dropdown(_choices(table, "metric"), multiselect=True, label="Metric", elem_id="bench-metric")
-        methods = gr.Dropdown(_choices(table, "method"), multiselect=True, label="Method", elem_id="bench-method")
+        metrics = gr.Dropdown(_choices(table, "metric"), value=view["metrics"], multiselect=True, label="Metric",
+                              elem_id="bench-metric")
+        methods = gr.Dropdown(_choices(table, "method"), value=view["methods"], multiselect=True, label="Method",
+                              elem_id="bench-method")
         sources = gr.CheckboxGroup(["paper", "measured"], value=["paper", "measured"], label="Source")
-    first_rows, first_chart, first_csv = filtered([], [], [], [], ["paper", "measured"])
+    first_rows, first_chart, first_csv = filtered(view["tasks"], [], view["metrics"], view["methods"], ["paper", "measured"])
     with gr.Row():
         apply = gr.Button("Apply filters", variant="primary", elem_id="bench-apply")
         csv = gr.DownloadButton("Download CSV", value=first_csv, elem_id="bench-csv")
@@ -147,6 +155,15 @@ def build() -> None:
                                  interactive=False, elem_id="bench-kinds")
             confusions = gr.Dataframe(first_confusions, label="Most frequent confusions", interactive=False,
                                       elem_id="bench-confusions")
+    with gr.Accordion("Predictions behind a record (gallery, side by side, export)", open=False,
+                      elem_id="bench-gallery") as shown:
+        gallery.build(shown)
+    with gr.Accordion("Measured next to the paper (same task, data, setting and metric)", open=False):
+        matched = data.measured_vs_paper(table)
+        gr.Markdown("No measured record shares its data and setting with a paper row yet (the shipped records are on "
+                    "KeypointWorld, our own benchmark): run `kptllm eval` on MP-100 or COCO to fill this table."
+                    if matched.empty else "Difference = measured - paper, in percentage points.")
+        gr.Dataframe(matched, interactive=False, elem_id="bench-vs-paper")
     with gr.Accordion("Provenance of every measured number", open=False):
         gr.Dataframe(provenance(), interactive=False, show_search="search", wrap=True, elem_id="bench-prov")
     with gr.Accordion("Training curve of the embedded model", open=True):

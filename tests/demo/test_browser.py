@@ -247,3 +247,30 @@ def test_drawing_a_box_by_clicking_two_corners(page):
     assert "text-box" in image.get_attribute("src")  # the box is drawn on the image itself
     assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == natural
     page.screenshot(path=str(page.shots / "text-box.png"), full_page=True)
+
+
+def test_gallery_opens_sorts_and_exports(page):
+    """Benchmarks tab: opening the gallery shows the worst units of a record; best-first puts a perfect unit
+    first; a click shows the unit large with its keypoints; the shown units export as PNG + JSON."""
+    _tab(page, "Benchmarks")
+    page.get_by_text("Predictions behind a record").click()
+    _wait_text(page, "gal-status", "units of")
+    page.locator("#gal-tiles img").first.wait_for()
+    first_caption = page.locator("#gal-tiles .caption-label, #gal-tiles figcaption").first.inner_text()
+    assert "PCK@0.2 0.00" in first_caption, first_caption
+    page.locator("#gal-order input").click()
+    page.get_by_role("option", name="best first").click()
+    page.locator("#gal-show").click()
+    page.wait_for_function("() => (document.querySelector('#gal-tiles .caption-label, #gal-tiles figcaption')?.innerText || '')"
+                           ".includes('PCK@0.2 1.00')")
+    page.locator("#gal-tiles img").first.click()
+    page.locator("#gal-large img").first.wait_for()
+    _wait_text(page, "gal-numbers", "truth")
+    page.screenshot(path=str(page.shots / "gallery.png"), full_page=True)
+    page.locator("#gal-export").click()
+    try:
+        _wait_text(page, "gal-files", ".json")
+    finally:
+        page.screenshot(path=str(page.shots / "gallery_export.png"), full_page=True)
+    names = page.locator("#gal-files").inner_text().replace("\n", "")  # Gradio shows the extension apart
+    assert "kptllm-gallery-keypointworld-visual.png" in names and "kptllm-gallery-keypointworld-visual.json" in names

@@ -1,6 +1,7 @@
 """The app through gradio_client: every task endpoint with real images, errors, concurrency, sessions."""
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -353,3 +354,55 @@ def test_the_readme_gradio_client_example_runs(app, monkeypatch):
     scope = {}
     exec(block.replace("http://127.0.0.1:7860/", app[0]), scope)
     assert Path(scope["coco_json"]).is_file() and _table(scope["table"])[0][2] == "nose"
+
+
+def test_a_measured_number_sits_next_to_the_paper_s_on_the_same_protocol(tmp_path):
+    """A COCO run scored as the paper's Table (GT boxes, no flip, AP) lines up with the paper's rows, with the
+    difference; its n comes from the record's counts."""
+    from demo.benchmarks import load_results, measured_vs_paper
+
+    run = tmp_path / "coco-run"
+    run.mkdir()
+    record = json.loads((RESULTS_DIR / "keypointworld-text" / "record.json").read_text())
+    record.update(name="my-model", benchmark="coco", metrics={"AP": 0.123}, headline_metric="AP", per_category={},
+                  per_keypoint={}, counts={"instances": 6352, "keypoints": 50000, "unparsed": 3})
+    (run / "record.json").write_text(json.dumps(record))
+    table = load_results(tmp_path)
+    assert set(table.loc[table["source"] == "measured", "n"]) == {"6352 instances · 50000 keypoints"}
+    lines = measured_vs_paper(table)
+    ours = lines[lines["paper method"] == "KptLLM++"]
+    assert len(ours) == 1 and ours.iloc[0]["measured"] == "my-model" and ours.iloc[0]["value"] == 12.3
+    assert ours.iloc[0]["difference"] == pytest.approx(12.3 - ours.iloc[0]["paper value"], abs=0.01)
+    assert set(lines["dataset"]) == {"COCO val"} and set(lines["metric"]) == {"AP"}
+    assert measured_vs_paper(load_results(RESULTS_DIR)).empty  # KeypointWorld has no paper rows
+
+
+def test_gallery_endpoints(client):
+    """Show a record's worst units, the same units of a second record beside them with the paired difference
+    of `kptllm compare`, and export the selection as a PNG grid plus JSON."""
+    from evaluation.compare import compare, load_run
+
+    items, status = client.predict("keypointworld-visual", "(none)", "worst", None, None, 12,
+                                   api_name="/benchmarks_gallery")[:2]
+    assert len(items) == 12 and "12 of 108 units" in status
+    scores = [float(re.search(r"PCK@0\.2 ([0-9.]+)", item["caption"])[1]) for item in items]
+    assert scores == sorted(scores)
+    items = client.predict("keypointworld-visual", "keypointworld-offcentre-visual", "loss", "person",
+                           None, 60, api_name="/benchmarks_gallery")[0]
+    assert items and all(item["caption"].startswith("person") for item in items)
+    differences = [float(re.search(r"B - A ([-+0-9.]+)", item["caption"])[1]) for item in items]
+    assert differences == sorted(differences)
+    line = client.predict("keypointworld-visual", "keypointworld-offcentre-visual", api_name="/benchmarks_paired_difference")
+    c = compare(load_run(RESULTS_DIR / "keypointworld-visual"), load_run(RESULTS_DIR / "keypointworld-offcentre-visual"))
+    assert f"{100 * c.difference:+.2f}" in line and f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}]" in line
+    assert "108 paired units" in line
+    files = client.predict("keypointworld-semantic", "(none)", "worst", "quadruped", None, 8,
+                           api_name="/benchmarks_gallery_export")
+    png = next(f for f in files if f.endswith(".png"))
+    info = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert Path(png).name == "kptllm-gallery-keypointworld-semantic.png" and info["grid"] == Path(png).name
+    assert len(info["entries"]) == 8 and {e["category"] for e in info["entries"]} == {"quadruped"}
+    with pytest.raises(Exception, match="pick a second record"):
+        client.predict("keypointworld-visual", "(none)", "gain", None, None, 12, api_name="/benchmarks_gallery")
+    with pytest.raises(Exception, match="not in the list of choices|No record named"):  # Gradio's check, then ours
+        client.predict("../../etc", "(none)", "worst", None, None, 12, api_name="/benchmarks_gallery")

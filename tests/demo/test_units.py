@@ -428,3 +428,18 @@ def test_the_chart_says_when_it_is_cut_and_keeps_legends_short():
     assert cut.layout.title.text.startswith(f"First {MAX_BARS} of {MAX_BARS + 29} values")
     assert all(len(trace.name.split(", ")[0]) <= LEGEND_CHARS for trace in cut.data)  # "name, source"
     assert bar_chart(rows.head(5)).layout.title.text.startswith("All 5 values")
+
+
+def test_the_benchmarks_tab_opens_on_the_measured_records_beside_the_paper_s_own_methods():
+    """Not the first 60 paper rows: every shipped record's headline next to KptLLM / KptLLM++ on its task."""
+    from demo.benchmarks import ROOT, default_view, filter_table, load_results
+    from demo.tabs.benchmarks import MAX_BARS
+
+    table = load_results()
+    view = default_view(table)
+    rows = filter_table(table, view["tasks"], [], view["metrics"], view["methods"])
+    measured = rows[rows["source"] == "measured"]
+    assert set(measured["task"]) == {"text_prompt", "visual_prompt", "semantic_understanding"}
+    assert len(measured) == len(list((ROOT / "results").glob("keypointworld-*/record.json"))) and len(rows) <= MAX_BARS
+    assert {"KptLLM", "KptLLM++"} == set(rows.loc[rows["source"] == "paper", "method"])
+    assert set(rows["metric"]) == {"PCK@0.2", "accuracy"}
