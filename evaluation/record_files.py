@@ -5,28 +5,23 @@ the result).
     files = locate(record)          # RecordFiles(annotations, images, regenerated)
     files = locate(record, annotations="my/val.json", images="my/images")   # a user's own copy
 
-Regenerated files go to `$KPTLLM_CACHE/keypointworld/n60-seed424242[-offcentre]` (default cache:
-`~/.cache/kptllm`), made once (about 4 s for 60 images on a 2-core CPU) and reused while their hash matches.
+Regenerated files go to `<cache>/keypointworld/n60-seed424242[-offcentre]` (the cache: `$KPTLLM_CACHE_DIR`,
+else `$XDG_CACHE_HOME/kptllm`, else `~/.cache/kptllm`, as for checkpoint hashes), made once (about 1 s for 60
+images on a 2-core CPU) and reused while their hash matches.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import file_sha256
+from .checks import cache_dir, file_sha256
 from .data.keypointworld import parse_description, write_dataset
 
-CACHE_ENV = "KPTLLM_CACHE"
 _LOCK = threading.Lock()  # one regeneration at a time in this process (the demo serves requests in threads)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kptllm")
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,7 @@ def locate(record: dict, annotations=None, images=None, cache: Path | None = Non
         return RecordFiles(named, Path(root), False)
     spec = parse_description(record.get("annotations_description"))
     if record.get("benchmark") == "keypointworld" and spec:
-        return _regenerate(*spec, expected, Path(cache) if cache else cache_root())
+        return _regenerate(*spec, expected, Path(cache) if cache else cache_dir())
     where = record.get("annotations") or "(none named)"
     raise ValueError(f"the record's annotation file {where} is not here (or has changed) and cannot be made again "
                      "(only KeypointWorld records can); pass the file and its image folder (--annotations, --images)")

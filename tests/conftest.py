@@ -31,7 +31,7 @@ def demo_exports(tmp_path_factory):
 def record_cache(tmp_path_factory):
     """Where records' KeypointWorld data is made again (evaluation.record_files), shared by the session."""
     folder = tmp_path_factory.mktemp("record-cache")
-    os.environ["KPTLLM_CACHE"] = str(folder)
+    os.environ["KPTLLM_CACHE_DIR"] = str(folder)
     return folder
 
 
