@@ -40,6 +40,18 @@ PAIRED_ORDERS = {"gain", "loss"}
 
 
 @dataclass
+class Support:
+    """A support object of a visual-prompt unit: where its prompted keypoints were marked."""
+
+    image: Path | None
+    image_name: str
+    ann_id: int
+    box: tuple[float, float, float, float]  # xywh, support image pixels
+    points: np.ndarray  # [K, 2] support image pixels
+    marked: np.ndarray  # [K] bool: the keypoints the query is scored on (visible here and in the query)
+
+
+@dataclass
 class Entry:
     """One work unit of a record: the query object, its ground truth and the model's answer."""
 
@@ -57,7 +69,7 @@ class Entry:
     error: np.ndarray | None = None  # [K] normalised distance, NaN where not counted; None for semantic records
     answers: list | None = None  # semantic: [K] the name given (None: not asked or unparsed)
     expected: list | None = None  # semantic: [K] the right name (None: not asked)
-    supports: list[dict] = field(default_factory=list)  # visual prompts: [{image_name, ann_id}] of the supports
+    supports: list[Support] = field(default_factory=list)  # visual prompts: the support objects
 
     @property
     def score(self) -> float:
@@ -86,7 +98,7 @@ class Entry:
         for k, name in enumerate(self.names):
             if not self.counted[k]:
                 continue
-            row = {"keypoint": name, "truth": [round(float(v), 2) for v in self.truth[k]], "correct": bool(self.correct[k])}
+            row = {"number": k + 1, "keypoint": name, "truth": [round(float(v), 2) for v in self.truth[k]], "correct": bool(self.correct[k])}
             if self.predicted is not None:
                 row["predicted"] = None if np.isnan(self.predicted[k]).any() else [round(float(v), 2) for v in self.predicted[k]]
                 row["error"] = round(float(self.error[k]), 4)
@@ -96,7 +108,7 @@ class Entry:
             rows.append(row)
         return {"key": self.key, "image": self.image_name, "image_id": self.image_id, "category": self.category,
                 "box": [round(float(v), 2) for v in self.box], "score": round(self.score, 4),
-                "supports": self.supports, "keypoints": rows}
+                "supports": [{"image": s.image_name, "ann_id": s.ann_id} for s in self.supports], "keypoints": rows}
 
 
 @dataclass
@@ -143,7 +155,8 @@ def _points_entry(bench, key, unit, prediction) -> Entry:
         distances = normalized_distances(rows[None, :, :2], truth[None], counted[None], np.array([[side, side]]))[0]
         error = np.where(distances == -1, np.nan, distances).astype(np.float64)
         correct = (distances < THRESHOLD) & (distances != -1)
-        supports = [{"image": ds.images[s.image_id].file_name, "ann_id": s.id} for s in support_anns]
+        supports = [Support(ds.images[s.image_id].path, ds.images[s.image_id].file_name, s.id, tuple(s.bbox),
+                            s.keypoints[:len(rows), :2], counted) for s in support_anns]
     else:  # text prompts: every labelled keypoint, max(w, h) of the file's box, unparsed answers wrong
         box = query.bbox
         side = max(box[2], box[3])

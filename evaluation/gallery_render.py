@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .gallery import Entry, Gallery
+from .gallery import Entry, Gallery, Support
 
 GOOD = (46, 204, 113)
 BAD = (231, 76, 60)
@@ -29,7 +29,7 @@ def _font(size: int):
     return ImageFont.load_default(size)
 
 
-def _crop(entry: Entry) -> tuple[Image.Image, tuple[float, float, float]]:
+def _crop(entry: Entry | Support) -> tuple[Image.Image, tuple[float, float, float]]:
     """(the tile's pixels before scaling, (x0, y0) of the crop in the image); a grey square when the image is
     not here."""
     x, y, w, h = entry.box
@@ -78,6 +78,28 @@ def draw(entry: Entry, size: int = 256, keypoint: str | None = None) -> Image.Im
     return tile
 
 
+MARK = (255, 214, 0)
+
+
+def draw_support(support: Support, size: int = 256, names: list[str] | None = None, keypoint: str | None = None) -> Image.Image:
+    """A support object with its marked keypoints (yellow, numbered 1..K as in the query's keypoint list)."""
+    crop, (x0, y0, _) = _crop(support)
+    scale = size / max(crop.width, crop.height)
+    tile = crop.resize((size, size), Image.Resampling.BILINEAR) if crop.size != (size, size) else crop
+    canvas = ImageDraw.Draw(tile)
+    if support.image is None:
+        canvas.text((6, 6), f"image not here:\n{support.image_name}", fill=(255, 255, 255), font=_font(12))
+        return tile
+    radius, font = max(3, size // 64), _font(max(10, size // 28))
+    for k, (x, y) in enumerate(support.points):
+        if not support.marked[k] or (keypoint and names and names[k] != keypoint):
+            continue
+        cx, cy = (x - x0) * scale - 0.5, (y - y0) * scale - 0.5
+        canvas.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=MARK, outline=(0, 0, 0))
+        canvas.text((cx + radius + 1, cy - radius - 2), str(k + 1), fill=MARK, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    return tile
+
+
 def caption(entry: Entry, gallery: Gallery, keypoint: str | None = None) -> str:
     """e.g. "person · PCK@0.2 0.59 (10/17) · kw_424242_000012.jpg"."""
     counted, right = int(entry.counted.sum()), int(entry.correct[entry.counted].sum())
@@ -97,6 +119,17 @@ def pair(a: Image.Image, b: Image.Image, labels=("A", "B")) -> Image.Image:
     canvas = ImageDraw.Draw(out)
     for x, label in ((4, labels[0]), (a.width + 8, labels[1])):
         canvas.text((x, 2), label, fill=(255, 255, 255), font=_font(14), stroke_width=2, stroke_fill=(0, 0, 0))
+    return out
+
+
+def stack(tiles: list[Image.Image]) -> Image.Image:
+    """Tiles one above the other (a unit's supports)."""
+    out = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles) + 4 * (len(tiles) - 1)),
+                    (255, 255, 255))
+    y = 0
+    for tile in tiles:
+        out.paste(tile, (0, y))
+        y += tile.height + 4
     return out
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from evaluation.compare import compare as paired_bootstrap
 from evaluation.compare import load_run
 from evaluation.gallery import ORDERS, PAIRED_ORDERS, load_gallery, select
-from evaluation.gallery_render import draw, export, pair, tiles_of
+from evaluation.gallery_render import draw, draw_support, export, pair, stack, tiles_of
 
 from .. import benchmarks as data
 from ..export import request_folder
@@ -25,6 +25,7 @@ from ..inputs import refuse
 
 TILE_PX = 256
 LARGE_PX = 640
+SUPPORT_PX = 320
 DEFAULT_COUNT = 24
 MAX_COUNT = 60
 NONE = "(none)"
@@ -132,7 +133,7 @@ def show(record: str | None, against: str | None = NONE, order: str = "worst", c
 
 
 def detail(record: str | None, against: str | None, keypoint: str | None, keys, evt: gr.SelectData):
-    """The clicked unit large, with one row per counted keypoint."""
+    """The clicked unit large, one row per counted keypoint, and (visual prompts) A's supports as marked."""
     if not keys or evt.index is None or not 0 <= evt.index < len(keys):
         raise refuse("Click a unit of the gallery.")
     gallery, other = _load(record), _load(against)
@@ -147,8 +148,11 @@ def detail(record: str | None, against: str | None, keypoint: str | None, keys, 
         partner = {e.key: e for e in other.entries}[key_b]
         image = pair(image, draw(partner, LARGE_PX, keypoint or None))
         theirs = pd.DataFrame(partner.as_dict()["keypoints"]).add_suffix(" (B)")
-        rows = pd.concat([rows, theirs.drop(columns=["keypoint (B)"])], axis=1)
+        rows = pd.concat([rows, theirs.drop(columns=["number (B)", "keypoint (B)"])], axis=1)
     rows = rows.map(lambda v: ", ".join(f"{x:g}" for x in v) if isinstance(v, list) else v)
+    if entry.supports:  # visual prompts: A's supports as marked, in a column to the right
+        image = pair(image, stack([draw_support(s, SUPPORT_PX, entry.names, keypoint or None) for s in entry.supports]),
+                     labels=("", "support"))  # A (and B) keep the letters they have
     return image, rows
 
 
@@ -195,7 +199,8 @@ def build(accordion: gr.Accordion | None = None) -> None:
                        elem_id="gal-tiles")
     keys = gr.State([])
     with gr.Row():
-        large = gr.Image(label="The clicked unit", type="pil", interactive=False, elem_id="gal-large")
+        large = gr.Image(label="The clicked unit (visual prompts: its support at the right, marks numbered as in the "
+                               "table)", type="pil", interactive=False, elem_id="gal-large")
         numbers = gr.Dataframe(label="Its keypoints (pixels of the query image)", interactive=False, wrap=True,
                                elem_id="gal-numbers")
     files = gr.File(label="Export", file_count="multiple", elem_id="gal-files")

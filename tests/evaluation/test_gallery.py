@@ -137,3 +137,16 @@ def test_show_command(tmp_path, capsys):
     assert "no counted keypoint 'beak'" in capsys.readouterr().err
     assert main(["show", str(tmp_path), "--out", str(out)]) == 2
     assert "not a finished" in capsys.readouterr().err
+
+
+def test_a_visual_unit_keeps_its_supports_marked_where_the_query_is_scored():
+    from evaluation.gallery_render import MARK, draw_support
+
+    gallery = load_gallery(RESULTS / "keypointworld-visual")
+    run = load_run(RESULTS / "keypointworld-visual")
+    entry = gallery.entries[0]
+    unit = run.units[entry.key]
+    assert [s.ann_id for s in entry.supports] == unit["support_ids"] and entry.supports[0].image is not None
+    assert np.array_equal(entry.supports[0].marked, entry.counted)
+    tile = np.asarray(draw_support(entry.supports[0], 128))
+    assert (tile == MARK).all(axis=-1).sum() > 10 * entry.counted.sum()  # a yellow mark per scored keypoint
