@@ -443,3 +443,14 @@ def test_the_benchmarks_tab_opens_on_the_measured_records_beside_the_paper_s_own
     assert len(measured) == len(list((ROOT / "results").glob("keypointworld-*/record.json"))) and len(rows) <= MAX_BARS
     assert {"KptLLM", "KptLLM++"} == set(rows.loc[rows["source"] == "paper", "method"])
     assert set(rows["metric"]) == {"PCK@0.2", "accuracy"}
+
+
+def test_measured_rows_come_first_in_the_table_and_the_chart():
+    from demo.benchmarks import default_view, load_results
+    from demo.tabs.benchmarks import filtered
+
+    view = default_view(load_results())
+    rows, chart, _ = filtered(view["tasks"], [], view["metrics"], view["methods"], ["paper", "measured"])
+    sources = list(rows["source"])
+    assert sources == sorted(sources, key=lambda s: s != "measured") and sources[0] == "measured"
+    assert chart.data[0].name.startswith("kptllm-keypointworld")
