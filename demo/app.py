@@ -11,6 +11,7 @@ import os
 
 import gradio as gr
 
+from . import clickbox
 from .export import export_root
 from .model import LoadedModel, load_model
 from .tabs import benchmarks, semantic, text, visual, wild
@@ -63,6 +64,7 @@ def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = N
         for page in pages:
             page.select(_opened(page.id), None, open_tab, queue=False, api_visibility="private")
         demo.load(None, open_tab, None, js=OPEN_TAB_JS)
+        demo.load(None, None, None, js=clickbox.drag_script())  # boxes drawn by dragging on the images
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     return demo
 

@@ -1,15 +1,23 @@
-"""Boxes a person draws by clicking two opposite corners on the image itself (typed boxes stay for scripts).
+"""Boxes a person draws on the image itself: by dragging from corner to corner, or by clicking two opposite
+corners (typed boxes stay for scripts and the API).
 
-The first click marks a corner; the second closes the box, fills the box field ('x, y, w, h' in pixels of the
-original image) and draws it on the image (a marked copy, `demo.shown`: the model gets the original). Where
-boxes are a list (In the wild), each box adds a line. A typed box is drawn when the field is left.
+A drag (`DRAG_JS`, in the page) shows a dashed rectangle while the pointer moves and, on release, writes the
+box into the box field ('x, y, w, h' in pixels of the original image) and leaves the field, which draws it on
+the image like a typed box. A drag shorter than a few screen pixels is a click, and clicks keep their own
+meaning: two clicks make a box in the same way, and where a click means a point (a support's keypoint, a
+semantics question) only a drag makes a box. The box is drawn on a marked copy (`demo.shown`): the model gets
+the original. Where boxes are a list (In the wild), each box adds a line; a support's box is line n of the
+support boxes.
 
-Why clicks and not a drag: gradio-image-annotation (the maintained box component, 0.5.6, for Gradio >= 6.14)
-decodes every upload in full before any handler runs (our size limit is checked from the header) and has no
-click events, so a tab that needs both a point and a box would need two images of the same picture.
+Why our own few lines of page script and not a component: gradio-image-annotation (the maintained box
+component, 0.5.6, for Gradio >= 6.14) decodes every upload in full before any handler runs (our size limit is
+checked from the header) and has no click events, so a tab that needs both a point and a box would need two
+images of the same picture.
 """
 
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 
@@ -72,11 +80,106 @@ def show_typed(value, box_text, name: str = "boxes.png"):
     return _drawn(value, boxes, None, name), None
 
 
+# image elem_id -> (box field elem_id, how a dragged box enters it: "replace", "append:N" or "line:N")
+DRAGGABLE: dict[str, tuple[str, str]] = {}
+
+
+def allow_drag(image, box_field, many: int = 1, line: int | None = None) -> None:
+    """Let a drag on `image` write a box into `box_field` (both need an `elem_id`): replacing its box, adding
+    a line (`many` > 1, at most `many` lines) or setting line `line`."""
+    if not image.elem_id or not box_field.elem_id:
+        raise ValueError("drawing boxes by dragging needs elem_id on the image and on its box field")
+    DRAGGABLE[image.elem_id] = (box_field.elem_id, f"line:{line}" if line else f"append:{many}" if many > 1 else "replace")
+
+
+def drag_script() -> str:
+    """The page script (`Blocks.load(js=...)`) that turns drags on the registered images into boxes."""
+    return DRAG_JS.replace("__CONFIG__", json.dumps(DRAGGABLE))
+
+
+# Pixels: the image may be letterboxed in its <img> (object-fit: contain), so the drawn content's rectangle is
+# computed from natural size. The click that ends a drag is stopped before Gradio sees it (a drag is not a
+# click); the field is focused and left so that its blur handler draws the box, as for a typed box. The
+# pointerdown default (a native image drag) is prevented. No // comments inside: Gradio may join the lines.
+DRAG_JS = """() => {
+  if (window.__kptllmDragBoxes) return [];
+  window.__kptllmDragBoxes = true;
+  const config = __CONFIG__, MIN_DRAG = 6;
+  let drag = null, swallowClick = false;
+  const hit = (target) => {
+    const img = target && target.closest ? target.closest("img") : null;
+    if (!img || !img.naturalWidth) return null;
+    for (const id of Object.keys(config)) {
+      const root = document.getElementById(id);
+      if (root && root.contains(img)) return {id, img};
+    }
+    return null;
+  };
+  const toImage = (img, cx, cy) => {
+    const r = img.getBoundingClientRect(), s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const left = r.left + (r.width - img.naturalWidth * s) / 2, top = r.top + (r.height - img.naturalHeight * s) / 2;
+    return [Math.min(Math.max((cx - left) / s, 0), img.naturalWidth), Math.min(Math.max((cy - top) / s, 0), img.naturalHeight)];
+  };
+  document.addEventListener("pointerdown", (e) => {
+    const target = e.button === 0 ? hit(e.target) : null;
+    if (!target) return;
+    drag = {...target, x: e.clientX, y: e.clientY, band: null};
+    e.preventDefault();
+  }, true);
+  document.addEventListener("dragstart", (e) => { if (drag) e.preventDefault(); }, true);
+  document.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (!drag.band && Math.hypot(dx, dy) < MIN_DRAG) return;
+    if (!drag.band) {
+      drag.band = document.createElement("div");
+      drag.band.className = "kptllm-drag-band";
+      drag.band.style.cssText = "position:fixed;border:2px dashed #ff6d00;background:rgba(255,109,0,.12);pointer-events:none;z-index:10000";
+      document.body.appendChild(drag.band);
+    }
+    Object.assign(drag.band.style, {left: Math.min(e.clientX, drag.x) + "px", top: Math.min(e.clientY, drag.y) + "px",
+                                    width: Math.abs(dx) + "px", height: Math.abs(dy) + "px"});
+  }, true);
+  document.addEventListener("pointerup", (e) => {
+    const done = drag;
+    drag = null;
+    if (!done || !done.band) return;
+    done.band.remove();
+    swallowClick = true;
+    setTimeout(() => { swallowClick = false; }, 400);
+    const [x0, y0] = toImage(done.img, done.x, done.y), [x1, y1] = toImage(done.img, e.clientX, e.clientY);
+    const box = [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)].map((v) => Math.round(v * 10) / 10).join(",");
+    const [fieldId, mode] = config[done.id];
+    const field = document.querySelector(`#${fieldId} textarea, #${fieldId} input`);
+    if (!field) return;
+    let value = box;
+    if (mode.startsWith("append:")) {
+      const lines = field.value.split("\\n").filter((l) => l.trim());
+      value = [...lines, box].slice(-Number(mode.slice(7))).join("\\n");
+    } else if (mode.startsWith("line:")) {
+      const n = Number(mode.slice(5)), lines = field.value.split("\\n");
+      while (lines.length < n) lines.push("");
+      lines[n - 1] = box;
+      value = lines.join("\\n").replace(/\\n+$/, "");
+    }
+    field.value = value;
+    field.dispatchEvent(new Event("input", {bubbles: true}));
+    field.focus();
+    field.blur();
+  }, true);
+  document.addEventListener("click", (e) => {
+    if (swallowClick && hit(e.target)) { e.stopPropagation(); e.preventDefault(); swallowClick = false; }
+  }, true);
+  return [];
+}"""
+
+
 def wire(image, box_field, many: int = 1, name: str = "boxes.png", clicks: bool = True):
-    """Clicks on `image` draw boxes into `box_field` (`clicks=False`: the tab handles clicks itself, with
-    `corner_click` when they are meant for the box); typed boxes are drawn when the field is left; a new
-    upload starts without a box. Returns the pending-corner state."""
+    """Drags on `image` (and clicks: `clicks=False` when the tab handles clicks itself, with `corner_click`
+    when they are meant for the box) draw boxes into `box_field`; typed boxes are drawn when the field is
+    left; a new upload starts without a box. Returns the pending-corner state."""
     corner = gr.State(None)
+    allow_drag(image, box_field, many)
 
     def click(value, box_text, pending, evt: gr.SelectData):
         return corner_click(value, box_text, pending, evt, many=many, name=name)

@@ -109,8 +109,9 @@ def _on_support(row: dict, support: int) -> bool:
     return str(row.get("support")) in (str(support), f"{support}.0")
 
 
-def marked_support(original, rows: list[dict], slot: int) -> str:
-    """Support `slot`'s original image with its marked keypoints numbered ('2 nose' where named)."""
+def marked_support(original, rows: list[dict], slot: int, box=None) -> str:
+    """Support `slot`'s original image with its marked keypoints numbered ('2 nose' where named) and its box
+    (xywh) if one is given."""
     image = load_image(original, f"support image {slot}")
     pts, labels = [], []
     for r in rows:
@@ -120,22 +121,35 @@ def marked_support(original, rows: list[dict], slot: int) -> str:
             continue
         name = str(r.get("name") or "").strip()
         labels.append(f"{_int(r.get('keypoint'), 'keypoint number')}" + (f" {name}" if name and name != "nan" else ""))
-    return marked_copy(original, image, f"support-{slot}-marked.png", pts, labels)
+    boxes = [[box[0], box[1], box[0] + box[2], box[1] + box[3]]] if box else []
+    return marked_copy(original, image, f"support-{slot}-marked.png", pts, labels, boxes)
 
 
-def show_marks(*args):
-    """Every support redrawn with its marks after the points table changed (a click, an edit, undo, clear):
-    slot values, `gr.skip()` where nothing changes."""
-    *values, points = args
+def _support_box(support_boxes, slot: int):
+    """Support `slot`'s box from the boxes field (line `slot`), None when absent or not yet a valid box."""
+    lines = str(support_boxes or "").splitlines()
+    if slot > len(lines) or not lines[slot - 1].strip():
+        return None
+    try:
+        return parse_box(lines[slot - 1], None, f"box of support {slot}")
+    except gr.Error:
+        return None
+
+
+def show_marks(support_1=None, support_2=None, support_3=None, support_4=None, support_5=None, points=None,
+               support_boxes=""):
+    """Every support redrawn with its marks and box after the points table or the boxes changed (a click, a
+    drag, an edit, undo, clear): slot values, `gr.skip()` where nothing changes."""
     rows = _rows(points)
     out = []
-    for k, value in enumerate(values):
+    for k, value in enumerate([support_1, support_2, support_3, support_4, support_5]):
         original = original_of(value)
         mine = [r for r in rows if _on_support(r, k + 1)]
-        if value is None or (not mine and original == value):
+        box = _support_box(support_boxes, k + 1)
+        if value is None or (not mine and box is None and original == value):
             out.append(gr.skip())
         else:
-            out.append(marked_support(original, mine, k + 1) if mine else original)
+            out.append(marked_support(original, mine, k + 1, box) if mine or box else original)
     return out
 
 
@@ -151,8 +165,8 @@ def detect_visual(loaded: LoadedModel, query, support_1, support_2=None, support
                   points=None, support_boxes="", query_box="", min_score=MIN_SCORE):
     """Task (b). `query`: the image to find the keypoints in; `support_1` ... `support_5`: example images
     (None where unused); `points`: the marked keypoints, a table support / keypoint / x / y / name (pixels of
-    that support; names optional, all or none); `support_boxes`: one 'x, y, w, h' line per used support
-    (optional); `query_box`: the query object's box or empty for the whole image; `min_score`: results below
+    that support; names optional, all or none); `support_boxes`: line n is support n's 'x, y, w, h' (an empty
+    or missing line: the whole support); `query_box`: the query object's box or empty for the whole image; `min_score`: results below
     this confidence are hidden."""
     source = query
     query = load_image(query, "query image")
@@ -208,8 +222,9 @@ def build(loaded: LoadedModel) -> None:
             with gr.Row():
                 undo_btn = gr.Button("Undo last point", size="sm", elem_id="vis-undo")
                 clear_btn = gr.Button("Clear points", size="sm", elem_id="vis-clear")
-            support_boxes = gr.Textbox("", label="Support boxes: one x, y, w, h line per support (pixels; an empty line: "
-                                       "the whole support)", lines=2, elem_id="vis-support-boxes")
+            support_boxes = gr.Textbox("", label="Support boxes: drag on a support to box its object, or type line n = "
+                                       "support n's x, y, w, h in pixels (an empty line: the whole support)", lines=2,
+                                       elem_id="vis-support-boxes")
         with gr.Column():
             gr.Markdown("**2. Query image**")
             query = ImageInput(label="Query image — click two opposite corners of the object to draw its box",
@@ -231,7 +246,10 @@ def build(loaded: LoadedModel) -> None:
     undo_btn.click(undo, points, points, api_name="visual_undo", queue=False)
     clear_btn.click(empty_points, None, points, api_name="visual_clear", queue=False)
     # the marks are drawn on the supports themselves, after every change of the points table
-    points.change(show_marks, [*slots, points], slots, api_name="visual_marks", concurrency_id="marks")
+    points.change(show_marks, [*slots, points, support_boxes], slots, api_name="visual_marks", concurrency_id="marks")
+    support_boxes.blur(show_marks, [*slots, points, support_boxes], slots, api_visibility="private", concurrency_id="marks")
+    for k, slot in enumerate(slots):  # a drag on support n draws its box into line n (clicks still mark keypoints)
+        clickbox.allow_drag(slot, support_boxes, line=k + 1)
     run.click(partial(detect_visual, loaded), [query, *slots, points, support_boxes, bbox, min_score],
               [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model").then(
         looked_at, state, note, queue=False, api_visibility="private")

@@ -274,3 +274,53 @@ def test_gallery_opens_sorts_and_exports(page):
         page.screenshot(path=str(page.shots / "gallery_export.png"), full_page=True)
     names = page.locator("#gal-files").inner_text().replace("\n", "")  # Gradio shows the extension apart
     assert "kptllm-gallery-keypointworld-visual.png" in names and "kptllm-gallery-keypointworld-visual.json" in names
+
+
+def _drag(page, image, start, end):
+    """Press at `start`, move in steps, release at `end` (fractions of the image's box on screen)."""
+    image.scroll_into_view_if_needed()
+    box = image.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * start[0], box["y"] + box["height"] * start[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end[0], box["y"] + box["height"] * end[1], steps=8)
+    page.mouse.up()
+
+
+def test_dragging_a_box_on_the_image(page):
+    """Text tab: a drag from corner to corner fills the box field in the original's pixels and draws the box."""
+    _tab(page, "Text prompt (c)")
+    _upload(page, "text-image", EXAMPLES / "keypointworld_person.jpg")
+    page.locator("#text-bbox textarea, #text-bbox input").first.fill("")
+    image = page.locator("#text-image img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    shown = image.get_attribute("src")
+    _drag(page, image, (0.2, 0.3), (0.7, 0.8))
+    page.wait_for_function("() => document.querySelector('#text-bbox textarea, #text-bbox input').value.split(',').length === 4")
+    x, y, w, h = (float(v) for v in page.locator("#text-bbox textarea, #text-bbox input").first.input_value().split(","))
+    # the page's image fills its box on screen along one side: allow 1.5 % of the image for letterboxing rounding
+    assert abs(x - 0.2 * natural[0]) <= 4 and abs(y - 0.3 * natural[1]) <= 4, (x, y, natural)
+    assert abs(w - 0.5 * natural[0]) <= 4 and abs(h - 0.5 * natural[1]) <= 4, (w, h, natural)
+    page.wait_for_function("([id, before]) => { const img = document.querySelector('#' + id + ' img');"
+                           " return img && img.src !== before && img.src.includes('text-box'); }", arg=["text-image", shown])
+    assert page.locator(".kptllm-drag-band").count() == 0  # the dashed rectangle goes with the release
+
+
+def test_dragging_on_a_support_boxes_it_without_marking_a_keypoint(page):
+    _tab(page, "Visual prompt (b)")
+    page.locator("#vis-clear").click()
+    page.get_by_role("tab", name="Support 2").click()
+    _upload(page, "vis-support-2", EXAMPLES / "keypointworld_support_person.jpg")
+    # an earlier test may have left a marked copy in this slot: wait for the plain upload to be shown
+    page.wait_for_function("() => { const img = document.querySelector('#vis-support-2 img');"
+                           " return img && img.complete && !img.src.includes('marked'); }")
+    page.locator("#vis-support-boxes textarea").fill("")
+    support = page.locator("#vis-support-2 img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=support.element_handle())
+    _drag(page, support, (0.1, 0.1), (0.9, 0.9))
+    page.wait_for_function("() => document.querySelector('#vis-support-boxes textarea').value.split('\\n').length === 2")
+    lines = page.locator("#vis-support-boxes textarea").input_value().split("\n")
+    assert lines[0] == "" and len(lines[1].split(",")) == 4  # line 2 is support 2's box
+    page.wait_for_function("() => (document.querySelector('#vis-support-2 img')?.src || '').includes('support-2-marked')")
+    _wait_rows(page, "vis-points", 0)  # a drag is not a click: no keypoint was marked
+    page.locator("#vis-support-boxes textarea").fill("")

@@ -454,3 +454,24 @@ def test_measured_rows_come_first_in_the_table_and_the_chart():
     sources = list(rows["source"])
     assert sources == sorted(sources, key=lambda s: s != "measured") and sources[0] == "measured"
     assert chart.data[0].name.startswith("kptllm-keypointworld")
+
+
+def test_the_drag_script_parses_and_knows_every_box_field(tmp_path):
+    """A syntax error there blanks the whole page (every browser test would time out): checked with node when
+    it is installed; and every image that takes a box by drag is registered with its field."""
+    import shutil
+    import subprocess
+
+    from demo import clickbox
+    from demo.app import build_demo
+    from demo.model import load_model
+
+    build_demo(load_model(None, device="cpu"))
+    assert {"text-image": ("text-bbox", "replace"), "wild-image": ("wild-boxes", "append:10"),
+            "vis-query": ("vis-bbox", "replace"), "vis-support-2": ("vis-support-boxes", "line:2"),
+            "sem-image": ("sem-bbox", "replace")}.items() <= clickbox.DRAGGABLE.items()
+    if not shutil.which("node"):
+        pytest.skip("node is not installed: the browser tests check the script")
+    script = tmp_path / "drag.js"
+    script.write_text("const f = " + clickbox.drag_script() + ";\n")
+    subprocess.run(["node", "--check", str(script)], check=True, capture_output=True)
