@@ -7,6 +7,7 @@ when the installed evaluation package has it, else `measured_results` plus the r
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def public_path(value):
         return value
     path = Path(value)
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else "/".join(path.parts[-2:])
+
+
+def public_text(text: str) -> str:
+    """A message with every absolute path in it shown as `public_path` shows it (errors reach visitors)."""
+    return re.sub(r"(?<![\w.])/[^\s,;:'\"()]+", lambda m: public_path(m.group(0)), str(text))
 
 
 def _command(record: dict, path=None, public: bool = True) -> str:

@@ -9,6 +9,7 @@ are found where the record says or, for KeypointWorld, made again once (`evaluat
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -55,7 +56,7 @@ def _load(name: str | None):
     try:
         return load_gallery(folder)
     except ValueError as err:
-        raise refuse(f"{name}: {err}") from None
+        raise refuse(data.public_text(f"{name}: {err}")) from None
 
 
 @functools.lru_cache(maxsize=32)
@@ -65,7 +66,7 @@ def _paired(a: str, b: str, stamp: tuple) -> str:
         run_a, run_b = load_run(data.RESULTS_DIR / a), load_run(data.RESULTS_DIR / b)
         c = paired_bootstrap(run_a, run_b)
     except ValueError as err:
-        return f"Paired difference not available: {err}"
+        return data.public_text(f"Paired difference not available: {err}")
     return (f"**B - A = {100 * c.difference:+.2f}** points of {c.metric} (A {100 * c.a:.2f}, B {100 * c.b:.2f}), "
             f"95 % interval [{100 * c.low:+.2f}, {100 * c.high:+.2f}] over {c.units} paired units "
             f"({c.samples} bootstrap resamples, seed {c.seed}; as `kptllm compare`): {c.verdict}.")
@@ -164,6 +165,11 @@ def export_selection(record, against=NONE, order="worst", category=None, keypoin
     stem = f"kptllm-gallery-{Path(record).name}" + (f"-vs-{Path(against).name}" if other else "")
     selection = {"order": order, "category": category or None, "keypoint": keypoint or None, "count": len(pairs)}
     png, js = export(pairs, gallery, request_folder() / f"{stem}.png", other, TILE_PX, 6, keypoint or None, selection)
+    info = json.loads(js.read_text())
+    for side in ("record", "against"):  # a user's record may name its model by a server path
+        if side in info:
+            info[side]["model"] = data.public_path(info[side].get("model"))
+    js.write_text(json.dumps(info, indent=1))
     return [str(png), str(js)]
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+
+from demo.benchmarks import RESULTS_DIR as ROOT_RESULTS
 from PIL import Image
 
 from demo.export import EXPORT_MAX_AGE_S, coco_annotation, export_root, prune_exports, write_exports
@@ -475,3 +477,28 @@ def test_the_drag_script_parses_and_knows_every_box_field(tmp_path):
     script = tmp_path / "drag.js"
     script.write_text("const f = " + clickbox.drag_script() + ";\n")
     subprocess.run(["node", "--check", str(script)], check=True, capture_output=True)
+
+
+def test_a_record_whose_data_is_gone_is_refused_without_server_paths(tmp_path, monkeypatch):
+    """The gallery of a user's record whose annotation file is not here: one sentence naming the file by its
+    last parts, not the server's path."""
+    import json
+    import shutil
+
+    import gradio as gr
+
+    from demo import benchmarks
+    from demo.tabs import gallery
+
+    shipped = ROOT_RESULTS / "keypointworld-text"
+    mine = tmp_path / "results" / "mp100-mine"
+    shutil.copytree(shipped, mine)
+    record = json.loads((mine / "record.json").read_text())
+    record.update(annotations="/srv/private/data/mp100_split1_test.json", annotations_description=None)
+    (mine / "record.json").write_text(json.dumps(record))
+    monkeypatch.setattr(benchmarks, "RESULTS_DIR", tmp_path / "results")
+    assert gallery.record_folders() == ["mp100-mine"]
+    with pytest.raises(gr.Error) as refused:
+        gallery.show("mp100-mine")
+    assert "data/mp100_split1_test.json is not here" in refused.value.message
+    assert "/srv" not in refused.value.message
