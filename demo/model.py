@@ -97,18 +97,13 @@ def run_detect(loaded: LoadedModel, image, bbox, names) -> list[dict]:
 
 @gpu
 def run_detect_boxes(loaded: LoadedModel, image, boxes, names) -> list[list[dict]]:
-    """Task (c) once per box (xywh): one list of results per box, all in pixels of `image`."""
-    out = []
+    """Task (c) in every box (xywh) of `image` in one call (`KeypointPredictor.detect_objects`): one list of
+    results per box, all in pixels of `image`."""
     with loaded.lock:
         try:
-            for box in boxes:
-                loaded.predictor.set_image(image, bbox=box)
-                out.append([r.to_dict() for r in loaded.predictor.detect(names)])
+            return [[r.to_dict() for r in results] for results in loaded.predictor.detect_objects(image, boxes, names)]
         except ValueError as exc:
             raise model_error(exc) from None
-        finally:
-            loaded.predictor.reset_image()
-    return out
 
 
 @gpu

@@ -22,6 +22,7 @@ import torch
 
 from .constraints import AnswerGrammar, grammar_for
 from .generation import generate_with_prefix, prefill
+from .image import load_image
 from .modeling import KptLLMForKeypoints
 from .processor import KptLLMProcessor, PreparedImage
 from .protocol import ParsedAnswer, Task
@@ -30,6 +31,7 @@ from .protocols import DEFAULT_PROTOCOL
 _COORDINATE_DIGITS = re.compile(r"\[\d\.(?P<x>\d+), \d\.(?P<y>\d+)\]")
 MAX_KEYPOINTS_PER_CALL = 100
 MAX_SHOTS = 5
+MAX_OBJECTS_PER_CALL = 20  # detect_objects: boxes of one image answered in one batch
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
@@ -240,6 +242,28 @@ class KeypointPredictor:
         _check_count(len(names))
         self._state()
         return self._answer(Task.TEXT, names, None)
+
+    @torch.no_grad()
+    def detect_objects(self, image, boxes, names: str | Sequence[str]) -> list[list[KeypointResult]]:
+        """Task (c) for several objects of one image at once (the In-the-wild pipeline): the same `names` in
+        every box (xywh pixels; None = the whole image), one list of results per box, in box order.
+
+        Every keypoint of every box is a row of one decoding batch (`kptllm.batched`), the image is read
+        once and the boxes' crops are encoded together: the answers are those of `set_image(image, box)` +
+        `detect(names)` per box, several times faster. Independent of `set_image` (the current image stays)."""
+        from .batched import Request, answer_requests  # the batched engine is built on this class
+
+        self.processor.protocol.check_task(Task.TEXT)
+        names = [names] if isinstance(names, str) else list(names)
+        _check_count(len(names))
+        boxes = list(boxes)
+        if not 1 <= len(boxes) <= MAX_OBJECTS_PER_CALL:
+            raise ValueError(f"give 1 to {MAX_OBJECTS_PER_CALL} boxes, got {len(boxes)}")
+        for name in names:  # every text checked before any work (the engine does not validate)
+            self.processor.protocol.conversation(Task.TEXT, text=name)
+        picture = load_image(image)
+        requests = [Request(image=picture, bbox=box, task=Task.TEXT, texts=names) for box in boxes]
+        return answer_requests(self, requests)
 
     @torch.no_grad()
     def detect_from_example(self, support_image, support_points, support_bbox=None, names=None) -> list[KeypointResult]:

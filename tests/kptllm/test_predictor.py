@@ -297,3 +297,34 @@ def test_predictions_are_clipped_to_the_image(predictor):
         result = predictor._result(0, Task.TEXT, "nose", ids, [0.9] * len(ids), state)
         assert result.parsed and result.xy == pytest.approx(expected)
     assert result.xy_normalized == (0.5, 0.5)
+
+
+def test_all_objects_of_an_image_in_one_call_answer_as_one_at_a_time(trained, coco_person):
+    """`detect_objects` (the In-the-wild pipeline) gives, box by box, what set_image + detect gives: the same
+    tokens, the same pixels (a box's crop mixed up with another's would move every point)."""
+    predictor, visible = trained
+    names = [n for n, _ in visible]
+    x, y, w, h = coco_person.bbox
+    boxes = [coco_person.bbox, (x - 0.1 * w, y, w * 1.2, h), None, (x + 0.2 * w, y + 0.1 * h, 0.6 * w, 0.6 * h)]
+    together = predictor.detect_objects(coco_person.image, boxes, names)
+    assert len(together) == len(boxes)
+    for box, answers in zip(boxes, together):
+        predictor.set_image(coco_person.image, box)
+        alone = predictor.detect(names)
+        assert [r.raw for r in answers] == [r.raw for r in alone]
+        assert [r.xy for r in answers] == [r.xy for r in alone]
+        assert [r.score for r in answers] == pytest.approx([r.score for r in alone], abs=1e-5)
+    assert together[0] != together[3]  # different crops, different answers
+
+
+def test_detect_objects_refuses_bad_requests(predictor, coco_person):
+    from kptllm.predictor import MAX_OBJECTS_PER_CALL
+
+    with pytest.raises(ValueError, match="give 1 to"):
+        predictor.detect_objects(coco_person.image, [], ["nose"])
+    with pytest.raises(ValueError, match="give 1 to"):
+        predictor.detect_objects(coco_person.image, [None] * (MAX_OBJECTS_PER_CALL + 1), ["nose"])
+    with pytest.raises(ValueError, match="no keypoints"):
+        predictor.detect_objects(coco_person.image, [None], [])
+    with pytest.raises(ValueError):
+        predictor.detect_objects(coco_person.image, [None], ["nose [0.1, 0.2]"])  # brackets are the answer's
