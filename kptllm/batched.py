@@ -22,7 +22,8 @@ import torch
 
 from .constraints import AnswerGrammar
 from .generation import decode, prefill_prefixes
-from .predictor import KeypointPredictor, KeypointResult, _ImageState
+from .answers import KeypointResult, grammar_arguments, point_in_crop, read_answer
+from .predictor import KeypointPredictor
 from .processor import PreparedImage
 from .protocol import Task
 
@@ -92,7 +93,7 @@ def _support_tokens(predictor: KeypointPredictor, request: Request) -> torch.Ten
     for shot, (plist, prep) in enumerate(zip(point_lists, prepared)):
         for k, point in enumerate(plist):
             if point is not None:
-                points.append(predictor._point_in_crop(point, prep, f"support point {k} of support {shot}"))
+                points.append(point_in_crop(point, prep, f"support point {k} of support {shot}"))
                 support_ids.append(shot)
                 slot_ids.append(k)
     device = predictor.device
@@ -123,12 +124,12 @@ def answer_requests(predictor: KeypointPredictor, requests: list[Request],
                                 model.embed_inputs(ids, image_tokens=model.project_image(features)))
 
     suffixes, row_prefix, modes, spans = [], [], [], []
-    grammar = predictor._grammar(Task.TEXT, 0).get("grammar")  # None when unconstrained
+    grammar = grammar_arguments(model, processor, predictor.constrained, Task.TEXT, 0).get("grammar")  # None: free
     for index, request in enumerate(requests):
         task = Task(request.task)
         kpt_tokens = None
         if task is Task.SEMANTIC:
-            normalized = [predictor._point_in_crop(p, request.prepared, f"point {i}") for i, p in enumerate(request.points)]
+            normalized = [point_in_crop(p, request.prepared, f"point {i}") for i, p in enumerate(request.points)]
             count = len(normalized)
             kpt_tokens = model.encode_prompts(features[index:index + 1], torch.tensor(normalized, device=device),
                                               torch.zeros(count, dtype=torch.long, device=device),
@@ -152,8 +153,7 @@ def answer_requests(predictor: KeypointPredictor, requests: list[Request],
                        row_prefix=row_prefix, grammar=grammar, start_modes=modes)
     out = []
     for index, (request, (start, end)) in enumerate(zip(requests, spans)):
-        state = _ImageState(request.prepared, features[index:index + 1], len(prefix_ids), None)
         task = Task(request.task)
-        out.append([predictor._result(k, task, request.texts[k], generated.token_ids[start + k],
-                                      generated.token_probs[start + k], state) for k in range(end - start)])
+        out.append([read_answer(processor, k, task, request.texts[k], generated.token_ids[start + k],
+                                generated.token_probs[start + k], request.prepared) for k in range(end - start)])
     return out

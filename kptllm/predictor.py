@@ -12,93 +12,21 @@ of one call are decoded as one batch that shares the cached image prefix.
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from .constraints import AnswerGrammar, grammar_for
+from .answers import ImageState, KeypointResult, grammar_arguments, is_point, point_in_crop, read_answer
 from .generation import generate_with_prefix, prefill
 from .image import load_image
 from .modeling import KptLLMForKeypoints
-from .processor import KptLLMProcessor, PreparedImage
-from .protocol import ParsedAnswer, Task
-from .protocols import DEFAULT_PROTOCOL
+from .processor import KptLLMProcessor
+from .protocol import Task
 
-_COORDINATE_DIGITS = re.compile(r"\[\d\.(?P<x>\d+), \d\.(?P<y>\d+)\]")
 MAX_KEYPOINTS_PER_CALL = 100
 MAX_SHOTS = 5
 MAX_OBJECTS_PER_CALL = 20  # detect_objects: boxes of one image answered in one batch
 DEFAULT_MAX_NEW_TOKENS = 64
-
-
-@dataclass(frozen=True)
-class KeypointResult:
-    """One keypoint answer.
-
-    Attributes:
-        index: position in the request.
-        task: "semantic", "visual", "text" or "visual_text".
-        query: the keypoint name/description asked for (text tasks), else None.
-        text: the semantics the model gave (None when the answer did not parse).
-        xy: (x, y) in pixels of the original query image, clipped to [0, width] x [0, height] (the crop
-            may reach past the image); None for semantic answers or unparsed ones.
-        xy_normalized: (x, y) in the model crop frame, each in [0, 1]; None likewise.
-        score: confidence in [0, 1], the geometric mean of token probabilities: for detections over the
-            tokens of the informative coordinate digits only (the three decimals of x and of y, not the
-            leading "0"/"1", punctuation or semantics); for semantic answers over all answer tokens;
-            0 when the answer did not parse.
-        parsed: whether the answer followed the protocol.
-        error: why it did not parse, else None.
-        raw: the raw generated answer.
-    """
-
-    index: int
-    task: str
-    query: str | None
-    text: str | None
-    xy: tuple[float, float] | None
-    xy_normalized: tuple[float, float] | None
-    score: float
-    parsed: bool
-    error: str | None
-    raw: str
-
-    @property
-    def name(self) -> str | None:
-        """The requested name when there was one, else the semantics the model gave."""
-        return self.query if self.query is not None else self.text
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "name": self.name}
-
-
-@dataclass
-class _ImageState:
-    prepared: PreparedImage
-    features: torch.Tensor  # [1, N, Dv] patch tokens (the support features for task (a))
-    prefix_len: int
-    prefix_cache: object
-
-
-def _as_point(value, what: str) -> tuple[float, float]:
-    if isinstance(value, (str, bytes)):  # "12" would otherwise iterate into the point (1, 2)
-        raise ValueError(f"{what} must be a pair of numbers (x, y), not the text {value!r}")
-    try:
-        x, y = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a pair of numbers (x, y); got {value!r}") from None
-    if not (math.isfinite(x) and math.isfinite(y)):
-        raise ValueError(f"{what} has non-finite coordinates: {value!r}")
-    return x, y
-
-
-def _is_point(value) -> bool:
-    return (isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2
-            and all(isinstance(v, (int, float, np.number)) for v in value))
 
 
 def _check_count(count: int) -> None:
@@ -139,7 +67,7 @@ class KeypointPredictor:
         self.processor = processor
         self.max_new_tokens = max_new_tokens
         self.constrained = constrained
-        self._image: _ImageState | None = None
+        self._image: ImageState | None = None
 
     @classmethod
     def from_pretrained(cls, path_or_id=None, device=None, dtype=None, merge_lora: bool = True,
@@ -185,7 +113,7 @@ class KeypointPredictor:
         prefix_ids = self.processor.encode_prefix()
         ids = torch.tensor([prefix_ids], device=self.device)
         embeds = self.model.embed_inputs(ids, image_tokens=self.model.project_image(features))
-        self._image = _ImageState(prepared, features, len(prefix_ids), prefill(self.model.language_model, embeds))
+        self._image = ImageState(prepared, features, len(prefix_ids), prefill(self.model.language_model, embeds))
 
     def reset_image(self) -> None:
         self._image = None
@@ -194,7 +122,7 @@ class KeypointPredictor:
     def is_image_set(self) -> bool:
         return self._image is not None
 
-    def _state(self) -> _ImageState:
+    def _state(self) -> ImageState:
         if self._image is None:
             raise RuntimeError("call set_image() first")
         return self._image
@@ -205,15 +133,6 @@ class KeypointPredictor:
         state = self._state()
         return state.prepared.width, state.prepared.height
 
-    def _point_in_crop(self, point, prepared: PreparedImage, what: str) -> tuple[float, float]:
-        x, y = _as_point(point, what)
-        if not (0 <= x <= prepared.width and 0 <= y <= prepared.height):
-            raise ValueError(f"{what} ({x:g}, {y:g}) is outside the {prepared.width}x{prepared.height} image")
-        if not prepared.crop.contains((x, y)):
-            raise ValueError(f"{what} ({x:g}, {y:g}) is outside the model crop around the bbox")
-        u, v = prepared.crop.to_crop((x, y))
-        return float(u), float(v)
-
     # ----------------------------------------------------------------- tasks
     @torch.no_grad()
     def describe(self, points):
@@ -222,11 +141,11 @@ class KeypointPredictor:
         `points`: one (x, y) pixel point -> one KeypointResult; a list of points -> a list.
         """
         self.processor.protocol.check_task(Task.SEMANTIC)
-        single = _is_point(points)
+        single = is_point(points)
         points = [points] if single else list(points)
         _check_count(len(points))
         state = self._state()
-        normalized = [self._point_in_crop(p, state.prepared, f"point {i}") for i, p in enumerate(points)]
+        normalized = [point_in_crop(p, state.prepared, f"point {i}") for i, p in enumerate(points)]
         kpt_tokens = self.model.encode_prompts(
             state.features, torch.tensor(normalized, device=self.device),
             torch.zeros(len(points), dtype=torch.long, device=self.device),
@@ -292,7 +211,7 @@ class KeypointPredictor:
             raise ValueError("every support image needs the same number of points (use None for a hidden keypoint)")
         boxes = (list(support_bbox) if many and support_bbox is not None else
                  [support_bbox] if not many else [None] * len(images))
-        if len(boxes) != len(images) or (many and _is_point(boxes[:2]) and len(boxes) == 4):
+        if len(boxes) != len(images) or (many and is_point(boxes[:2]) and len(boxes) == 4):
             raise ValueError(f"{len(images)} support images: give support_bbox as a list of {len(images)} boxes "
                              f"(xywh or None), not {support_bbox!r}")
         if names is not None:
@@ -306,7 +225,7 @@ class KeypointPredictor:
             for k, point in enumerate(plist):
                 if point is None:
                     continue
-                points.append(self._point_in_crop(point, prep, f"support point {k} of support {shot}"))
+                points.append(point_in_crop(point, prep, f"support point {k} of support {shot}"))
                 support_ids.append(shot)
                 slot_ids.append(k)
         missing = sorted(set(range(count)) - set(slot_ids))
@@ -331,55 +250,6 @@ class KeypointPredictor:
             suffixes.append(self.model.embed_inputs(ids, kpt_tokens=kpt)[0])
         generated = generate_with_prefix(self.model.language_model, state.prefix_cache, state.prefix_len, suffixes,
                                          self.processor.eos_token_id, protocol.max_new_tokens or self.max_new_tokens,
-                                         **self._grammar(task, len(suffixes)))
-        return [self._result(k, task, texts[k], ids, probs, state)
+                                         **grammar_arguments(self.model, self.processor, self.constrained, task, len(suffixes)))
+        return [read_answer(self.processor, k, task, texts[k], ids, probs, state.prepared)
                 for k, (ids, probs) in enumerate(zip(generated.token_ids, generated.token_probs))]
-
-    def _grammar(self, task: Task, rows: int) -> dict:
-        """The `grammar` / `start_modes` arguments of the decoder (empty when unconstrained)."""
-        # the grammar encodes KptLLM++'s "semantics [x, y]" answers; other protocols decode freely
-        if not self.constrained or self.processor.protocol.name != DEFAULT_PROTOCOL:
-            return {}
-        vocab = self.model.language_model.get_output_embeddings().weight.shape[0]
-        return {"grammar": grammar_for(self.processor, vocab),
-                "start_modes": [AnswerGrammar.start_mode(task.has_coordinates)] * rows}
-
-    def _result(self, index: int, task: Task, query, ids: list[int], probs: list[float],
-                state: _ImageState) -> KeypointResult:
-        raw = self.processor.decode(ids)
-        parsed = self.processor.protocol.parse(raw, task, query)
-        query = None if query is None else " ".join(query.split())
-        if not isinstance(parsed, ParsedAnswer):
-            return KeypointResult(index, task.value, query, None, None, None, 0.0, False, parsed.reason.value, raw)
-        xy = xy_norm = None
-        if parsed.xy is not None:
-            xy_norm = (float(parsed.xy[0]), float(parsed.xy[1]))
-            px, py = state.prepared.crop.to_image(xy_norm)  # the crop may reach past the image: clip to it
-            xy = (min(max(float(px), 0.0), float(state.prepared.width)), min(max(float(py), 0.0), float(state.prepared.height)))
-        score = self.processor.protocol.score([self.processor.tokenizer.decode([i]) for i in ids], probs, task)
-        if score is None:
-            score = self._score(ids, probs, coordinates_only=task.has_coordinates)
-        return KeypointResult(index, task.value, query, parsed.semantics, xy, xy_norm, score, True, None, raw)
-
-    def _score(self, ids: list[int], probs: list[float], coordinates_only: bool) -> float:
-        """Geometric mean of token probabilities.
-
-        Detections: only the tokens that write the informative coordinate digits, the three decimals of
-        x and of y; the leading "0"/"1", the point, brackets, comma and semantics are near-certain or
-        carry no location and would dilute the score. Semantic answers: every answer token.
-        """
-        selected = list(probs)
-        if coordinates_only:
-            spans, text = [], ""
-            for k in range(len(ids)):  # character span of each token in the decoded answer
-                longer = self.processor.decode(ids[:k + 1])
-                spans.append((len(text), len(longer)) if longer.startswith(text) else (len(longer), len(longer)))
-                text = longer
-            matches = list(_COORDINATE_DIGITS.finditer(text))
-            if not matches:
-                return 0.0
-            digits = set(range(*matches[-1].span("x"))) | set(range(*matches[-1].span("y")))
-            selected = [p for (start, end), p in zip(spans, probs) if digits.intersection(range(start, end))]
-        if not selected:
-            return 0.0
-        return float(math.exp(sum(math.log(max(p, 1e-12)) for p in selected) / len(selected)))

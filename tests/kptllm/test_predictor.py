@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from kptllm import MAX_KEYPOINTS_PER_CALL, KeypointPredictor, KeypointResult
+from kptllm.answers import answer_score, read_answer
 from kptllm.predictor import MAX_SHOTS
 from kptllm.protocol import MAX_TEXT_CHARS, Task
 
@@ -262,8 +263,7 @@ def test_max_new_tokens_must_be_positive(tiny, bad):
 
 
 def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
-    model, processor = tiny
-    predictor = KeypointPredictor(model, processor)
+    _, processor = tiny
     ids = processor.tokenizer(" left eye [0.412, 1.000]", add_special_tokens=False)["input_ids"]
     pieces = [processor.tokenizer.decode([i]) for i in ids]
     decimals = {"4": 0.5, "1": 0.8, "2": 0.9}  # x's decimals; y's decimals are "000"
@@ -279,11 +279,11 @@ def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
             probs.append(0.01)  # semantics, "[", the leading "0"/"1", ".", ",", " ", "]": not counted
     assert "".join(pieces).strip() == "left eye [0.412, 1.000]" and zeros == 3  # one token per digit here
     expected = (0.5 * 0.8 * 0.9 * 0.6 ** 3) ** (1 / 6)
-    assert predictor._score(ids, probs, coordinates_only=True) == pytest.approx(expected, rel=1e-9)
-    assert predictor._score(ids, probs, coordinates_only=False) == pytest.approx(
+    assert answer_score(processor, ids, probs, coordinates_only=True) == pytest.approx(expected, rel=1e-9)
+    assert answer_score(processor, ids, probs, coordinates_only=False) == pytest.approx(
         math.exp(sum(math.log(p) for p in probs) / len(probs)), rel=1e-9)
     no_coordinates = processor.tokenizer(" left eye", add_special_tokens=False)["input_ids"]
-    assert predictor._score(no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
+    assert answer_score(processor, no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
 
 
 def test_predictions_are_clipped_to_the_image(predictor):
@@ -294,7 +294,7 @@ def test_predictions_are_clipped_to_the_image(predictor):
     for answer, expected in ((" nose [0.000, 0.000]", (0.0, 0.0)), (" nose [1.000, 1.000]", (80.0, 50.0)),
                              (" nose [0.500, 0.500]", (40.0, 25.0))):
         ids = tokens(answer)
-        result = predictor._result(0, Task.TEXT, "nose", ids, [0.9] * len(ids), state)
+        result = read_answer(predictor.processor, 0, Task.TEXT, "nose", ids, [0.9] * len(ids), state.prepared)
         assert result.parsed and result.xy == pytest.approx(expected)
     assert result.xy_normalized == (0.5, 0.5)
 
