@@ -81,9 +81,9 @@ def _steps(generated, new_tokens: int) -> int:
 
 def _replay(state, lm, count: int) -> None:
     """`count` static steps back to back, set up as `decode_static` sets them up (attention, written column)."""
-    from kptllm.generation import ATTENTION_NAME, _attention
+    from kptllm.decode_state import ATTENTION_NAME, use_attention
 
-    with _attention(lm, ATTENTION_NAME):
+    with use_attention(lm, ATTENTION_NAME):
         state.rows.static_column = state.column
         try:
             for _ in range(count):

@@ -229,7 +229,7 @@ class KptLLMForKeypoints(PreTrainedModel):
     def _prefix_rows(self, input_ids, attention_mask, labels, image_index, prefix_length: int) -> torch.Tensor:
         """`[U]`: the first row of each image, after checking that the rows of an image share their first
         `prefix_length` tokens, unpadded and unlabelled (what `shared_prefix_length` assumes)."""
-        from .generation import _decoder_parts
+        from .decode_state import decoder_parts
 
         rows = input_ids.shape[0]
         if image_index.shape[0] != rows:
@@ -239,7 +239,7 @@ class KptLLMForKeypoints(PreTrainedModel):
             0, image_index, torch.arange(rows, device=input_ids.device), "amin")
         if bool((first == rows).any()):
             raise ValueError("shared_prefix_length: an image without rows (image_index must use 0..U-1)")
-        if _decoder_parts(self.language_model) is None \
+        if decoder_parts(self.language_model) is None \
                 or not bool((input_ids[:, :prefix_length] == input_ids[first[image_index], :prefix_length]).all()) \
                 or (attention_mask is not None and not bool(attention_mask[:, :prefix_length].all())):
             raise ValueError("shared_prefix_length: rows of an image must share their first tokens (a Llama-style LM)")
@@ -260,10 +260,10 @@ class KptLLMForKeypoints(PreTrainedModel):
         sorted by length, each `[b, W_group, D]` (padding costs nothing beyond a group's longest row);
         logits are computed only where a label is, and the loss is the mean over all labelled tokens.
         """
-        from .generation import ATTENTION_NAME, PrefixKV, _attention, _decoder_parts, _Rows, decoder_hidden, fill_cache
+        from .decode_state import ATTENTION_NAME, PrefixKV, Rows, decoder_hidden, decoder_parts, fill_cache, use_attention
 
         lm = self.language_model
-        base = _decoder_parts(lm)
+        base = decoder_parts(lm)
         rows, device = suffix.shape[0], suffix.device
         prefix = PrefixKV.from_cache(fill_cache(lm, prefix_embeds))
         valid = torch.ones(suffix.shape[:2], dtype=torch.bool, device=device) if attention_mask is None \
@@ -274,7 +274,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         # a row needs its columns up to its last labelled prediction (causal: later ones change nothing before)
         used = torch.where(targets != -100, columns + 1, 0).amax(1)
         total = suffix.new_zeros((), dtype=torch.float32)
-        with _attention(lm, ATTENTION_NAME):
+        with use_attention(lm, ATTENTION_NAME):
             for group in torch.tensor_split(torch.argsort(used, stable=True), max(1, min(length_buckets, rows))):
                 if group.numel() == 0:
                     continue
@@ -283,7 +283,7 @@ class KptLLMForKeypoints(PreTrainedModel):
                 mask = valid[group, None, None, :width] & causal[None, None]
                 positions = (prefix_length + columns[:width])[None].expand(group.numel(), -1)
                 hidden = decoder_hidden(base, suffix[group, :width], mask, positions,
-                                        _Rows(prefix, image_index[group], width))
+                                        Rows(prefix, image_index[group], width))
                 wanted = targets[group, :width]
                 keep = wanted != -100
                 logits = lm.lm_head(base.norm(hidden[keep]))

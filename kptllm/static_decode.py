@@ -34,8 +34,8 @@ from collections import OrderedDict
 
 import torch
 
-from .generation import (ATTENTION_NAME, Generated, PrefixKV, _attention, _collect, _forward, _left_padded, _Rows,
-                         choose_tokens)
+from .decode_state import (ATTENTION_NAME, Generated, PrefixKV, Rows, choose_tokens, collect, forward_rows, left_padded,
+                           use_attention)
 
 CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
 GROUP_STEP = 8  # rows per prefix are padded to a multiple of this, so batches of other sizes share a graph
@@ -70,7 +70,7 @@ class _StaticState:
         device = row_prefix.device
         num = row_prefix.shape[0]
         self.prefix = PrefixKV([torch.empty_like(k) for k in prefix.keys], [torch.empty_like(v) for v in prefix.values])
-        self.rows = _Rows(self.prefix, row_prefix, capacity)
+        self.rows = Rows(self.prefix, row_prefix, capacity)
         self.valid = torch.zeros(num, capacity, dtype=torch.bool, device=device)
         self.tokens = torch.zeros(num, dtype=torch.long, device=device)
         self.positions = torch.zeros(num, 1, dtype=torch.long, device=device)
@@ -94,7 +94,7 @@ class _StaticState:
     def _compute(self) -> torch.Tensor:
         self.valid.index_fill_(1, self.column, True)
         inputs = self.embed(self.tokens)[:, None].to(self.dtype)
-        return _forward(self.language_model, self.base, inputs, self.valid[:, None, None, :], self.positions, self.rows)
+        return forward_rows(self.language_model, self.base, inputs, self.valid[:, None, None, :], self.positions, self.rows)
 
     def step(self) -> torch.Tensor:
         """Logits `[B, V]` of the tokens in `self.tokens` at `self.positions`, written at column `self.column`."""
@@ -123,12 +123,12 @@ class _StaticState:
         self.graph = graph
 
 
-class _BlockRows(_Rows):
+class _BlockRows(Rows):
     """The cache of the suffix-block prefill of the real rows: `update` writes their `[R, Hkv, W, d]` KV into
     the dense buffers of `target` at rows `slots [R]`, columns `[0, W)` (allocated there once, at the
     target's capacity: a captured graph reads those addresses), and attends over the block's own KV."""
 
-    def __init__(self, prefix: PrefixKV, row_prefix: torch.Tensor, target: _Rows, slots: torch.Tensor):
+    def __init__(self, prefix: PrefixKV, row_prefix: torch.Tensor, target: Rows, slots: torch.Tensor):
         super().__init__(prefix, row_prefix, capacity=0)
         self.target, self.slots = target, slots
 
@@ -181,7 +181,7 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
                   use_graph: bool = True) -> Generated:
     """`generation.decode` with static shapes (see the module docstring); same arguments, same result.
 
-    `base` is the Llama-style decoder (`generation._decoder_parts`); `row_prefix [B]`, the grammar and its
+    `base` is the Llama-style decoder (`decode_state.decoder_parts`); `row_prefix [B]`, the grammar and its
     `modes [B]` are on the device (`decode` puts them there).
     """
     # a stable shape: every prefix gets the same number of rows (padding rows are cut off at the end)
@@ -194,7 +194,7 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     if modes is not None:
         modes = modes[src]
     num = len(source)
-    block, lengths = _left_padded(suffix_embeds)  # left-padded: every row's last suffix token at width - 1
+    block, lengths = left_padded(suffix_embeds)  # left-padded: every row's last suffix token at width - 1
     width = block.shape[1]
     capacity = -(-(width + max_new_tokens) // CAPACITY_STEP) * CAPACITY_STEP
     state = _state_for(language_model, base, prefix, row_prefix, per_prefix, capacity, dtype,
@@ -211,11 +211,11 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
     out_probs = torch.zeros(num, max_new_tokens, device=device)
     finished = torch.zeros(num, dtype=torch.bool, device=device)
     steps = 0
-    with _attention(language_model, ATTENTION_NAME):
+    with use_attention(language_model, ATTENTION_NAME):
         # the real rows' suffixes, their KV written straight into their dense slots; every slot starts from
         # its source row's logits (padding slots then decode from whatever KV their slots hold: rows are
         # independent and padding rows are cut off, so they need only be finite)
-        logits = _forward(language_model, base, block, valid[real][:, None, None, :width] & causal[None, None],
+        logits = forward_rows(language_model, base, block, valid[real][:, None, None, :width] & causal[None, None],
                           positions[real], _BlockRows(state.prefix, real_prefix, rows, real))[src]
         rows.static_column = state.column
         try:
@@ -236,4 +236,4 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
                 logits = state.step()
         finally:
             rows.static_column = None
-    return _collect(out_tokens[real], out_probs[real], steps, eos_token_id)
+    return collect(out_tokens[real], out_probs[real], steps, eos_token_id)

@@ -32,7 +32,7 @@ import torch
 
 from kptllm.position import grid_centres
 
-from .validate import HELD_OUT_SEED, _objects, inside_keypoints
+from .validate import HELD_OUT_SEED, held_out_objects, inside_keypoints
 
 
 def localisation(weights: torch.Tensor, points: torch.Tensor, grid: tuple[int, int]) -> dict:
@@ -63,7 +63,7 @@ def measure(predictor, objects: int = 60, seed: int = HELD_OUT_SEED) -> dict:
     model = predictor.model
     extractor = model.prompt_feature_extractor
     maps, points = None, []
-    for image, obj in _objects(objects, seed):
+    for image, obj in held_out_objects(objects, seed):
         predictor.set_image(image, obj.bbox)
         state = predictor._state()
         crop = state.prepared.crop
@@ -92,7 +92,7 @@ def semantic_accuracy(predictor, objects: int = 60, seed: int = HELD_OUT_SEED, w
     which says how much of the answer comes from what the extractor reads in the image."""
     with without_attended_content(predictor.model.prompt_feature_extractor) if without_content else nullcontext():
         right = total = 0
-        for image, obj in _objects(objects, seed):
+        for image, obj in held_out_objects(objects, seed):
             predictor.set_image(image, obj.bbox)
             crop = predictor._state().prepared.crop
             inside = inside_keypoints(obj, crop)

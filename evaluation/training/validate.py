@@ -23,7 +23,7 @@ from ..data.keypointworld import off_centre as off_centre_scene
 HELD_OUT_SEED = 900_001
 
 
-def _objects(count: int, seed: int):
+def held_out_objects(count: int, seed: int):
     found, i = [], 0
     while len(found) < count:
         scene = render_scene(np.random.default_rng([seed, i]))
@@ -55,7 +55,7 @@ def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold:
     inverse-map bug shows up as a drop against `shift=False`); `neutral_canvas` fills the canvas with
     the processor's fill colour, so only the frames change, not the pixels the model sees.
     """
-    pool = _objects(objects * 2, seed)
+    pool = held_out_objects(objects * 2, seed)
     if shift:
         rng = np.random.default_rng([seed, 1])
         fill = predictor.processor.fill if neutral_canvas else None

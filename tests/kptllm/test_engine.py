@@ -161,8 +161,8 @@ def test_static_suffix_prefill_computes_the_real_rows_only(monkeypatch):
     model.eval()
     prefix, suffixes = _inputs(model, processor, 2, NAMES[:7], seed=5)
     widths = []
-    forward = static_decode._forward
-    monkeypatch.setattr(static_decode, "_forward", lambda lm, base, inputs, *rest: (
+    forward = static_decode.forward_rows
+    monkeypatch.setattr(static_decode, "forward_rows", lambda lm, base, inputs, *rest: (
         widths.append(tuple(inputs.shape[:2])), forward(lm, base, inputs, *rest))[1])
     _check(model, processor, prefix, suffixes, [0, 1, 0, 0, 1, 0, 0], 12, static=True)
     width = max(s.shape[0] for s in suffixes)
