@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
 
 import torch
 
 from .constraints import AnswerGrammar
 from .generation import decode, prefill_prefixes
 from .answers import KeypointResult, grammar_arguments, point_in_crop, read_answer
-from .predictor import KeypointPredictor
 from .processor import PreparedImage
 from .protocol import Task
+
+if TYPE_CHECKING:  # the predictor calls this engine (detect_objects): annotations only, no import circle
+    from .predictor import KeypointPredictor
 
 
 @dataclass

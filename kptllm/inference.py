@@ -1,9 +1,6 @@
 """Inference-time model preparation: merging LoRA adapters, 8-/4-bit loading.
 
-`merge_lora(model)` folds every LoRA adapter into its base weight (W <- W + s B A) and puts the plain
-layer back, so each projection is one matmul instead of three (the adapters were half of a decoding
-step of the tiny model on a CPU). It modifies the model in place: only for a model that is no longer
-trained. In float32 the merged model's outputs equal the adapter model's up to rounding.
+`merge_lora(model)` (from `kptllm.lora`, kept importable here) folds every LoRA adapter into its base weight.
 
 `load_quantized(path, bits=8 | 4)` loads a saved model with its LLM in 8-/4-bit through bitsandbytes
 (needs `pip install bitsandbytes` and a CUDA GPU): the 7B LLM then fits a 24 GB card with room for a
@@ -14,24 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from torch import nn
+from .lora import merge_lora
 
-
-def merge_lora(model: nn.Module) -> int:
-    """Merge all LoRA adapters of `model` into their base layers, in place; returns how many were merged."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return 0
-    merged = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer) and hasattr(module, "base_layer"):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
-            merged += 1
-    return merged
+__all__ = ["load_quantized", "merge_lora", "quantization_config"]
 
 
 def quantization_config(bits: int | None):

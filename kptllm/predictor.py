@@ -17,8 +17,10 @@ from typing import Sequence
 import torch
 
 from .answers import ImageState, KeypointResult, grammar_arguments, is_point, point_in_crop, read_answer
+from .batched import Request, answer_requests
 from .generation import generate_with_prefix, prefill
 from .image import load_image
+from .lora import merge_lora as merge_adapters
 from .modeling import KptLLMForKeypoints
 from .processor import KptLLMProcessor
 from .protocol import Task
@@ -75,7 +77,7 @@ class KeypointPredictor:
         """Load a saved model + tokenizer (`None`: the embedded KeypointWorld model, see `kptllm.embedded`).
 
         Default device: CUDA if available, else CPU; default dtype: bfloat16 on a GPU that supports it,
-        else float32. `merge_lora`: fold LoRA adapters into their weights (`kptllm.inference.merge_lora`):
+        else float32. `merge_lora`: fold LoRA adapters into their weights (`kptllm.lora.merge_lora`):
         one matmul per projection instead of three, the same outputs up to rounding; the loaded model
         is then for inference only (pass False to keep the adapters, e.g. to train on)."""
         if path_or_id is None:
@@ -87,9 +89,7 @@ class KeypointPredictor:
             dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         model = KptLLMForKeypoints.from_pretrained(path_or_id, dtype=dtype).to(device)
         if merge_lora:
-            from .inference import merge_lora as merge
-
-            merge(model)
+            merge_adapters(model)
         return cls(model, KptLLMProcessor.from_pretrained(path_or_id, config=model.config), **kwargs)
 
     @property
@@ -170,8 +170,6 @@ class KeypointPredictor:
         Every keypoint of every box is a row of one decoding batch (`kptllm.batched`), the image is read
         once and the boxes' crops are encoded together: the answers are those of `set_image(image, box)` +
         `detect(names)` per box, several times faster. Independent of `set_image` (the current image stays)."""
-        from .batched import Request, answer_requests  # the batched engine is built on this class
-
         self.processor.protocol.check_task(Task.TEXT)
         names = [names] if isinstance(names, str) else list(names)
         _check_count(len(names))

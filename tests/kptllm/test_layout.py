@@ -1,0 +1,59 @@
+"""The package's import graph: no circles between kptllm's modules, no module importing another's private
+names (issue 21). Imports under `if TYPE_CHECKING:` are annotations only and do not count."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("kptllm", "evaluation", "demo")
+
+
+def _imports(path: Path, package: str):
+    """(module imported, names) of every relative or package import in `path`, lazy ones included."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            node.body = []
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    base = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.level:
+                parent = base
+                for _ in range(node.level - 1):
+                    parent = parent.rsplit(".", 1)[0]
+                target = f"{parent}.{node.module}"
+            else:
+                target = node.module
+            if target.split(".")[0] in PACKAGES:
+                yield module.replace(".__init__", ""), target, [a.name for a in node.names]
+
+
+def _graph():
+    edges, private = {}, []
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for module, target, names in _imports(path, package):
+                edges.setdefault(module, set()).add(target)
+                private += [f"{module} imports {target}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+    return edges, private
+
+
+def test_no_module_imports_another_s_private_names():
+    assert _graph()[1] == []
+
+
+def test_kptllm_has_no_import_circles():
+    edges = {m: {t for t in ts if t.startswith("kptllm")} for m, ts in _graph()[0].items() if m.startswith("kptllm")}
+    circles = set()
+
+    def walk(node, path):
+        for nxt in edges.get(node, ()):
+            if nxt in path:
+                circles.add(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif len(path) < 12:
+                walk(nxt, path + [nxt])
+
+    for module in edges:
+        walk(module, [module])
+    assert not circles, sorted(circles)
