@@ -43,21 +43,27 @@ def _crop(entry: Entry | Support) -> tuple[Image.Image, tuple[float, float, floa
         return image.crop((round(x0), round(y0), round(x0 + side), round(y0 + side))), (round(x0), round(y0), side)
 
 
-def draw(entry: Entry, size: int = 256, keypoint: str | None = None) -> Image.Image:
-    """One entry as a `size` x `size` RGB tile (`keypoint`: draw that keypoint only)."""
-    crop, (x0, y0, _) = _crop(entry)
+def _tile(item: Entry | Support, size: int):
+    """(tile, canvas, to-tile map) of an entry's or a support's object; the map takes continuous image pixels to
+    PIL's drawing coordinates, in which pixel i's centre is i (not i + 0.5). A missing image: a grey tile saying
+    so, and no map (None)."""
+    crop, (x0, y0, _) = _crop(item)
     scale = size / max(crop.width, crop.height)
     tile = crop.resize((size, size), Image.Resampling.BILINEAR) if crop.size != (size, size) else crop
     canvas = ImageDraw.Draw(tile)
-    if entry.image is None:
-        canvas.text((6, 6), f"image not here:\n{entry.image_name}", fill=(255, 255, 255), font=_font(12))
+    if item.image is None:
+        canvas.text((6, 6), f"image not here:\n{item.image_name}", fill=(255, 255, 255), font=_font(12))
+        return tile, canvas, None
+    return tile, canvas, lambda point: ((point[0] - x0) * scale - 0.5, (point[1] - y0) * scale - 0.5)
+
+
+def draw(entry: Entry, size: int = 256, keypoint: str | None = None) -> Image.Image:
+    """One entry as a `size` x `size` RGB tile (`keypoint`: draw that keypoint only)."""
+    tile, canvas, at = _tile(entry, size)
+    if at is None:
         return tile
     radius = max(3, size // 64)
     only = entry.index(keypoint) if keypoint else None
-
-    def at(point) -> tuple[float, float]:
-        # continuous image pixels -> PIL's drawing coordinates, in which pixel i's centre is i (not i + 0.5)
-        return ((point[0] - x0) * scale - 0.5, (point[1] - y0) * scale - 0.5)
 
     for k in range(len(entry.names)):
         if not entry.counted[k] or (keypoint and k != only):
@@ -83,18 +89,14 @@ MARK = (255, 214, 0)
 
 def draw_support(support: Support, size: int = 256, names: list[str] | None = None, keypoint: str | None = None) -> Image.Image:
     """A support object with its marked keypoints (yellow, numbered 1..K as in the query's keypoint list)."""
-    crop, (x0, y0, _) = _crop(support)
-    scale = size / max(crop.width, crop.height)
-    tile = crop.resize((size, size), Image.Resampling.BILINEAR) if crop.size != (size, size) else crop
-    canvas = ImageDraw.Draw(tile)
-    if support.image is None:
-        canvas.text((6, 6), f"image not here:\n{support.image_name}", fill=(255, 255, 255), font=_font(12))
+    tile, canvas, at = _tile(support, size)
+    if at is None:
         return tile
     radius, font = max(3, size // 64), _font(max(10, size // 28))
     for k, (x, y) in enumerate(support.points):
         if not support.marked[k] or (keypoint and names and names[k] != keypoint):
             continue
-        cx, cy = (x - x0) * scale - 0.5, (y - y0) * scale - 0.5
+        cx, cy = at((x, y))
         canvas.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=MARK, outline=(0, 0, 0))
         canvas.text((cx + radius + 1, cy - radius - 2), str(k + 1), fill=MARK, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
     return tile
