@@ -93,8 +93,8 @@ def filters(record: str | None, category: str | None = None):
 
 
 def keypoints_of(record: str | None, category: str | None):
-    gallery = _load(record)
-    return gr.update(choices=gallery.keypoint_names(category or None) if gallery else [], value=None)
+    """The keypoint choices once a category is picked (`filters`' second half)."""
+    return filters(record, category or None)[1]
 
 
 def _select(record, against, order, category, keypoint, count):
