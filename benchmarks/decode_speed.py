@@ -61,7 +61,7 @@ def prepare(predictor, keypoints: int):
     """Prefix embeds `[1, Lp, D]` of the example image and the K query suffixes `[L_k, D]` (text task)."""
     model, processor = predictor.model, predictor.processor
     predictor.set_image(IMAGE, BBOX)
-    state = predictor._state()
+    state = predictor.image_state
     ids = torch.tensor([processor.encode_prefix()], device=predictor.device)
     prefix = model.embed_inputs(ids, image_tokens=model.project_image(state.features))
     names = (COCO_KEYPOINTS * (keypoints // len(COCO_KEYPOINTS) + 1))[:keypoints]

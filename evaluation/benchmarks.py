@@ -1,8 +1,9 @@
 """Benchmarks: which work units a benchmark has, how a model answers one, and how answers become metrics.
 
 A work unit is the smallest resumable piece: one GT instance (text-prompt benchmarks, semantic
-understanding) or one query of one MP-100 episode (visual prompts). `predict` turns a unit into a
-json-able prediction; `score` turns all predictions into metric values and breakdowns.
+understanding) or one query of one MP-100 episode (visual prompts). `plan_unit` turns a unit into a
+request to the engine (`kptllm.engine`), `finish_unit` its answers into a json-able prediction; `score`
+turns all predictions into metric values and breakdowns.
 """
 
 from __future__ import annotations
@@ -269,50 +270,11 @@ def _as_rows(results, count: int) -> list[list[float]]:
     return rows
 
 
-def predict(bench: Benchmark, predictor, unit: dict) -> dict:
-    """Run the model on one unit; returns a json-able prediction."""
-    ds = bench.dataset
-    if "episode" in unit:
-        query = ds.annotation(unit["query_id"])
-        supports = [ds.annotation(i) for i in unit["support_ids"]]
-        count = len(query.keypoints)
-        usable = [_promptable(predictor, ds.images[s.image_id], s) for s in supports]
-        shown = [k for k in range(count) if any(u[k] for u in usable)]
-        predictor.set_image(ds.images[query.image_id].path, query.bbox)
-        results = []
-        if shown:
-            points = [[(float(s.keypoints[k, 0]), float(s.keypoints[k, 1])) if u[k] else None for k in shown]
-                      for s, u in zip(supports, usable)]
-            results = predictor.detect_from_example([ds.images[s.image_id].path for s in supports], points,
-                                                    support_bbox=[s.bbox for s in supports])
-        return {"key": unit_key(unit), "keypoints": _as_rows(zip(shown, results), count),
-                "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
-    if "det" in unit:
-        names = list(catalog.get(GENERIC[bench.name][0]).names)
-        predictor.set_image(ds.images[unit["image_id"]].path, tuple(unit["bbox"]))
-        results = predictor.detect(names)
-        return {"key": unit_key(unit), "keypoints": _as_rows(enumerate(results), len(names)),
-                "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
-    ann = ds.annotation(unit["ann_id"])
-    predictor.set_image(ds.images[ann.image_id].path, ann.bbox)
-    if bench.task == "semantic":
-        names, labelled, points = _semantic_points(bench, predictor, ann)
-        results = predictor.describe(points) if points else []
-        return {"key": unit_key(unit), "indices": labelled, "predicted": [r.text for r in results],
-                "expected": [names[k] for k in labelled]}
-    names = _keypoint_names(bench, ann)
-    results = predictor.detect(names)
-    return {"key": unit_key(unit), "keypoints": _as_rows(enumerate(results), len(names)),
-            "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
-
-
 def plan_unit(bench: Benchmark, predictor, unit: dict):
-    """The batched form of `predict`: (a `kptllm.batched.Request` or None, what `finish_unit` needs).
-
-    The request asks exactly what `predict` asks of the predictor, so `finish_unit` of its answers gives
-    the same prediction; the episode number is the support key (supports encoded once per episode).
-    """
-    from kptllm.batched import Request
+    """What the model is asked about one work unit: (a `kptllm.engine.Request` or None when there is nothing
+    to ask, what `finish_unit` needs to build the unit's prediction from the answers). The episode number is
+    the support key (supports encoded once per episode)."""
+    from kptllm.engine import Request
     from kptllm.protocol import Task
 
     ds = bench.dataset
@@ -345,7 +307,7 @@ def plan_unit(bench: Benchmark, predictor, unit: dict):
 
 
 def finish_unit(bench: Benchmark, unit: dict, context: dict, results) -> dict:
-    """The json-able prediction of a unit from its request's results (as `predict` builds it)."""
+    """The json-able prediction of a unit from its request's results (`plan_unit`'s context)."""
     results = results or []
     if "episode" in unit:
         return {"key": unit_key(unit), "keypoints": _as_rows(zip(context["shown"], results), context["count"]),

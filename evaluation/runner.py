@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .benchmarks import (GENERIC, Benchmark, build_benchmark, categories_covered, coco_results, finish_unit, plan_unit,
-                         predict, score, unit_key)
+                         score, unit_key)
 from .checks import cached_file_sha256, check_keypoint_names, check_metric_libraries, check_model, file_sha256
 from .checks import missing_images_message
 from .data import KeypointDataset
@@ -109,15 +109,17 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _run_batched(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) -> None:
-    """Chunks `todo`, `batch` units per decoding batch; the next batch's images load in a background thread.
+def _compute(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) -> None:
+    """Predict the chunks in `todo` through the predictor's engine, `batch` units per decoding batch (1 = one
+    unit at a time), writing each chunk as it finishes; the next batch's images load in a background thread.
 
     A chunk's elapsed_s is the wall time of the batches that finished it (batches may span chunks).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from kptllm.batched import SupportCache, answer_requests, prepare
+    from kptllm.engine import SupportCache
 
+    engine = predictor.engine
     units = [(number, unit) for number in todo for unit in chunks[number]]
     batches = [units[i:i + batch] for i in range(0, len(units), batch)]
     supports = {}  # support key -> prepared support images (an episode's supports are loaded once)
@@ -129,7 +131,7 @@ def _run_batched(bench: Benchmark, predictor, chunks, todo, paths, batch: int, b
                 continue
             if request.support_key is not None and request.support_key in supports:
                 request.prepared_supports = supports[request.support_key]
-            prepare(predictor, request)
+            engine.prepare(request)
             if request.support_key is not None:
                 supports[request.support_key] = request.prepared_supports
                 while len(supports) > 8:
@@ -150,7 +152,7 @@ def _run_batched(bench: Benchmark, predictor, chunks, todo, paths, batch: int, b
             plans = pending.result()
             pending = pool.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
             requests = [request for request, _ in plans if request is not None]
-            answers = iter(answer_requests(predictor, requests, cache))
+            answers = iter(engine.answer(requests, cache))
             for (number, unit), (request, context) in zip(items, plans):
                 if started[number] is None:
                     started[number] = tic
@@ -161,20 +163,6 @@ def _run_batched(bench: Benchmark, predictor, chunks, todo, paths, batch: int, b
                 if all(r is not None for r in results[number]):
                     _write_json(paths[number], {"predictions": results[number],
                                                 "elapsed_s": time.perf_counter() - started[number]})
-
-
-def _compute(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) -> None:
-    """Predict the chunks in `todo`, writing each as it finishes (one unit at a time, or batched)."""
-    if batch == 1:
-        for number in todo:
-            tic = time.perf_counter()
-            done = []
-            for unit in chunks[number]:
-                done.append(predict(bench, predictor, unit))
-                bar.update(1)
-            _write_json(paths[number], {"predictions": done, "elapsed_s": time.perf_counter() - tic})
-    else:
-        _run_batched(bench, predictor, chunks, todo, paths, batch, bar)
 
 
 def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out: str, task: str | None = None,
@@ -188,8 +176,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     `predictor` may be passed in (an already loaded `KeypointPredictor`); otherwise it is loaded from `model`.
     Everything is checked before OUT/run.json is written and before the model loads (see `evaluation.checks`);
     work units whose images are missing are refused unless `allow_missing`.
-    `batch`: work units decoded together (1 = one unit at a time through the predictor API; more: one
-    decoding batch over all their images, images prefetched in a background thread, an episode's
+    `batch`: work units decoded together (1 = one unit at a time; more: one decoding batch over all their
+    images); either way through the predictor's engine, images prefetched in a background thread, an episode's
     supports encoded once). Predictions do not depend on it (greedy decoding, checked by the tests).
     `shard=(i, n)`: compute only chunks i, i+n, ...; the run is scored (and the record returned) once
     every chunk is in OUT, so n processes (or `accelerate launch`: RANK / WORLD_SIZE are read) into one

@@ -14,7 +14,6 @@ import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from .constraints import AnswerGrammar, grammar_for
 from .processor import PreparedImage
@@ -63,16 +62,6 @@ class KeypointResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "name": self.name}
-
-
-@dataclass
-class ImageState:
-    """What `set_image` keeps about the query image: its crop, its features and its cached text prefix."""
-
-    prepared: PreparedImage
-    features: torch.Tensor  # [1, N, Dv] patch tokens (the support features for task (a))
-    prefix_len: int
-    prefix_cache: object
 
 
 def as_point(value, what: str) -> tuple[float, float]:

@@ -7,7 +7,9 @@
     p.detect_from_example(support_image, [(x, y), ...], support_bbox=None)   # (b), 1..5 supports
 
 All coordinates in and out are pixels of the original image (after EXIF orientation). All keypoints
-of one call are decoded as one batch that shares the cached image prefix.
+of one call are decoded as one batch that shares the cached image prefix. The predictor checks what a
+user gives and builds `kptllm.engine.Request`s; its `engine` (the same one the evaluation runner uses)
+does the work.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from typing import Sequence
 
 import torch
 
-from .answers import ImageState, KeypointResult, grammar_arguments, is_point, point_in_crop, read_answer
-from .batched import Request, answer_requests
-from .generation import generate_with_prefix, prefill
+from .answers import KeypointResult, is_point
+from .engine import ImageState, KeypointEngine, Request
 from .image import load_image
 from .lora import merge_lora as merge_adapters
 from .modeling import KptLLMForKeypoints
@@ -36,6 +37,11 @@ def _check_count(count: int) -> None:
         raise ValueError("no keypoints requested")
     if count > MAX_KEYPOINTS_PER_CALL:
         raise ValueError(f"{count} keypoints requested; the limit per call is {MAX_KEYPOINTS_PER_CALL}")
+
+
+def _check_max_new_tokens(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {value!r}")
 
 
 def resolve_device(device=None) -> torch.device:
@@ -63,13 +69,28 @@ class KeypointPredictor:
     def __init__(self, model: KptLLMForKeypoints, processor: KptLLMProcessor, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  constrained: bool = True):
         """`constrained`: mask decoding to the answer grammar so every detection parses (constraints.py)."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        _check_max_new_tokens(max_new_tokens)
         self.model = model.eval()
         self.processor = processor
-        self.max_new_tokens = max_new_tokens
-        self.constrained = constrained
+        self.engine = KeypointEngine(self.model, processor, max_new_tokens, constrained)
         self._image: ImageState | None = None
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.engine.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: int) -> None:
+        _check_max_new_tokens(value)
+        self.engine.max_new_tokens = value
+
+    @property
+    def constrained(self) -> bool:
+        return self.engine.constrained
+
+    @constrained.setter
+    def constrained(self, value: bool) -> None:
+        self.engine.constrained = bool(value)
 
     @classmethod
     def from_pretrained(cls, path_or_id=None, device=None, dtype=None, merge_lora: bool = True,
@@ -102,18 +123,12 @@ class KeypointPredictor:
         return self.model.projector.weight.device
 
     # ----------------------------------------------------------------- image
-    @torch.no_grad()
     def set_image(self, image, bbox=None) -> None:
         """Encode the query image (path, PIL or numpy, any mode) around `bbox` (COCO xywh pixels; None = whole image).
 
         The visual tokens and the KV cache of the shared text prefix are computed here, once.
         """
-        prepared = self.processor.prepare_image(image, bbox)
-        features = self.model.encode_images(prepared.pixel_values[None].to(self.device))
-        prefix_ids = self.processor.encode_prefix()
-        ids = torch.tensor([prefix_ids], device=self.device)
-        embeds = self.model.embed_inputs(ids, image_tokens=self.model.project_image(features))
-        self._image = ImageState(prepared, features, len(prefix_ids), prefill(self.model.language_model, embeds))
+        self._image = self.engine.encode([self.processor.prepare_image(image, bbox)])[0]
 
     def reset_image(self) -> None:
         self._image = None
@@ -122,7 +137,9 @@ class KeypointPredictor:
     def is_image_set(self) -> bool:
         return self._image is not None
 
-    def _state(self) -> ImageState:
+    @property
+    def image_state(self) -> ImageState:
+        """The encoded current image (crop, features, prefix KV); RuntimeError before `set_image`."""
         if self._image is None:
             raise RuntimeError("call set_image() first")
         return self._image
@@ -130,7 +147,7 @@ class KeypointPredictor:
     @property
     def image_size(self) -> tuple[int, int]:
         """(width, height) of the current image."""
-        state = self._state()
+        state = self.image_state
         return state.prepared.width, state.prepared.height
 
     # ----------------------------------------------------------------- tasks
@@ -140,47 +157,35 @@ class KeypointPredictor:
 
         `points`: one (x, y) pixel point -> one KeypointResult; a list of points -> a list.
         """
-        self.processor.protocol.check_task(Task.SEMANTIC)
         single = is_point(points)
         points = [points] if single else list(points)
         _check_count(len(points))
-        state = self._state()
-        normalized = [point_in_crop(p, state.prepared, f"point {i}") for i, p in enumerate(points)]
-        kpt_tokens = self.model.encode_prompts(
-            state.features, torch.tensor(normalized, device=self.device),
-            torch.zeros(len(points), dtype=torch.long, device=self.device),
-            torch.arange(len(points), device=self.device), len(points))
-        results = self._answer(Task.SEMANTIC, [None] * len(points), kpt_tokens)
+        results = self._ask(Request(None, None, Task.SEMANTIC, [None] * len(points), points=points))
         return results[0] if single else results
 
     @torch.no_grad()
     def detect(self, names: str | Sequence[str]) -> list[KeypointResult]:
         """Task (c): locate keypoints given by name or description (e.g. "left eye")."""
-        self.processor.protocol.check_task(Task.TEXT)
         names = [names] if isinstance(names, str) else list(names)
         _check_count(len(names))
-        self._state()
-        return self._answer(Task.TEXT, names, None)
+        return self._ask(Request(None, None, Task.TEXT, names))
 
     @torch.no_grad()
     def detect_objects(self, image, boxes, names: str | Sequence[str]) -> list[list[KeypointResult]]:
         """Task (c) for several objects of one image at once (the In-the-wild pipeline): the same `names` in
         every box (xywh pixels; None = the whole image), one list of results per box, in box order.
 
-        Every keypoint of every box is a row of one decoding batch (`kptllm.batched`), the image is read
+        Every keypoint of every box is a row of one decoding batch (`kptllm.engine`), the image is read
         once and the boxes' crops are encoded together: the answers are those of `set_image(image, box)` +
         `detect(names)` per box, several times faster. Independent of `set_image` (the current image stays)."""
-        self.processor.protocol.check_task(Task.TEXT)
         names = [names] if isinstance(names, str) else list(names)
         _check_count(len(names))
         boxes = list(boxes)
         if not 1 <= len(boxes) <= MAX_OBJECTS_PER_CALL:
             raise ValueError(f"give 1 to {MAX_OBJECTS_PER_CALL} boxes, got {len(boxes)}")
-        for name in names:  # every text checked before any work (the engine does not validate)
-            self.processor.protocol.conversation(Task.TEXT, text=name)
+        self.engine.check([Request(None, None, Task.TEXT, names)])  # the names, before the image is read
         picture = load_image(image)
-        requests = [Request(image=picture, bbox=box, task=Task.TEXT, texts=names) for box in boxes]
-        return answer_requests(self, requests)
+        return self.engine.answer([Request(image=picture, bbox=box, task=Task.TEXT, texts=names) for box in boxes])
 
     @torch.no_grad()
     def detect_from_example(self, support_image, support_points, support_bbox=None, names=None) -> list[KeypointResult]:
@@ -194,8 +199,9 @@ class KeypointPredictor:
             support_bbox: None, one xywh box (one image) or a list of boxes/None (one per image).
             names: optional list of keypoint names/descriptions, one per keypoint (visual + text prompt).
         """
-        self.processor.protocol.check_task(Task.VISUAL if names is None else Task.VISUAL_TEXT)
-        self._state()  # fails early without a query image
+        task = Task.VISUAL if names is None else Task.VISUAL_TEXT
+        self.processor.protocol.check_task(task)
+        self.image_state  # fails early without a query image
         many = isinstance(support_image, (list, tuple))
         images = list(support_image) if many else [support_image]
         point_lists = [list(p) for p in support_points] if many else [list(support_points)]
@@ -216,38 +222,10 @@ class KeypointPredictor:
             names = [names] if isinstance(names, str) else list(names)
             if len(names) != count:
                 raise ValueError(f"{count} support points but {len(names)} names")
+        texts = names if names is not None else [None] * count
+        return self._ask(Request(None, None, task, texts, supports=(images, point_lists, boxes)))
 
-        prepared = [self.processor.prepare_image(img, box) for img, box in zip(images, boxes)]
-        points, support_ids, slot_ids = [], [], []
-        for shot, (plist, prep) in enumerate(zip(point_lists, prepared)):
-            for k, point in enumerate(plist):
-                if point is None:
-                    continue
-                points.append(point_in_crop(point, prep, f"support point {k} of support {shot}"))
-                support_ids.append(shot)
-                slot_ids.append(k)
-        missing = sorted(set(range(count)) - set(slot_ids))
-        if missing:
-            raise ValueError(f"keypoints {missing} are not visible on any support image")
-        features = self.model.encode_images(torch.stack([p.pixel_values for p in prepared]).to(self.device))
-        as_tensor = lambda v, dtype=torch.long: torch.tensor(v, device=self.device, dtype=dtype)  # noqa: E731
-        kpt_tokens = self.model.encode_prompts(features, as_tensor(points, torch.float32), as_tensor(support_ids),
-                                               as_tensor(slot_ids), count)
-        task = Task.VISUAL if names is None else Task.VISUAL_TEXT
-        return self._answer(task, names if names is not None else [None] * count, kpt_tokens)
-
-    # ----------------------------------------------------------------- decoding
-    def _answer(self, task: Task, texts: list[str | None], kpt_tokens: torch.Tensor | None) -> list[KeypointResult]:
-        state = self._state()
-        protocol = self.processor.protocol
-        conversations = [protocol.conversation(task, text=t) for t in texts]  # validates the texts first
-        suffixes = []
-        for k, conversation in enumerate(conversations):
-            ids = torch.tensor([self.processor.encode_conversation(conversation).query_ids], device=self.device)
-            kpt = None if kpt_tokens is None else kpt_tokens[k:k + 1]
-            suffixes.append(self.model.embed_inputs(ids, kpt_tokens=kpt)[0])
-        generated = generate_with_prefix(self.model.language_model, state.prefix_cache, state.prefix_len, suffixes,
-                                         self.processor.eos_token_id, protocol.max_new_tokens or self.max_new_tokens,
-                                         **grammar_arguments(self.model, self.processor, self.constrained, task, len(suffixes)))
-        return [read_answer(self.processor, k, task, texts[k], ids, probs, state.prepared)
-                for k, (ids, probs) in enumerate(zip(generated.token_ids, generated.token_probs))]
+    def _ask(self, request: Request) -> list[KeypointResult]:
+        """One request about the current image, answered by the engine."""
+        request.state = self.image_state
+        return self.engine.answer([request])[0]

@@ -69,7 +69,7 @@ def _predictor_reproduces(model, processor, instance, visible) -> bool:
 
     predictor = KeypointPredictor(model.eval(), processor)
     predictor.set_image(instance.image, instance.bbox)
-    crop = predictor._state().prepared.crop
+    crop = predictor.image_state.prepared.crop
     names, points = [n for n, _ in visible], [xy for _, xy in visible]
     expected = [build_conversation(Task.TEXT, n, n, tuple(crop.to_crop(xy))).answer.strip() for n, xy in visible]
     runs = [
@@ -120,3 +120,23 @@ def overfit_tiny(instance, max_steps: int = 600, check_every: int = 25):
             loss.backward()
             optimizer.step()
     raise AssertionError(f"the tiny model did not reproduce its training answers in {max_steps} steps")
+
+
+class Oracle:
+    """A stand-in predictor for the runner's tests: its engine answers every text request with the ground
+    truth that `truth(request)` returns (`[K, 3]` x, y, v; v = 0 unparsed, else score 1)."""
+
+    def __init__(self):
+        self.engine = self
+
+    def prepare(self, request):
+        return request
+
+    def answer(self, requests, support_cache=None):
+        from kptllm import KeypointResult
+
+        return [[KeypointResult(k, "text", n, n, (float(x), float(y)), (0.5, 0.5), float(v > 0), bool(v > 0), None, "")
+                 for k, (n, (x, y, v)) in enumerate(zip(r.texts, self.truth(r)))] for r in requests]
+
+    def truth(self, request):
+        raise NotImplementedError

@@ -65,7 +65,7 @@ def measure(predictor, objects: int = 60, seed: int = HELD_OUT_SEED) -> dict:
     maps, points = None, []
     for image, obj in held_out_objects(objects, seed):
         predictor.set_image(image, obj.bbox)
-        state = predictor._state()
+        state = predictor.image_state
         crop = state.prepared.crop
         inside = inside_keypoints(obj, crop)
         if not inside:
@@ -94,7 +94,7 @@ def semantic_accuracy(predictor, objects: int = 60, seed: int = HELD_OUT_SEED, w
         right = total = 0
         for image, obj in held_out_objects(objects, seed):
             predictor.set_image(image, obj.bbox)
-            crop = predictor._state().prepared.crop
+            crop = predictor.image_state.prepared.crop
             inside = inside_keypoints(obj, crop)
             if inside:
                 answers = predictor.describe([tuple(obj.keypoints[k, :2]) for k in inside])

@@ -64,7 +64,7 @@ def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold:
     hits = {"text": [], "visual": [], "semantic": []}
     for n, (image, obj) in enumerate(queries):
         predictor.set_image(image, obj.bbox)
-        crop = predictor._state().prepared.crop
+        crop = predictor.image_state.prepared.crop
         names = obj.category.keypoints
         norm = threshold * max(obj.bbox[2], obj.bbox[3])
         inside = inside_keypoints(obj, crop)

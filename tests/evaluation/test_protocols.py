@@ -9,6 +9,7 @@ import pytest
 from evaluation.benchmarks import build_benchmark, oks_iou, oks_nms, rescore
 from evaluation.data import KeypointDataset
 from evaluation.runner import run_benchmark
+from tests.helpers import Oracle
 from tests.realdata import REAL
 
 COCO_JSON = REAL / "coco" / "test_coco.json"
@@ -35,17 +36,20 @@ def test_oks_nms_on_a_hand_computed_case():
     assert oks_nms([], 0.9, [0.5]) == []
 
 
-class _Oracle:
+class _Oracle(Oracle):
     """Answers with the ground truth of the labelled instance overlapping the given box most (score 1 if labelled)."""
 
     def __init__(self, path):
+        super().__init__()
         data = KeypointDataset.load(path)
         self.by_file = {}
         for a in data.annotations:
             if a.num_keypoints and not a.iscrowd:
                 self.by_file.setdefault(data.images[a.image_id].file_name.split("/")[-1], []).append(a)
 
-    def set_image(self, image, bbox=None):
+    def truth(self, request):
+        bbox = request.bbox
+
         def iou(a):
             x0, y0 = max(a.bbox[0], bbox[0]), max(a.bbox[1], bbox[1])
             x1 = min(a.bbox[0] + a.bbox[2], bbox[0] + bbox[2])
@@ -53,13 +57,7 @@ class _Oracle:
             inter = max(0, x1 - x0) * max(0, y1 - y0)
             return inter / (a.bbox[2] * a.bbox[3] + bbox[2] * bbox[3] - inter)
 
-        self.ann = max(self.by_file[str(image).split("/")[-1]], key=iou)
-
-    def detect(self, names):
-        from kptllm import KeypointResult
-
-        return [KeypointResult(k, "text", n, n, (float(x), float(y)), (0.5, 0.5), float(v > 0), bool(v > 0), None, "")
-                for k, (n, (x, y, v)) in enumerate(zip(names, self.ann.keypoints))]
+        return max(self.by_file[str(request.image).split("/")[-1]], key=iou).keypoints
 
 
 def test_ap_with_detected_boxes(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from evaluation.cli import main
 from evaluation.runner import run_benchmark
+from tests.helpers import Oracle
 from tests.realdata import REAL
 
 COCO_JSON = REAL / "coco" / "test_coco.json"
@@ -43,20 +44,20 @@ def test_text_benchmark_record_and_resume(tiny_dir, tmp_path, monkeypatch):
     import evaluation.runner as runner
 
     calls = {"n": 0}
-    real_predict = runner.predict
+    real_finish = runner.finish_unit
 
-    def dying_predict(*args):
+    def dying_finish(*args):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real_predict(*args)
+        return real_finish(*args)
 
-    monkeypatch.setattr(runner, "predict", dying_predict)
+    monkeypatch.setattr(runner, "finish_unit", dying_finish)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
                       limit=6, chunk_size=2, progress=False)
     assert len(list((tmp_path / "resumed" / "chunks").glob("*.json"))) == 1
-    monkeypatch.setattr(runner, "predict", real_predict)
+    monkeypatch.setattr(runner, "finish_unit", real_finish)
     resumed = run_benchmark(str(tiny_dir), "coco", str(COCO_JSON), str(REAL / "coco"), str(tmp_path / "resumed"),
                             limit=6, chunk_size=2, progress=False)
     assert resumed["chunks_reused"] == 1 and resumed["chunks"] == 3
@@ -196,22 +197,17 @@ def test_cli_eval_and_results(tiny_dir, tmp_path, capsys):
                  "--images", str(REAL / "coco"), "--out", str(tmp_path / "x")]) == 2
 
 
-class _Oracle:
-    """A predictor that answers with the ground truth of the instance whose box it was given."""
+class _Oracle(Oracle):
+    """Answers with the ground truth of the instance whose box it was given."""
 
     def __init__(self, dataset_path):
         from evaluation.data import KeypointDataset
 
+        super().__init__()
         self.by_box = {tuple(a.bbox): a for a in KeypointDataset.load(dataset_path).annotations}
 
-    def set_image(self, image, bbox=None):
-        self.ann = self.by_box[tuple(bbox)]
-
-    def detect(self, names):
-        from kptllm import KeypointResult
-
-        return [KeypointResult(k, "text", n, n, (float(x), float(y)), (0.5, 0.5), 1.0, bool(v > 0), None, "")
-                for k, (n, (x, y, v)) in enumerate(zip(names, self.ann.keypoints))]
+    def truth(self, request):
+        return self.by_box[tuple(request.bbox)].keypoints
 
 
 @pytest.mark.parametrize("benchmark, path", [("coco", COCO_JSON), ("humanart", REAL / "humanart" / "test_humanart.json"),

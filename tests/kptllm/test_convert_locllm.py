@@ -332,21 +332,21 @@ def test_batched_path_asks_in_the_checkpoints_own_words(fake):
     """The evaluation runner's batched path (any --batch > 1) must send LocLLM's prompt, decode LocLLM's 13
     tokens and refuse names LocLLM does not know, exactly as the predictor does."""
     from kptllm import KeypointPredictor
-    from kptllm.batched import Request, answer_requests
+    from kptllm.engine import Request
 
     predictor = KeypointPredictor.from_pretrained(fake["out"], device="cpu")
     image, box = COCO / "000000000785.jpg", (280, 40, 220, 330)
     predictor.set_image(image, bbox=box)
     names = ["nose", "left eye", "right knee"]
     single = predictor.detect(names)
-    batched = answer_requests(predictor, [Request(image=image, bbox=box, task=Task.TEXT, texts=names),
+    batched = predictor.engine.answer([Request(image=image, bbox=box, task=Task.TEXT, texts=names),
                                           Request(image=image, bbox=(300, 60, 150, 200), task=Task.TEXT, texts=["nose"])])
     assert [r.raw for r in batched[0]] == [r.raw for r in single]
     assert [r.xy for r in batched[0]] == [r.xy for r in single]
     with pytest.raises(ValueError, match="only knows the keypoints"):
-        answer_requests(predictor, [Request(image=image, bbox=box, task=Task.TEXT, texts=["left wing"])])
+        predictor.engine.answer([Request(image=image, bbox=box, task=Task.TEXT, texts=["left wing"])])
     with pytest.raises(ValueError, match="cannot do the semantic task"):
-        answer_requests(predictor, [Request(image=image, bbox=box, task=Task.SEMANTIC, texts=[None], points=[(300, 100)])])
+        predictor.engine.answer([Request(image=image, bbox=box, task=Task.SEMANTIC, texts=[None], points=[(300, 100)])])
 
 
 def test_locllm_answer_parsing_and_score():

@@ -9,7 +9,7 @@ from kptllm.protocol import Task, build_conversation
 def _embeds(predictor, task, texts, kpt_tokens=None):
     processor, model = predictor.processor, predictor.model
     prefix = processor.encode_prefix()
-    state = predictor._state()
+    state = predictor.image_state
     prefix_embeds = model.embed_inputs(torch.tensor([prefix]), image_tokens=model.project_image(state.features))
     suffixes = []
     for k, text in enumerate(texts):
@@ -40,7 +40,7 @@ def test_trained_model_fast_path_matches_slow_path(trained, coco_person):
     # names of different token lengths, so rows are padded differently
     fast = _check_fast_equals_slow(predictor, Task.TEXT, ["nose", "left shoulder", "right eye", "the left ear tip"])
     assert all(fast.finished[:3])
-    state = predictor._state()
+    state = predictor.image_state
     points = torch.tensor([state.prepared.crop.to_crop(xy).tolist() for _, xy in visible], dtype=torch.float32)
     kpt = predictor.model.encode_prompts(state.features, points, torch.zeros(len(points), dtype=torch.long),
                                          torch.arange(len(points)), len(points))
@@ -55,5 +55,5 @@ def test_random_model_fast_path_matches_slow_path(predictor, coco_person):
 
 def test_empty_request_generates_nothing(predictor, coco_person):
     predictor.set_image(coco_person.image)
-    out = generate_with_prefix(predictor.model.language_model, predictor._state().prefix_cache, 1, [], 0, 5)
+    out = generate_with_prefix(predictor.model.language_model, predictor.image_state.prefix, 1, [], 0, 5)
     assert out.token_ids == [] and out.finished == []

@@ -42,7 +42,7 @@ def test_all_three_tasks_on_every_real_dataset(predictor, instances):
     support = instances[0]
     for inst in _one_per_dataset(instances):
         predictor.set_image(inst.image, inst.bbox)
-        state = predictor._state()
+        state = predictor.image_state
         crop, size = state.prepared.crop, predictor.image_size
         visible = [(x, y) for x, y, v in inst.keypoints if v > 0 and crop.contains((x, y))][:3]
         assert visible, inst.dataset
@@ -72,7 +72,7 @@ def test_trained_model_answers_all_three_tasks(trained, coco_person):
     predictor, visible = trained
     predictor.set_image(coco_person.image, coco_person.bbox)
     names = [n for n, _ in visible]
-    crop_side = predictor._state().prepared.crop.side
+    crop_side = predictor.image_state.prepared.crop.side
     detected = predictor.detect(names)
     _exact(detected, visible, crop_side)
     assert all(r.query == name and r.score > 0.5 for r, name in zip(detected, names))
@@ -89,8 +89,8 @@ def test_trained_visual_prompts_use_the_support_crop(trained, coco_person):
     predictor, visible = trained
     supports = offset_supports(coco_person, visible)
     predictor.set_image(coco_person.image, coco_person.bbox)
-    crop_side = predictor._state().prepared.crop.side
-    assert predictor._state().prepared.crop != predictor.processor.prepare_image(supports[0].image, supports[0].bbox).crop
+    crop_side = predictor.image_state.prepared.crop.side
+    assert predictor.image_state.prepared.crop != predictor.processor.prepare_image(supports[0].image, supports[0].bbox).crop
     one_shot = predictor.detect_from_example(supports[0].image, supports[0].points, support_bbox=supports[0].bbox)
     _exact(one_shot, visible, crop_side)
     two_shot = predictor.detect_from_example([s.image for s in supports], [s.points for s in supports],
@@ -288,7 +288,7 @@ def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
 
 def test_predictions_are_clipped_to_the_image(predictor):
     predictor.set_image(np.zeros((50, 80, 3), dtype=np.uint8))  # the square crop reaches 15 px above and below
-    state = predictor._state()
+    state = predictor.image_state
     assert state.prepared.crop.y0 < 0
     tokens = lambda text: predictor.processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     for answer, expected in ((" nose [0.000, 0.000]", (0.0, 0.0)), (" nose [1.000, 1.000]", (80.0, 50.0)),
