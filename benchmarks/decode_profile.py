@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.bench_batching import build_predictor  # noqa: E402
 from benchmarks.decode_speed import _describe, _sync, _timed, prepare  # noqa: E402
-from kptllm.generation import decode, prefill_prefixes  # noqa: E402
+from kptllm.decoding.generation import decode, prefill_prefixes  # noqa: E402
 
 
 def _median_s(fn, repeats: int, device) -> float:
@@ -41,7 +41,7 @@ def _median_s(fn, repeats: int, device) -> float:
 def profile(size: str = "tiny", device: str = "cpu", dtype=torch.float32, keypoints: int = 17, new_tokens: int = 20,
             repeats: int = 5, static: bool | None = None, top: int = 12) -> dict:
     """The phase table (seconds) and the profiler's top operators; see the module docstring."""
-    from kptllm import static_decode
+    from kptllm.decoding import static_decode
     from kptllm.inference import merge_lora
 
     predictor = build_predictor(size, device, dtype)
@@ -81,7 +81,7 @@ def _steps(generated, new_tokens: int) -> int:
 
 def _replay(state, lm, count: int) -> None:
     """`count` static steps back to back, set up as `decode_static` sets them up (attention, written column)."""
-    from kptllm.decode_state import ATTENTION_NAME, use_attention
+    from kptllm.modeling.shared_prefix import ATTENTION_NAME, use_attention
 
     with use_attention(lm, ATTENTION_NAME):
         state.rows.static_column = state.column

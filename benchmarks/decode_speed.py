@@ -8,9 +8,9 @@ starting from the input embeddings, and the timings include all LM work (prefill
 
     naive       one `language_model.generate` per keypoint over its full prompt (prefix + query)
     hf batched  one `generate` over the K full prompts, left-padded (what a user would write)
-    engine      `kptllm.generation`: the image prefix once, K rows over it (constraints off, so tokens
+    engine      `kptllm.decoding.generation`: the image prefix once, K rows over it (constraints off, so tokens
                 must equal; the `engine+grammar` column times the default constrained decoding). On a
-                GPU this is the static-shape path replayed as CUDA graphs (kptllm/static_decode.py);
+                GPU this is the static-shape path replayed as CUDA graphs (kptllm/decoding/static_decode.py);
     eager       the engine with `static=False` (on a CPU the same as `engine`): the GPU's eager baseline
 
 Prints a table (median of `--repeats`), the ratios naive/engine and hf/engine, and whether the three
@@ -32,9 +32,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.bench_batching import BBOX, COCO_KEYPOINTS, IMAGE, build_predictor  # noqa: E402
-from kptllm.constraints import AnswerGrammar, grammar_for  # noqa: E402
-from kptllm.generation import decode, prefill_prefixes  # noqa: E402
-from kptllm.protocol import Task, build_conversation  # noqa: E402
+from kptllm.decoding.constraints import AnswerGrammar, grammar_for  # noqa: E402
+from kptllm.decoding.generation import decode, prefill_prefixes  # noqa: E402
+from kptllm.protocols.protocol import Task, build_conversation  # noqa: E402
 
 
 def _sync(device) -> None:

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kptllm.image import validate_bbox
 from kptllm.image import load_image as library_load_image
-from kptllm.protocol import MAX_TEXT_CHARS
+from kptllm.protocols.protocol import MAX_TEXT_CHARS
 
 from .shown import original_of
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from evaluation.data.keypointworld import CATEGORIES
-from kptllm import catalog
-from kptllm.catalog import describe_keypoint
+from kptllm.protocols import catalog
+from kptllm.protocols.catalog import describe_keypoint
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A work unit is the smallest resumable piece: one GT instance (text-prompt benchmarks, semantic
 understanding) or one query of one MP-100 episode (visual prompts). `plan_unit` turns a unit into a
-request to the engine (`kptllm.engine`), `finish_unit` its answers into a json-able prediction; `score`
+request to the engine (`kptllm.decoding.engine`), `finish_unit` its answers into a json-able prediction; `score`
 turns all predictions into metric values and breakdowns.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kptllm import catalog
+from kptllm.protocols import catalog
 
 from kptllm.image import square_crop
 
@@ -271,11 +271,11 @@ def _as_rows(results, count: int) -> list[list[float]]:
 
 
 def plan_unit(bench: Benchmark, predictor, unit: dict):
-    """What the model is asked about one work unit: (a `kptllm.engine.Request` or None when there is nothing
+    """What the model is asked about one work unit: (a `kptllm.decoding.engine.Request` or None when there is nothing
     to ask, what `finish_unit` needs to build the unit's prediction from the answers). The episode number is
     the support key (supports encoded once per episode)."""
-    from kptllm.engine import Request
-    from kptllm.protocol import Task
+    from kptllm.decoding.engine import Request
+    from kptllm.protocols.protocol import Task
 
     ds = bench.dataset
     if "episode" in unit:

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from kptllm import catalog
+from kptllm.protocols import catalog
 
 from .metrics import normalize_keypoint_name
 

@@ -144,7 +144,7 @@ def keypoint_ap(ground_truth, results: list[dict], sigmas=None, use_area: bool =
     Args:
         ground_truth: a COCO keypoint json path or an already loaded dict.
         results: COCO keypoint results: `{"image_id", "category_id", "keypoints": [x, y, score]*K, "score"}`.
-        sigmas: per-keypoint OKS sigmas (`kptllm.catalog` has them per dataset); None = COCO's 17.
+        sigmas: per-keypoint OKS sigmas (`kptllm.protocols.catalog` has them per dataset); None = COCO's 17.
         use_area: use the annotations' `area` (False: 0.53 * box area, for data without areas).
     With no results at all every statistic is 0.0.
     """

@@ -92,7 +92,7 @@ def load_boxes(path: str) -> list[dict]:
 
 
 def catalog_sigmas(key: str):
-    from kptllm import catalog
+    from kptllm.protocols import catalog
 
     return catalog.get(key).sigmas
 
@@ -117,7 +117,7 @@ def _compute(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from kptllm.engine import SupportCache
+    from kptllm.decoding.engine import SupportCache
 
     engine = predictor.engine
     units = [(number, unit) for number in todo for unit in chunks[number]]
@@ -183,7 +183,7 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     every chunk is in OUT, so n processes (or `accelerate launch`: RANK / WORLD_SIZE are read) into one
     OUT give the one-process record; a shard that is not last returns None. Rank 0 of an accelerate
     launch waits up to `wait_s` for the other ranks' chunks.
-    `constrained`: decode with the answer grammar (kptllm.constraints); part of the run's settings.
+    `constrained`: decode with the answer grammar (kptllm.decoding.constraints); part of the run's settings.
     `semantic_labels`: mp100 semantic: a label-set JSON file (evaluation/data/semantic_labels.py);
     default the built-in `kptllm-mp100-v1`. The record names the set and the categories covered.
     """

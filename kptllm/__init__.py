@@ -4,8 +4,8 @@ Public API: the model (`KptLLMConfig`, `KptLLMForKeypoints`), its `KptLLMProcess
 `KeypointPredictor` for the three tasks, and builders for pretrained parts and tiny test models.
 """
 
-from .configuration import KptLLMConfig
-from .modeling import KptLLMForKeypoints
+from .modeling.configuration import KptLLMConfig
+from .modeling.model import KptLLMForKeypoints
 from .predictor import MAX_KEYPOINTS_PER_CALL, MAX_SHOTS, KeypointPredictor, KeypointResult
 from .processor import KptLLMProcessor
 

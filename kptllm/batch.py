@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .processor import KptLLMProcessor, PreparedImage
-from .protocol import Task, build_conversation
+from .protocols.protocol import Task, build_conversation
 
 
 @dataclass

@@ -11,10 +11,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoTokenizer,
                           Dinov2Config, LlamaConfig, PreTrainedTokenizerFast)
 
-from .configuration import IMAGENET_MEAN, IMAGENET_STD, KptLLMConfig
-from .modeling import KptLLMForKeypoints
+from .modeling.configuration import IMAGENET_MEAN, IMAGENET_STD, KptLLMConfig
+from .modeling.model import KptLLMForKeypoints
 from .processor import KptLLMProcessor, add_placeholder_tokens
-from .protocol import ASSISTANT, SPECIAL_TOKENS, SYSTEM, Task, build_conversation
+from .protocols.protocol import ASSISTANT, SPECIAL_TOKENS, SYSTEM, Task, build_conversation
 
 
 def _load_vision(vision: str, **kwargs):

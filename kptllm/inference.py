@@ -1,6 +1,6 @@
 """Inference-time model preparation: merging LoRA adapters, 8-/4-bit loading.
 
-`merge_lora(model)` (from `kptllm.lora`, kept importable here) folds every LoRA adapter into its base weight.
+`merge_lora(model)` (from `kptllm.modeling.lora`, kept importable here) folds every LoRA adapter into its base weight.
 
 `load_quantized(path, bits=8 | 4)` loads a saved model with its LLM in 8-/4-bit through bitsandbytes
 (needs `pip install bitsandbytes` and a CUDA GPU): the 7B LLM then fits a 24 GB card with room for a
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .lora import merge_lora
+from .modeling.lora import merge_lora
 
 __all__ = ["load_quantized", "merge_lora", "quantization_config"]
 
@@ -40,7 +40,7 @@ def load_quantized(path_or_id, bits: int = 8, device="cuda", dtype=None, **kwarg
     """A `KeypointPredictor` whose LLM is loaded in `bits` (8 or 4) bits; the vision encoder and heads stay in `dtype`."""
     import torch
 
-    from .modeling import KptLLMForKeypoints
+    from .modeling.model import KptLLMForKeypoints
     from .predictor import KeypointPredictor
     from .processor import KptLLMProcessor
 

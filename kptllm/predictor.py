@@ -8,7 +8,7 @@
 
 All coordinates in and out are pixels of the original image (after EXIF orientation). All keypoints
 of one call are decoded as one batch that shares the cached image prefix. The predictor checks what a
-user gives and builds `kptllm.engine.Request`s; its `engine` (the same one the evaluation runner uses)
+user gives and builds `kptllm.decoding.engine.Request`s; its `engine` (the same one the evaluation runner uses)
 does the work.
 """
 
@@ -18,13 +18,13 @@ from typing import Sequence
 
 import torch
 
-from .answers import KeypointResult, is_point
-from .engine import ImageState, KeypointEngine, Request
+from .decoding.answers import KeypointResult, is_point
+from .decoding.engine import ImageState, KeypointEngine, Request
 from .image import load_image
-from .lora import merge_lora as merge_adapters
-from .modeling import KptLLMForKeypoints
+from .modeling.lora import merge_lora as merge_adapters
+from .modeling.model import KptLLMForKeypoints
 from .processor import KptLLMProcessor
-from .protocol import Task
+from .protocols.protocol import Task
 
 MAX_KEYPOINTS_PER_CALL = 100
 MAX_SHOTS = 5
@@ -98,7 +98,7 @@ class KeypointPredictor:
         """Load a saved model + tokenizer (`None`: the embedded KeypointWorld model, see `kptllm.embedded`).
 
         Default device: CUDA if available, else CPU; default dtype: bfloat16 on a GPU that supports it,
-        else float32. `merge_lora`: fold LoRA adapters into their weights (`kptllm.lora.merge_lora`):
+        else float32. `merge_lora`: fold LoRA adapters into their weights (`kptllm.modeling.lora.merge_lora`):
         one matmul per projection instead of three, the same outputs up to rounding; the loaded model
         is then for inference only (pass False to keep the adapters, e.g. to train on)."""
         if path_or_id is None:
@@ -175,7 +175,7 @@ class KeypointPredictor:
         """Task (c) for several objects of one image at once (the In-the-wild pipeline): the same `names` in
         every box (xywh pixels; None = the whole image), one list of results per box, in box order.
 
-        Every keypoint of every box is a row of one decoding batch (`kptllm.engine`), the image is read
+        Every keypoint of every box is a row of one decoding batch (`kptllm.decoding.engine`), the image is read
         once and the boxes' crops are encoded together: the answers are those of `set_image(image, box)` +
         `detect(names)` per box, several times faster. Independent of `set_image` (the current image stays)."""
         names = [names] if isinstance(names, str) else list(names)

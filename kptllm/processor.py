@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .configuration import KptLLMConfig
+from .modeling.configuration import KptLLMConfig
 from .image import SquareCrop, crop_image, load_image, square_crop
-from .protocol import IMAGE_TOKEN, KPT_TOKEN, SPECIAL_TOKENS, Conversation
-from .protocols import get_protocol
+from .protocols.protocol import IMAGE_TOKEN, KPT_TOKEN, SPECIAL_TOKENS, Conversation
+from .protocols.checkpoints import get_protocol
 
 IGNORE_INDEX = -100
 

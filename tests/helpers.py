@@ -11,7 +11,7 @@ import torch
 from kptllm.batch import KeypointSample, collate_samples
 from kptllm.build import build_tiny
 from kptllm.image import load_image
-from kptllm.protocol import Task, build_conversation
+from kptllm.protocols.protocol import Task, build_conversation
 
 COCO_NAMES = ["nose", "left eye", "right eye", "left ear", "right ear", "left shoulder", "right shoulder"]
 

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kptllm import catalog
+from kptllm.protocols import catalog
 
 ANIMAL_FACE = ("right eye outer corner", "right eye inner corner", "left eye inner corner", "left eye outer corner",
                "nose tip", "right mouth corner", "left mouth corner", "upper lip", "lower lip")

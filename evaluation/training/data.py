@@ -31,10 +31,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from kptllm.batch import KeypointSample, collate_samples
-from kptllm.catalog.descriptions import describe_keypoint
+from kptllm.protocols.catalog.descriptions import describe_keypoint
 from kptllm.image import load_image
 from kptllm.processor import KptLLMProcessor, PreparedImage
-from kptllm.protocol import Task
+from kptllm.protocols.protocol import Task
 
 from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, render_scene
 
@@ -103,7 +103,7 @@ class CocoSource:
     """
 
     def __init__(self, annotations, images, catalog_key: str | None = None, min_keypoints: int = 3, labels=None):
-        from kptllm import catalog
+        from kptllm.protocols import catalog
 
         from ..data import KeypointDataset
 

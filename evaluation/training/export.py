@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from kptllm.modeling import KptLLMForKeypoints
+from kptllm.modeling.model import KptLLMForKeypoints
 from kptllm.processor import KptLLMProcessor
 
 from .train import plot_loss

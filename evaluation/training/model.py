@@ -19,10 +19,10 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from kptllm.build import build_from_parts, train_tiny_tokenizer
-from kptllm.configuration import KptLLMConfig
-from kptllm.modeling import KptLLMForKeypoints
+from kptllm.modeling.configuration import KptLLMConfig
+from kptllm.modeling.model import KptLLMForKeypoints
 from kptllm.processor import KptLLMProcessor
-from kptllm.protocol import SPECIAL_TOKENS
+from kptllm.protocols.protocol import SPECIAL_TOKENS
 
 
 def _config(spec: dict, **extra):

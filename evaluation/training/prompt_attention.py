@@ -30,7 +30,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
-from kptllm.position import grid_centres
+from kptllm.modeling.position import grid_centres
 
 from .validate import HELD_OUT_SEED, held_out_objects, inside_keypoints
 

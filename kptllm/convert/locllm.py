@@ -15,7 +15,7 @@ checkpoint is an ordinary `KptLLMForKeypoints` folder (safetensors + config + to
 - LLM: Vicuna's weights plus the LoRA in peft's layout (r, alpha from the checkpoint; scale alpha/r),
   rotary `inv_freq` buffers dropped; the tokenizer is the base LLM's with our `<image>` / `<kpt>`
   placeholders added (their ids lie past the embedding table: the model never looks them up);
-- protocol "locllm" (`kptllm.protocols.LocLLMProtocol`): LocLLM's prompt with the per-keypoint
+- protocol "locllm" (`kptllm.protocols.checkpoints.LocLLMProtocol`): LocLLM's prompt with the per-keypoint
   descriptions read from LocLLM's own `datasets/constants.py` (parsed with `ast`, never executed);
   crop: square of side max(w, h) (no padding), bilinear, black border, CLIP mean/std.
 
@@ -353,10 +353,10 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
     from transformers import AutoConfig, AutoTokenizer, Dinov2Config
     from transformers.initialization import no_init_weights
 
-    from ..configuration import KptLLMConfig
-    from ..modeling import KptLLMForKeypoints
+    from ..modeling.configuration import KptLLMConfig
+    from ..modeling.model import KptLLMForKeypoints
     from ..processor import KptLLMProcessor, add_placeholder_tokens
-    from ..protocol import SPECIAL_TOKENS
+    from ..protocols.protocol import SPECIAL_TOKENS
 
     directory = Path(checkpoint)
     names, descriptions = read_descriptions(source)  # cheap checks first

@@ -11,8 +11,8 @@ import pytest
 
 from evaluation.data import (KeypointDataset, ap10k_cross_species, cape_objects, clean_bbox, make_episodes,
                              skeleton_to_zero_based)
-from kptllm import catalog
-from kptllm.protocol import MAX_TEXT_CHARS, clean_text
+from kptllm.protocols import catalog
+from kptllm.protocols.protocol import MAX_TEXT_CHARS, clean_text
 from tests.realdata import MP100_SPLIT1_TEST, REAL
 
 MP100 = MP100_SPLIT1_TEST

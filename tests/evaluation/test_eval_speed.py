@@ -63,7 +63,7 @@ def test_batched_runner_through_the_static_decoder_equals_one_unit_at_a_time(tin
     """The GPU's default decoder (static shapes, dense rows per image, padding rows cut off), run eagerly
     here, gives the records of the eager engine one unit at a time; queries show different keypoint
     counts, so the images of a batch carry groups of different sizes."""
-    from kptllm import static_decode
+    from kptllm.decoding import static_decode
 
     kwargs = dict(task=task, shots=1, episodes=1, limit=6, chunk_size=4)
     one = _run(tiny_dir, "mp100", mp100_like, tmp_path / "one", batch=1, **kwargs)

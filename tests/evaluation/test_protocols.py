@@ -99,7 +99,7 @@ def test_gt_box_ap_ranks_instances_as_mmpose_does(tmp_path):
 
     from evaluation.benchmarks import score
     from evaluation.metrics import keypoint_ap
-    from kptllm import catalog
+    from kptllm.protocols import catalog
 
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()

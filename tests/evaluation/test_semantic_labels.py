@@ -59,7 +59,7 @@ def test_builtin_set_names_the_animal_faces_and_leaves_numbered_objects_out():
 
 def test_builtin_set_covers_77_of_the_100_categories():
     """The coverage the README states: 47 named categories + 30 animal faces; 23 left out."""
-    from kptllm import catalog
+    from kptllm.protocols import catalog
 
     labels = builtin()
     assert len(labels.categories) == 30

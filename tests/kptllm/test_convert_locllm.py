@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from kptllm.convert.locllm import ConversionError, convert_locllm
-from kptllm.protocol import Task
+from kptllm.protocols.protocol import Task
 
 REPO = Path(__file__).resolve().parents[2]
 COCO = REPO / "tests" / "data" / "real" / "coco"
@@ -279,7 +279,7 @@ def test_visual_tokens_and_logits_match_the_reference(fake):
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_prompt_ids_match_a_431_style_tokenisation(fake, legacy):
-    from kptllm.configuration import KptLLMConfig
+    from kptllm.modeling.configuration import KptLLMConfig
     from kptllm.processor import KptLLMProcessor
 
     config = KptLLMConfig.from_pretrained(fake["out"])
@@ -296,7 +296,7 @@ def test_prompt_ids_match_a_431_style_tokenisation(fake, legacy):
 
 
 def test_converted_config_carries_the_locllm_protocol(fake):
-    from kptllm.configuration import KptLLMConfig
+    from kptllm.modeling.configuration import KptLLMConfig
 
     config = KptLLMConfig.from_pretrained(fake["out"])
     assert config.protocol == "locllm" and config.crop_padding == 1.0
@@ -332,7 +332,7 @@ def test_batched_path_asks_in_the_checkpoints_own_words(fake):
     """The evaluation runner's batched path (any --batch > 1) must send LocLLM's prompt, decode LocLLM's 13
     tokens and refuse names LocLLM does not know, exactly as the predictor does."""
     from kptllm import KeypointPredictor
-    from kptllm.engine import Request
+    from kptllm.decoding.engine import Request
 
     predictor = KeypointPredictor.from_pretrained(fake["out"], device="cpu")
     image, box = COCO / "000000000785.jpg", (280, 40, 220, 330)
@@ -350,7 +350,7 @@ def test_batched_path_asks_in_the_checkpoints_own_words(fake):
 
 
 def test_locllm_answer_parsing_and_score():
-    from kptllm.protocols import LocLLMProtocol
+    from kptllm.protocols.checkpoints import LocLLMProtocol
 
     protocol = LocLLMProtocol({"descriptions": DESCRIPTIONS})
     parsed = protocol.parse(" [0.412,0.305]", "text", "left eye")

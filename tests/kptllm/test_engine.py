@@ -12,9 +12,9 @@ from transformers import PreTrainedTokenizerFast
 
 from kptllm import KeypointPredictor
 from kptllm.build import build_tiny
-from kptllm.constraints import AnswerGrammar, grammar_for
-from kptllm.generation import decode, generate_reference, prefill_prefixes
-from kptllm.protocol import Task, build_conversation, format_answer, parse_answer
+from kptllm.decoding.constraints import AnswerGrammar, grammar_for
+from kptllm.decoding.generation import decode, generate_reference, prefill_prefixes
+from kptllm.protocols.protocol import Task, build_conversation, format_answer, parse_answer
 
 NAMES = ["nose", "left shoulder", "a long description of the tail", "eye", "right knee", "the upper lip",
          "left ankle", "tip of the left wing", "hip"]
@@ -115,7 +115,7 @@ def test_engine_with_grammar_matches_reference(seed, static):
 def test_static_buffers_reused_across_calls_hold_nothing_of_the_last_call():
     """A second call of the same shape reuses the first call's buffers (the CUDA-graph path depends on it):
     other images, the names in another order, rows mapped to other prefixes -> still the reference tokens."""
-    from kptllm import static_decode
+    from kptllm.decoding import static_decode
 
     model, processor = build_tiny(seed=5)
     model.eval()
@@ -132,7 +132,7 @@ def test_static_buffers_reused_across_calls_hold_nothing_of_the_last_call():
 def test_static_state_cache_is_bounded_by_bytes(monkeypatch):
     """Each kept shape holds its buffers: the estimate equals what is allocated, and older states go first
     when the kept ones would exceed KPTLLM_STATIC_CACHE_GB."""
-    from kptllm import static_decode
+    from kptllm.decoding import static_decode
 
     model, processor = build_tiny(seed=8)
     model.eval()
@@ -155,7 +155,7 @@ def test_static_state_cache_is_bounded_by_bytes(monkeypatch):
 def test_static_suffix_prefill_computes_the_real_rows_only(monkeypatch):
     """The dense layout pads 5 + 2 rows to 8 per prefix: the suffix block is still prefilled for 7 rows, and
     the padding slots' copies of their KV leave every answer equal to the reference."""
-    from kptllm import static_decode
+    from kptllm.decoding import static_decode
 
     model, processor = build_tiny(seed=5)
     model.eval()
@@ -171,7 +171,7 @@ def test_static_suffix_prefill_computes_the_real_rows_only(monkeypatch):
 
 
 def test_dense_row_layout_pads_every_prefix_to_the_same_rows():
-    from kptllm.static_decode import _dense_rows
+    from kptllm.decoding.static_decode import _dense_rows
 
     source, slot, width = _dense_rows([2, 0, 2, 2], count=3, step=4)
     assert width == 4 and len(source) == 12

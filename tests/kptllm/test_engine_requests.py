@@ -4,8 +4,8 @@ the same pixels and the same scores (up to float rounding)."""
 
 import pytest
 
-from kptllm.engine import Request, SupportCache
-from kptllm.protocol import Task
+from kptllm.decoding.engine import Request, SupportCache
+from kptllm.protocols.protocol import Task
 
 
 def _same(a, b, what):

@@ -2,8 +2,8 @@
 
 import torch
 
-from kptllm.generation import generate_reference, generate_with_prefix, prefill
-from kptllm.protocol import Task, build_conversation
+from kptllm.decoding.generation import generate_reference, generate_with_prefix, prefill
+from kptllm.protocols.protocol import Task, build_conversation
 
 
 def _embeds(predictor, task, texts, kpt_tokens=None):

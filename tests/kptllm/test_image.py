@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from kptllm.image import MAX_IMAGE_PIXELS, SquareCrop, crop_image, load_image, square_crop
-from kptllm.protocol import Task, format_answer, parse_answer
+from kptllm.protocols.protocol import Task, format_answer, parse_answer
 
 
 def _rgb_array(w=40, h=30):

@@ -57,3 +57,41 @@ def test_kptllm_has_no_import_circles():
     for module in edges:
         walk(module, [module])
     assert not circles, sorted(circles)
+
+
+def test_the_layout_shows_the_architecture():
+    """The network, the decoding and the protocols live in their own sub-packages; the top level holds the
+    user-facing parts. The network knows nothing of decoding, the protocols nothing of either."""
+    top = {p.stem for p in (ROOT / "kptllm").glob("*.py")}
+    assert top == {"__init__", "__main__", "predictor", "processor", "image", "detection", "embedded", "inference",
+                   "build", "batch", "cli"}, top
+    for package, members in {"modeling": {"configuration", "model", "prompt_encoder", "prompt_feature_extractor",
+                                          "position", "lora", "shared_prefix"},
+                             "decoding": {"engine", "generation", "static_decode", "decode_state", "constraints", "answers"},
+                             "protocols": {"protocol", "checkpoints"}}.items():
+        assert {p.stem for p in (ROOT / "kptllm" / package).glob("*.py")} - {"__init__"} == members, package
+    edges = _graph()[0]
+    for module, targets in edges.items():
+        if module.startswith("kptllm.modeling"):
+            assert not any(t.startswith(("kptllm.decoding", "kptllm.predictor")) for t in targets), (module, targets)
+        if module.startswith("kptllm.protocols"):
+            assert not any(t.startswith(("kptllm.modeling", "kptllm.decoding")) for t in targets), (module, targets)
+
+
+def test_the_public_names_keep_working(tiny_dir):
+    """What users import and load is unchanged by the layout: the package's names, the Auto classes on a saved
+    checkpoint, the command line."""
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig, AutoModel
+
+    import kptllm
+    from kptllm import KeypointPredictor, KptLLMConfig, KptLLMForKeypoints, KptLLMProcessor  # noqa: F401
+
+    assert isinstance(AutoConfig.from_pretrained(tiny_dir), KptLLMConfig)
+    assert isinstance(AutoModel.from_pretrained(tiny_dir), KptLLMForKeypoints)
+    assert KeypointPredictor.from_pretrained(tiny_dir, device="cpu").supported_tasks
+    done = subprocess.run([sys.executable, "-m", "kptllm", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "predict" in done.stdout, done.stderr
+    assert kptllm.__version__

@@ -12,8 +12,8 @@ import torch
 from kptllm import KptLLMForKeypoints
 from kptllm.batch import collate_samples
 from kptllm.build import build_tiny
-from kptllm.position import grid_centres
-from kptllm.prompt_feature_extractor import PromptFeatureExtractor, sample_at_points
+from kptllm.modeling.position import grid_centres
+from kptllm.modeling.prompt_feature_extractor import PromptFeatureExtractor, sample_at_points
 
 from .test_modeling import _samples
 

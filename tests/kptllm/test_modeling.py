@@ -10,7 +10,7 @@ from kptllm import KptLLMConfig, KptLLMForKeypoints, KptLLMProcessor
 from kptllm.batch import KeypointSample, collate_samples
 from kptllm.build import build_from_parts, build_tiny, tiny_parts, train_tiny_tokenizer
 from kptllm.processor import IGNORE_INDEX
-from kptllm.protocol import Task
+from kptllm.protocols.protocol import Task
 
 
 def _samples(processor, instances):

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from kptllm import MAX_KEYPOINTS_PER_CALL, KeypointPredictor, KeypointResult
-from kptllm.answers import answer_score, read_answer
+from kptllm.decoding.answers import answer_score, read_answer
 from kptllm.predictor import MAX_SHOTS
-from kptllm.protocol import MAX_TEXT_CHARS, Task
+from kptllm.protocols.protocol import MAX_TEXT_CHARS, Task
 
 
 def _assert_well_formed(result: KeypointResult, task: str, size, crop):
@@ -241,7 +241,7 @@ def test_bad_inputs_give_clear_errors(predictor, coco_person):
 
 
 def test_decode_keeps_placeholder_tokens_so_the_parser_rejects_them(tiny):
-    from kptllm.protocol import ParseError, Task, parse_answer
+    from kptllm.protocols.protocol import ParseError, Task, parse_answer
 
     _, processor = tiny
     tok = processor.tokenizer

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kptllm.protocol import (ASSISTANT, IMAGE_TOKEN, KPT_TOKEN, MAX_TEXT_CHARS, PREFIX, ParsedAnswer, ParseError,
+from kptllm.protocols.protocol import (ASSISTANT, IMAGE_TOKEN, KPT_TOKEN, MAX_TEXT_CHARS, PREFIX, ParsedAnswer, ParseError,
                              ParseFailure, Task, build_conversation, clean_text, format_answer, parse_answer)
 
 names = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="[]\x7f",

@@ -7,10 +7,10 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from kptllm import catalog
+from kptllm.protocols import catalog
 from kptllm.predictor import DEFAULT_MAX_NEW_TOKENS
 from kptllm.processor import KptLLMProcessor
-from kptllm.protocol import (ASSISTANT, MAX_TEXT_CHARS, SPECIAL_TOKENS, SYSTEM, ParsedAnswer, Task, build_conversation,
+from kptllm.protocols.protocol import (ASSISTANT, MAX_TEXT_CHARS, SPECIAL_TOKENS, SYSTEM, ParsedAnswer, Task, build_conversation,
                              parse_answer)
 
 # 200 characters of keypoint description (the longest a prompt accepts).

@@ -7,7 +7,7 @@ import torch
 
 from evaluation.training.export import export
 from kptllm.build import build_tiny
-from kptllm.modeling import KptLLMForKeypoints
+from kptllm.modeling.model import KptLLMForKeypoints
 
 
 def test_export_halves_the_weights_and_drops_offline_loading_keys(tmp_path, monkeypatch):

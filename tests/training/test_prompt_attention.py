@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evaluation.training.prompt_attention import localisation, main, measure
-from kptllm.position import grid_centres
+from kptllm.modeling.position import grid_centres
 
 GRID = (4, 6)  # rows, cols: not square, so a swapped x/y lands elsewhere
 

@@ -30,10 +30,10 @@ import torch
 
 from .answers import KeypointResult, grammar_arguments, point_in_crop, read_answer
 from .constraints import AnswerGrammar
-from .decode_state import PrefixKV
+from ..modeling.shared_prefix import PrefixKV
 from .generation import decode, prefill_prefixes
-from .processor import PreparedImage
-from .protocol import Task
+from ..processor import PreparedImage
+from ..protocols.protocol import Task
 
 
 @dataclass

@@ -18,7 +18,8 @@ it would compute alone (up to float rounding). Rows that emit EOS are dropped fr
 KV rows are compacted away), so finished sequences stop costing work.
 
 Optionally (`grammar`, see constraints.py) each row's tokens are masked to the answer grammar. The state
-both decoders share (prefix KV, rows, the attention hook, token choice) lives in `decode_state.py`.
+both decoders share lives in `modeling/shared_prefix.py` (prefix KV, rows, the attention hook; training uses
+it too) and `decode_state.py` (token choice, the collected answer).
 `generate_reference` is the slow path (one sequence, full recomputation, no cache) that the tests hold
 the engine to, token for token.
 """
@@ -28,8 +29,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from .decode_state import (ATTENTION_NAME, Generated, PrefixKV, Rows, choose_tokens, collect, decoder_parts, fill_cache,
-                           forward_rows, left_padded, use_attention)
+from ..modeling.shared_prefix import ATTENTION_NAME, PrefixKV, Rows, decoder_parts, fill_cache, forward_rows, use_attention
+from .decode_state import Generated, choose_tokens, collect, left_padded
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Maintainer tool: regenerate `datasets.json` from a dataset-meta JSON (keypoint names, skeletons, flip
 pairs and sigmas collected from mmpose's `configs/_base_/datasets` and the MP-100 annotation files).
 
-    python -m kptllm.catalog._generate path/to/dataset_meta.json
+    python -m kptllm.protocols.catalog._generate path/to/dataset_meta.json
 
 Only facts are copied (keypoint names as the datasets spell them, 0-based skeletons, flip pairs, OKS
 sigmas, MP-100 category table); readable names and descriptions are ours (`descriptions.py`).
@@ -49,5 +49,5 @@ def main(meta_path: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m kptllm.catalog._generate path/to/dataset_meta.json")
+        sys.exit("usage: python -m kptllm.protocols.catalog._generate path/to/dataset_meta.json")
     main(sys.argv[1])

@@ -229,7 +229,7 @@ class KptLLMForKeypoints(PreTrainedModel):
     def _prefix_rows(self, input_ids, attention_mask, labels, image_index, prefix_length: int) -> torch.Tensor:
         """`[U]`: the first row of each image, after checking that the rows of an image share their first
         `prefix_length` tokens, unpadded and unlabelled (what `shared_prefix_length` assumes)."""
-        from .decode_state import decoder_parts
+        from .shared_prefix import decoder_parts
 
         rows = input_ids.shape[0]
         if image_index.shape[0] != rows:
@@ -260,7 +260,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         sorted by length, each `[b, W_group, D]` (padding costs nothing beyond a group's longest row);
         logits are computed only where a label is, and the loss is the mean over all labelled tokens.
         """
-        from .decode_state import ATTENTION_NAME, PrefixKV, Rows, decoder_hidden, decoder_parts, fill_cache, use_attention
+        from .shared_prefix import ATTENTION_NAME, PrefixKV, Rows, decoder_hidden, decoder_parts, fill_cache, use_attention
 
         lm = self.language_model
         base = decoder_parts(lm)

@@ -34,8 +34,8 @@ from collections import OrderedDict
 
 import torch
 
-from .decode_state import (ATTENTION_NAME, Generated, PrefixKV, Rows, choose_tokens, collect, forward_rows, left_padded,
-                           use_attention)
+from ..modeling.shared_prefix import ATTENTION_NAME, PrefixKV, Rows, forward_rows, use_attention
+from .decode_state import Generated, choose_tokens, collect, left_padded
 
 CAPACITY_STEP = 32  # capacities are rounded up to this, so calls with slightly different prompts share a graph
 GROUP_STEP = 8  # rows per prefix are padded to a multiple of this, so batches of other sizes share a graph
@@ -181,7 +181,7 @@ def decode_static(language_model, base, prefix: PrefixKV, suffix_embeds: list[to
                   use_graph: bool = True) -> Generated:
     """`generation.decode` with static shapes (see the module docstring); same arguments, same result.
 
-    `base` is the Llama-style decoder (`decode_state.decoder_parts`); `row_prefix [B]`, the grammar and its
+    `base` is the Llama-style decoder (`modeling.shared_prefix.decoder_parts`); `row_prefix [B]`, the grammar and its
     `modes [B]` are on the device (`decode` puts them there).
     """
     # a stable shape: every prefix gets the same number of rows (padding rows are cut off at the end)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .protocol import SPECIAL_TOKENS
+from ..protocols.protocol import SPECIAL_TOKENS
 
 # Free-text modes (shared layout: these ids are fixed; coordinate states follow).
 DETECT_EMPTY, DETECT_FREE, SEMANTIC_EMPTY, SEMANTIC_FREE, DETECT_ACCEPT = range(5)

@@ -1,7 +1,7 @@
 """Per-checkpoint text protocols: which prompt a checkpoint was trained on and how its answers read.
 
 A checkpoint's `KptLLMConfig.protocol` names one of these (default "kptllm", the identify-then-detect
-protocol of `kptllm.protocol`); the processor tokenises and the predictor parses and scores through
+protocol of `kptllm.protocols.protocol`); the processor tokenises and the predictor parses and scores through
 it, so one predictor, runner and demo serve every checkpoint. The crop rule (padding, fill colour,
 interpolation) and the image normalisation live in the config next to it.
 

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .constraints import AnswerGrammar, grammar_for
-from .processor import PreparedImage
-from .protocol import ParsedAnswer, Task
-from .protocols import DEFAULT_PROTOCOL
+from ..processor import PreparedImage
+from ..protocols.protocol import ParsedAnswer, Task
+from ..protocols.checkpoints import DEFAULT_PROTOCOL
 
 _COORDINATE_DIGITS = re.compile(r"\[\d\.(?P<x>\d+), \d\.(?P<y>\d+)\]")
 

@@ -64,14 +64,14 @@ class KptLLMConfig(PreTrainedConfig):
         prompt_pe_dim: width of the sine-cosine positional encoding of points (multiple of 4).
         prompt_extractor_layers, prompt_extractor_heads: the cross-attention prompt feature extractor.
         prompt_local_read: add to each prompt's cross-attention query a learned read of the support features
-            sampled under the point (ours, beside the paper's Eq. 2; `kptllm.prompt_feature_extractor`).
+            sampled under the point (ours, beside the paper's Eq. 2; `kptllm.modeling.prompt_feature_extractor`).
             On by default; the paper configs turn it off to reproduce the paper as written.
         image_token_id, kpt_token_id: placeholder token ids (set from the tokenizer).
         llm_tuning, vision_tuning: "lora", "full" or "frozen" (KptLLM++: LoRA on both).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (paper: r=128, alpha=256).
         vision_lora_r, vision_lora_alpha, vision_lora_target_modules: LoRA on the visual encoder (ours:
             r=16, alpha=32; the paper's r=128, alpha=256 is stated for the LLM, with no separate encoder value).
-        protocol, protocol_options: the text protocol the checkpoint speaks (`kptllm.protocols`): "kptllm"
+        protocol, protocol_options: the text protocol the checkpoint speaks (`kptllm.protocols.checkpoints`): "kptllm"
             (KptLLM++ identify-then-detect, the default) or "locllm" (converted LocLLM checkpoints).
         crop_fill: colour outside the image in the crop: "mean" (the normalisation mean) or "black".
         crop_interpolation: resampling of the crop: "bicubic" or "bilinear".

@@ -1,9 +1,9 @@
-"""The decoding state both decoders share (`generation.decode` and the CUDA-graph `static_decode`): the
-prefix KV of each image, the per-row KV and its attention over [own prefix | own suffix], the decoder's
-forward over the rows, token choice under the grammar, and the collected answer.
+"""Attention of many rows over shared prefixes, used by training (`KptLLMForKeypoints`'s shared-prefix loss)
+and by both decoders (`decoding.generation`, `decoding.static_decode`): the prefix KV of each image, the
+per-row KV and its attention over [own prefix | own rows], and the decoder's forward over the rows.
 
 Shapes: prefix KV `[P, Hkv, Lp, d]` per layer (one per image); row KV `[B, Hkv, S, d]` per layer (suffix
-and generated tokens only); `row_prefix [B]` says which prefix each row reads. See `generation` for why.
+and generated tokens only); `row_prefix [B]` says which prefix each row reads. See `decoding.generation` for why.
 """
 
 from __future__ import annotations
@@ -17,20 +17,6 @@ from transformers import AttentionInterface, DynamicCache
 ATTENTION_NAME = "kptllm_shared_prefix"
 
 
-@dataclass
-class Generated:
-    """Per sequence: generated token ids (EOS excluded), each token's probability, and whether EOS was reached.
-
-    Probabilities are the model's (softmax over the full vocabulary), also where a grammar masked the
-    choice: a forced token keeps the low probability the model gave it.
-    """
-
-    token_ids: list[list[int]]
-    token_probs: list[list[float]]
-    finished: list[bool]
-
-
-# ----------------------------------------------------------------------------- prefixes
 @dataclass
 class PrefixKV:
     """The KV cache of P prefixes of equal length: per layer `keys[l], values[l]` of shape `[P, Hkv, Lp, d]`."""
@@ -68,7 +54,6 @@ def fill_cache(language_model, prefix_embeds: torch.Tensor) -> DynamicCache:
     return cache
 
 
-# ----------------------------------------------------------------------------- per-row KV + attention
 class Rows:
     """Per-row KV of the suffix and generated tokens, duck-typed as the `cache` the HF attention layers update.
 
@@ -213,7 +198,6 @@ def use_attention(language_model, name: str):
         config._attn_implementation_internal = previous
 
 
-# ----------------------------------------------------------------------------- the engine
 def decoder_parts(language_model):
     """The Llama-style pieces (`model.layers`, `rotary_emb`, `norm`, `lm_head`) when present, else None."""
     base = getattr(language_model, "model", None)
@@ -244,37 +228,3 @@ def decoder_hidden(base, inputs, mask, positions, rows) -> torch.Tensor:
         hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=rows, position_embeddings=rotary,
                        kptllm_rows=rows)
     return hidden
-
-
-def left_padded(suffix_embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The suffixes `[L_b, D]` as one block `[B, W, D]`, each right-aligned (last token at W - 1, zeros
-    before it), and their lengths `[B]`."""
-    sizes = [s.shape[0] for s in suffix_embeds]
-    width, first = max(sizes), suffix_embeds[0]
-    block = first.new_zeros(len(sizes), width, first.shape[-1])
-    for row, suffix in enumerate(suffix_embeds):
-        block[row, width - suffix.shape[0]:] = suffix
-    return block, torch.tensor(sizes, device=first.device)
-
-
-def choose_tokens(logits: torch.Tensor, grammar, modes, remaining: int):
-    """Greedy tokens `[B]` from last-position logits `[B, V]` (masked to the grammar when one is given),
-    their probabilities (softmax over the full vocabulary) and the rows' next grammar modes."""
-    probs = logits.float().softmax(-1)
-    if grammar is None:
-        tokens = probs.argmax(-1)
-        return tokens, probs.gather(1, tokens[:, None])[:, 0], modes
-    allowed = grammar.allowed_tokens(modes, remaining)
-    tokens = probs.masked_fill(~allowed, -1.0).argmax(-1)
-    return tokens, probs.gather(1, tokens[:, None])[:, 0], grammar.next_mode[modes, tokens]
-
-
-def collect(out_tokens: torch.Tensor, out_probs: torch.Tensor, steps: int, eos_token_id: int) -> Generated:
-    """`[B, max_new]` tokens (-1 = not generated) and probabilities -> `Generated`, each row cut at its first EOS."""
-    out_tokens, out_probs = out_tokens[:, :steps].tolist(), out_probs[:, :steps].tolist()
-    token_ids, token_probs = [], []
-    for ids, probs in zip(out_tokens, out_probs):
-        end = ids.index(eos_token_id) if eos_token_id in ids else (ids.index(-1) if -1 in ids else len(ids))
-        token_ids.append(ids[:end])
-        token_probs.append(probs[:end])
-    return Generated(token_ids, token_probs, [bool(eos_token_id in ids) for ids in out_tokens])

@@ -1,6 +1,6 @@
 """The keypoint catalog: per dataset the keypoint names, our descriptions, 0-based skeleton, flip pairs and OKS sigmas.
 
-    from kptllm import catalog
+    from kptllm.protocols import catalog
     coco = catalog.get("coco")
     coco.names[:2]            # ("nose", "left eye")
     coco.descriptions[1]      # "The centre of the person's left eye."
