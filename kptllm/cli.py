@@ -125,7 +125,8 @@ def _convert_locllm(args) -> None:
 
     from .convert.locllm import convert_locllm
 
-    convert_locllm(args.checkpoint, args.base_llm, args.source, out=args.out, dtype=getattr(torch, args.dtype))
+    dtype = None if args.dtype == "source" else getattr(torch, args.dtype)
+    convert_locllm(args.checkpoint, args.base_llm, args.source, out=args.out, dtype=dtype)
     print(f"wrote the converted LocLLM checkpoint to {args.out}")
 
 
@@ -145,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     locllm.add_argument("--base-llm", required=True, help="Vicuna-7B v1.5 folder or hub id (config + tokenizer)")
     locllm.add_argument("--source", required=True, help="LocLLM code folder (github kennethwdk/LocLLM): descriptions")
     locllm.add_argument("--out", required=True, help="output folder")
-    locllm.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    locllm.add_argument("--dtype", default="source", choices=["source", "bfloat16", "float16", "float32"],
+                        help="source (default): each part keeps its precision in the checkpoint (LocLLM: vision "
+                             "tower, projector, LoRA float32; LLM bfloat16); else one dtype for all")
     locllm.set_defaults(run=_convert_locllm)
 
     predict = commands.add_parser("predict", help="run one of the three keypoint tasks on an image")

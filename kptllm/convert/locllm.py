@@ -338,7 +338,7 @@ def _legacy_flag(directory: Path, tokenizer) -> bool:
 
 
 # ------------------------------------------------------------------------- main entry
-def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = torch.bfloat16,
+def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype | None = None,
                    legacy_tokenizer: bool | None = None, vision_heads: int | None = None):
     """Convert a LocLLM checkpoint folder; returns (model, processor) and saves them to `out` when given.
 
@@ -346,7 +346,9 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
         checkpoint: LocLLM's checkpoint folder (e.g. `coco/` of the hub repo `d0ntcare/LocLLM`).
         base_llm: the base LLM (Vicuna-7B v1.5) folder or hub id: its config and tokenizer.
         source: LocLLM's code folder (or its `datasets/constants.py`): the keypoint descriptions.
-        dtype: dtype of the converted weights (bfloat16: ~14 GB).
+        dtype: one dtype for every converted weight; None (default): each part keeps its source precision
+            (LocLLM: vision tower, projector and LoRA in float32, the LLM as stored, bfloat16: ~14 GB), recorded
+            in the config's `float32_parts` so that loading in 16 bits keeps those parts in float32.
         legacy_tokenizer: override the tokenizer's `legacy` flag (default: from the checkpoint's tokenizer_config).
         vision_heads: ViT heads (default: width / 64, as in every DINOv2).
     """
@@ -376,6 +378,13 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
     vision_alpha = float(locllm.get("lora_vision_alpha", 16))
     vision_scale = vision_alpha / vision_r if vision_r else 0.0
     llm_state, targets, llm_r = convert_llm(state)
+    # the precision of each part in the source (only the frozen LLM is 16-bit in LocLLM's own checkpoints)
+    parts = {"vision_model": [v for k, v in state.items() if k.startswith(VISION_PREFIX)],
+             "projector": [state["mm_projector.weight"]],
+             "lora_": [v for k, v in llm_state.items() if "lora_" in k]}
+    float32_parts = [] if dtype is not None else \
+        [name for name, tensors in parts.items() if tensors and all(t.dtype == torch.float32 for t in tensors)]
+    llm_dtype = dtype or next(v.dtype for k, v in llm_state.items() if "lora_" not in k and v.is_floating_point())
     llm_alpha = locllm.get("lora_llm_alpha", 16)
 
     tokenizer = AutoTokenizer.from_pretrained(base_llm)
@@ -397,11 +406,11 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
         lora_r=llm_r or 8, lora_alpha=llm_alpha, lora_dropout=float(locllm.get("lora_llm_dropout", 0.05)),
         lora_target_modules=targets or ["q_proj", "v_proj"],
         prompt_pe_dim=8, prompt_extractor_layers=0, prompt_extractor_heads=1,  # unused: LocLLM has no visual prompts
-        prompt_local_read=False,
+        prompt_local_read=False, float32_parts=float32_parts,
     )
-    with _default_dtype(dtype), no_init_weights():
+    with _default_dtype(llm_dtype), no_init_weights():
         model = KptLLMForKeypoints(config)
-    with _default_dtype(dtype):  # the unused prompt heads get an ordinary initialisation
+    with _default_dtype(llm_dtype):  # the unused prompt heads get an ordinary initialisation
         for head in (model.prompt_encoder, model.prompt_feature_extractor):
             for module in head.modules():
                 model._init_weights(module)
@@ -419,7 +428,16 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype = 
     missing = [k for k in expected if k not in weights and not k.startswith(("prompt_encoder.", "prompt_feature_extractor."))]
     if missing:
         raise ConversionError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:3]}")
-    model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False)
+    if dtype is not None:
+        model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False)
+    else:  # each converted tensor as its source stored it; the float32 parts stay float32
+        for name in float32_parts:
+            for key, param in model.named_parameters():
+                if name in key:
+                    param.data = param.data.float()
+        model.load_state_dict({k: v.to(expected[k].dtype if not any(n in k for n in float32_parts) else torch.float32)
+                               for k, v in weights.items()}, strict=False)
+    config.dtype = llm_dtype
     model.eval()
     processor = KptLLMProcessor(tokenizer, config)
     if out is not None:

@@ -75,6 +75,9 @@ class KptLLMConfig(PreTrainedConfig):
             (KptLLM++ identify-then-detect, the default) or "locllm" (converted LocLLM checkpoints).
         crop_fill: colour outside the image in the crop: "mean" (the normalisation mean) or "black".
         crop_interpolation: resampling of the crop: "bicubic" or "bilinear".
+        float32_parts: parameter-name parts (e.g. "vision_model", "projector", "lora_") kept in float32 when the
+            model is loaded in 16 bits: the precision those parts had in their source (a converted LocLLM runs
+            its vision tower, projector and LoRA in float32, its LLM in bfloat16). Empty: one dtype for all.
     """
 
     model_type = "kptllm"
@@ -109,6 +112,7 @@ class KptLLMConfig(PreTrainedConfig):
     protocol_options: dict | None = None
     crop_fill: str = "mean"
     crop_interpolation: str = "bicubic"
+    float32_parts: list[str] | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -127,6 +131,7 @@ class KptLLMConfig(PreTrainedConfig):
             raise ValueError(f"crop_interpolation must be 'bicubic' or 'bilinear', got {self.crop_interpolation!r}")
         if not self.crop_padding >= 1.0:
             raise ValueError("crop_padding must be >= 1")
+        self.float32_parts = [str(p) for p in self.float32_parts or []]
         self.image_mean = [float(v) for v in self.image_mean]
         self.image_std = [float(v) for v in self.image_std]
         if self.lora_target_modules is None:

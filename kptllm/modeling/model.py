@@ -22,6 +22,11 @@ from .prompt_encoder import PromptEncoder
 from .prompt_feature_extractor import PromptFeatureExtractor
 
 
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    """The floating dtype of a part's weights (parts may differ: see `KptLLMConfig.float32_parts`)."""
+    return next(p.dtype for p in module.parameters() if p.is_floating_point())
+
 class KptLLMForKeypoints(PreTrainedModel):
     config_class = KptLLMConfig
     config: KptLLMConfig
@@ -49,6 +54,9 @@ class KptLLMForKeypoints(PreTrainedModel):
             config.prompt_extractor_layers, config.prompt_extractor_heads, local_read=config.prompt_local_read,
         )
         self.post_init()
+        # Parts whose source precision was float32 stay float32 when loaded in 16 bits (transformers' strict
+        # keep-in-fp32 plan, read from the instance at load time); the encoders cast where parts meet.
+        self._keep_in_fp32_modules_strict = set(self._keep_in_fp32_modules_strict or ()) | set(config.float32_parts)
         # After post_init: its weight init must not touch the LoRA matrices (B starts at zero).
         self._add_lora_adapters()
         self.apply_tuning_policy()
@@ -95,7 +103,7 @@ class KptLLMForKeypoints(PreTrainedModel):
 
         CLS / register tokens are dropped; ConvNeXt-style feature maps `[B, C, h, w]` are flattened.
         """
-        pixel_values = pixel_values.to(dtype=self.projector.weight.dtype)
+        pixel_values = pixel_values.to(dtype=_dtype_of(self.vision_model))
         layer = self.config.vision_feature_layer
         outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=layer != -1)
         features = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
@@ -108,7 +116,7 @@ class KptLLMForKeypoints(PreTrainedModel):
 
     def project_image(self, image_features: torch.Tensor) -> torch.Tensor:
         """z_q = Linear(F_q): `[B, N, Dv]` -> `[B, N, D_llm]`."""
-        return self.projector(image_features)
+        return self.projector(image_features.to(self.projector.weight.dtype))
 
     def encode_prompts(self, support_features: torch.Tensor, points: torch.Tensor, support_ids: torch.Tensor,
                        slot_ids: torch.Tensor, num_slots: int) -> torch.Tensor:
@@ -123,6 +131,7 @@ class KptLLMForKeypoints(PreTrainedModel):
             num_slots: number of `<kpt>` slots T.
         Returns: `[T, D_llm]`.
         """
+        support_features = support_features.to(_dtype_of(self.prompt_feature_extractor))
         features = self.prompt_feature_extractor(self.prompt_encoder(points), support_features, support_ids, points)
         summed = features.new_zeros(num_slots, features.shape[-1]).index_add(0, slot_ids, features)
         counts = torch.bincount(slot_ids, minlength=num_slots)

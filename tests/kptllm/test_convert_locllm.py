@@ -479,3 +479,50 @@ def test_the_demo_serves_the_converted_model(fake, tmp_path):
             client.predict(handle_file(image), 367, 81, "280,44,218,346", api_name="/describe")
     finally:
         demo.close()
+
+
+def _llm_in_bfloat16(sd):
+    """LocLLM's own layout: the frozen LLM in bfloat16; vision tower, projector and LoRA in float32."""
+    return {k: v.to(torch.bfloat16) if k.startswith(("model.", "lm_head.")) and "lora_" not in k else v
+            for k, v in sd.items()}
+
+
+def test_each_part_keeps_its_source_precision(fake, tmp_path):
+    """By default a part stays in the dtype LocLLM stored it in, and a model loaded in bfloat16 keeps the
+    float32 parts float32 (its LoRA unmerged): the visual tokens are then LocLLM's float32 ones, where an
+    all-bfloat16 conversion is off by ~1e-2. `--dtype` still puts everything in one dtype."""
+    from safetensors import safe_open
+
+    from kptllm import KeypointPredictor
+
+    sd = _llm_in_bfloat16(fake["sd"])
+    ckpt = _write_sharded(sd, tmp_path / "coco", fake["config"].vocab_size, legacy=False)
+    out = tmp_path / "source"
+    convert_locllm(ckpt, fake["base"], fake["source"], out=out)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    assert {v for k, v in dtypes.items() if k.startswith("vision_model.")} == {"F32"}
+    assert dtypes["projector.weight"] == "F32"
+    assert {v for k, v in dtypes.items() if "lora_" in k} == {"F32"}
+    assert {v for k, v in dtypes.items() if k.startswith("language_model.") and "lora_" not in k} == {"BF16"}
+
+    sd32 = {k: v.float() for k, v in sd.items()}
+    torch.manual_seed(0)
+    pixels = torch.randn(1, 3, 224, 224)
+    reference = F.linear(reference_visual_tokens(sd32, pixels), sd32["mm_projector.weight"], sd32["mm_projector.bias"])
+    errors = {}
+    for name, folder in (("source", out), ("bfloat16", tmp_path / "bf16")):
+        if name == "bfloat16":
+            convert_locllm(ckpt, fake["base"], fake["source"], out=folder, dtype=torch.bfloat16)
+        predictor = KeypointPredictor.from_pretrained(folder, device="cpu", dtype=torch.bfloat16)
+        model = predictor.model
+        with torch.no_grad():
+            errors[name] = float((model.project_image(model.encode_images(pixels)).float() - reference).abs().max())
+        if name == "source":
+            assert model.vision_model.embeddings.patch_embeddings.projection.weight.dtype == torch.float32
+            assert model.language_model.get_input_embeddings().weight.dtype == torch.bfloat16
+            lora = [p for n, p in model.named_parameters() if "lora_" in n]
+            assert lora and all(p.dtype == torch.float32 for p in lora)  # not merged into the bfloat16 weights
+            predictor.set_image(COCO / "000000000785.jpg", bbox=(280, 40, 220, 330))
+            assert all(r.raw for r in predictor.detect(["nose", "left eye"]))  # the parts meet without dtype errors
+    assert errors["source"] < 1e-4 < 1e-3 < errors["bfloat16"], errors
