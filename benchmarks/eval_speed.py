@@ -1,4 +1,4 @@
-"""Evaluation throughput: the runner one unit at a time (`--batch 1`, the previous runner) vs batched.
+"""Evaluation throughput: the runner one unit at a time (`--batch 1`) vs batched (both through the engine).
 
     python -m benchmarks.eval_speed [--batch 16] [--limit 24] [--model PATH] [--device cpu] [--json]
 

@@ -167,3 +167,18 @@ class KptLLMProcessor:
         skip = {self.tokenizer.bos_token_id, self.eos_token_id, self.pad_token_id} - {None}
         ids = [int(i) for i in ids]
         return self.tokenizer.decode([i for i in ids if i not in skip], skip_special_tokens=False)
+
+    def decode_prefixes(self, ids) -> list[str]:
+        """`[decode(ids[:1]), decode(ids[:2]), ...]`: where each token's text ends in the answer (the score reads
+        the coordinate digits' tokens). One call of the Rust tokenizer when there is one, else one decode per
+        prefix; the same texts either way (tested)."""
+        skip = {self.tokenizer.bos_token_id, self.eos_token_id, self.pad_token_id} - {None}
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None or getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            return [self.decode(ids[:k + 1]) for k in range(len(ids))]
+        kept, prefixes = [], []
+        for i in ids:
+            if int(i) not in skip:
+                kept.append(int(i))
+            prefixes.append(list(kept))
+        return backend.decode_batch(prefixes, skip_special_tokens=False)

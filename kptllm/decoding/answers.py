@@ -114,7 +114,8 @@ def read_answer(processor, index: int, task: Task, query, ids: list[int], probs:
         xy_norm = (float(parsed.xy[0]), float(parsed.xy[1]))
         px, py = prepared.crop.to_image(xy_norm)  # the crop may reach past the image: clip to it
         xy = (min(max(float(px), 0.0), float(prepared.width)), min(max(float(py), 0.0), float(prepared.height)))
-    score = processor.protocol.score([processor.tokenizer.decode([i]) for i in ids], probs, task)
+    protocol = processor.protocol
+    score = protocol.score([processor.tokenizer.decode([i]) for i in ids], probs, task) if protocol.scores_pieces else None
     if score is None:
         score = answer_score(processor, ids, probs, coordinates_only=task.has_coordinates)
     return KeypointResult(index, task.value, query, parsed.semantics, xy, xy_norm, score, True, None, raw)
@@ -130,8 +131,7 @@ def answer_score(processor, ids: list[int], probs: list[float], coordinates_only
     selected = list(probs)
     if coordinates_only:
         spans, text = [], ""
-        for k in range(len(ids)):  # character span of each token in the decoded answer
-            longer = processor.decode(ids[:k + 1])
+        for longer in processor.decode_prefixes(ids):  # character span of each token in the decoded answer
             spans.append((len(text), len(longer)) if longer.startswith(text) else (len(longer), len(longer)))
             text = longer
         matches = list(_COORDINATE_DIGITS.finditer(text))

@@ -51,6 +51,8 @@ class KptLLMProtocol:
     def parse(self, raw: str, task: Task | str, query: str | None = None) -> ParsedAnswer | ParseFailure:
         return parse_answer(raw, task)
 
+    scores_pieces = False  # True: `score` reads the generated pieces (decoded one by one only then)
+
     def score(self, pieces: list[str], probs: list[float], task: Task) -> float | None:
         """Confidence from the generated pieces; None: the predictor's default score."""
         return None
@@ -142,6 +144,8 @@ class LocLLMProtocol(KptLLMProtocol):
             return ParseFailure(ParseError.OUT_OF_RANGE, raw)
         semantics = self.keypoint(query)[0] if query is not None else "keypoint"
         return ParsedAnswer(semantics=semantics, xy=(x, y))
+
+    scores_pieces = True
 
     def score(self, pieces: list[str], probs: list[float], task: Task) -> float | None:
         """LocLLM's confidence: the mean max-probability of the tokens of each number, averaged over x and y."""

@@ -349,6 +349,13 @@ def test_batched_path_asks_in_the_checkpoints_own_words(fake):
         predictor.engine.answer([Request(image=image, bbox=box, task=Task.SEMANTIC, texts=[None], points=[(300, 100)])])
 
 
+def test_locllm_prefix_texts_in_one_call_equal_one_decode_per_prefix(fake):
+    processor = fake["processor"]
+    for text in (" [0.412,0.305]", "left eye [0.4, 0.3]", "\u00e9t\u00e9 \u4e2d"):
+        ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert processor.decode_prefixes(ids) == [processor.decode(ids[:k + 1]) for k in range(len(ids))]
+
+
 def test_locllm_answer_parsing_and_score():
     from kptllm.protocols.checkpoints import LocLLMProtocol
 

@@ -286,6 +286,17 @@ def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
     assert answer_score(processor, no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
 
 
+@pytest.mark.parametrize("text", [" left eye [0.412, 1.000]", " a long description of the tail [0.5, 0.25]", " \u00e9t\u00e9 \u4e2d [0.1",
+                                  "<kpt> nose", ""])
+def test_prefix_texts_in_one_call_equal_one_decode_per_prefix(tiny, text):
+    """The score's token spans come from `decode_prefixes` (one Rust call): the same texts as decoding each prefix,
+    also where a character spans several byte tokens and with BOS / EOS among the ids (they are dropped)."""
+    _, processor = tiny
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = [processor.tokenizer.bos_token_id] + ids + [processor.eos_token_id]
+    assert processor.decode_prefixes(ids) == [processor.decode(ids[:k + 1]) for k in range(len(ids))]
+
+
 def test_predictions_are_clipped_to_the_image(predictor):
     predictor.set_image(np.zeros((50, 80, 3), dtype=np.uint8))  # the square crop reaches 15 px above and below
     state = predictor.image_state
