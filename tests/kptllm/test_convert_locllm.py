@@ -339,10 +339,17 @@ def test_batched_path_asks_in_the_checkpoints_own_words(fake):
     predictor.set_image(image, bbox=box)
     names = ["nose", "left eye", "right knee"]
     single = predictor.detect(names)
-    batched = predictor.engine.answer([Request(image=image, bbox=box, task=Task.TEXT, texts=names),
-                                          Request(image=image, bbox=(300, 60, 150, 200), task=Task.TEXT, texts=["nose"])])
-    assert [r.raw for r in batched[0]] == [r.raw for r in single]
-    assert [r.xy for r in batched[0]] == [r.xy for r in single]
+    boxes = [box] + [(280 + 7 * k, 40 + 5 * k, 220 - 6 * k, 330 - 9 * k) for k in range(1, 16)]
+    requests = [Request(image=image, bbox=b, task=Task.TEXT, texts=names[: 1 + k % 3]) for k, b in enumerate(boxes)]
+    batched = predictor.engine.answer(requests)  # 16 requests, one decoding batch
+    assert [r.raw for r in batched[0]] == [r.raw for r in predictor.detect(names[:1])]
+    for request, answers in zip(requests[1:], batched[1:]):  # each as the predictor answers it alone
+        predictor.set_image(image, bbox=request.bbox)
+        alone = predictor.detect(request.texts)
+        assert [r.raw for r in answers] == [r.raw for r in alone]
+        assert [r.xy for r in answers] == [r.xy for r in alone]
+    predictor.set_image(image, bbox=box)
+    assert [r.raw for r in predictor.detect(names)] == [r.raw for r in single]
     with pytest.raises(ValueError, match="only knows the keypoints"):
         predictor.engine.answer([Request(image=image, bbox=box, task=Task.TEXT, texts=["left wing"])])
     with pytest.raises(ValueError, match="cannot do the semantic task"):
