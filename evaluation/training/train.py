@@ -310,6 +310,29 @@ class StopRequest:
         return False
 
 
+# what a resumed run may change: how long it trains, how often it logs, saves and validates, how it loads data
+RESUMABLE_CHANGES = {"steps", "time_budget", "time_limit", "stop_after", "log_every", "save_every", "validate_every",
+                     "validate_objects", "num_workers"}
+
+
+def check_same_run(config: TrainConfig, output: Path) -> None:
+    """ValueError when `output/run.json` was written by a run with other model, data or training settings than
+    `config` (e.g. a new seed or task mix pointed at an old run's folder): resuming would continue that run under
+    settings it never had. Only `RESUMABLE_CHANGES` (budget, logging, saving, validation) may differ."""
+    path = output / "run.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps({"model": config.model, "data": config.data, "train": config.train.__dict__}, default=str))
+    changed = [key for key in ("model", "data") if before.get(key) != now[key]]
+    earlier = before.get("train", {})  # a setting added since that run was written is not a change
+    changed += [f"train.{k}" for k in sorted(set(now["train"]) & set(earlier))
+                if k not in RESUMABLE_CHANGES and earlier[k] != now["train"][k]]
+    if changed:
+        raise ValueError(f"{output} holds a run with other settings ({', '.join(changed)}): resume it with its own "
+                         f"config, or start the new one in another --output")
+
+
 def train(config: TrainConfig, output, resume: bool = False, progress: bool = True, clock=time.time) -> dict:
     """Run (or resume) training; returns {"step", "loss", "output"}. `clock` (seconds) is for tests."""
     settings = config.train
@@ -329,6 +352,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
         raise ValueError(f"--resume: no checkpoint in {checkpoint}")
     if not resume and (output / "metrics.jsonl").exists():
         raise ValueError(f"{output} already holds a run: pass --resume to continue it, or another --output")
+    if resume:
+        check_same_run(config, output)
 
     torch.manual_seed(settings.seed)
     model, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())

@@ -517,3 +517,24 @@ def test_auto_resume_starts_a_run_then_continues_it(tiny_config, tmp_path):
                  "--no-progress", "--auto-resume"]) == 0
     assert (other / "metrics.unsaved.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
     assert [json.loads(line)["step"] for line in (other / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_resuming_with_other_settings_is_refused(tiny_config, tmp_path, capsys):
+    """A new seed or task mix pointed at an old run's folder would continue that run under settings it never had
+    (the CPU recipe's `--auto-resume` did so silently): refused, exit 2 (cpu_run.sh does not retry it). A longer
+    budget or other logging is a resume."""
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_config), "--output", str(run), "--stop-after", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(tiny_config), "--output", str(run), "--auto-resume", "--seed", "99",
+                 "--no-progress"]) == 2
+    assert "train.seed" in capsys.readouterr().err
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.replace("questions_per_image: 3", "questions_per_image: 4"))
+    assert "questions_per_image: 4" in other.read_text()
+    assert main(["train", "--config", str(other), "--output", str(run), "--resume", "--no-progress"]) == 2
+    assert "(data)" in capsys.readouterr().err
+    steps = len(_rows(run))
+    assert main(["train", "--config", str(tiny_config), "--output", str(run), "--resume", "--stop-after", "2",
+                 "--log-every", "1", "--no-progress"]) == 0
+    assert len(_rows(run)) > steps
