@@ -59,7 +59,8 @@ def build_model(spec: dict, tokenizer_text=(), meta: bool = False):
     kptllm_kwargs = dict(spec.get("kptllm", {}))
     if kind == "checkpoint":
         # float32 master weights, also from the float16 export in assets/ (Adam on float16 weights stalls)
-        model = KptLLMForKeypoints.from_pretrained(spec["path"], dtype=torch.float32)
+        # model.kptllm: config fields to change, e.g. {prompt_pixel_read: 7} adds that (zero-initialised) read
+        model = KptLLMForKeypoints.from_pretrained(spec["path"], dtype=torch.float32, **kptllm_kwargs)
         model.apply_tuning_policy()
         return model, KptLLMProcessor.from_pretrained(spec["path"], config=model.config)
     if kind == "scratch":

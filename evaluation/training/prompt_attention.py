@@ -72,7 +72,8 @@ def measure(predictor, objects: int = 60, seed: int = HELD_OUT_SEED) -> dict:
             continue
         normalised = torch.tensor(np.stack([crop.to_crop(obj.keypoints[k, :2]) for k in inside]), dtype=torch.float32,
                                   device=predictor.device)
-        layers = extractor.attention(model.prompt_encoder(normalised), state.features, normalised)
+        layers = extractor.attention(model.prompt_encoder(normalised), state.features, normalised,
+                                     state.prepared.pixel_values[None].to(predictor.device))
         maps = [m.float().cpu() for m in layers] if maps is None else [torch.cat([a, m.float().cpu()], 1)
                                                                       for a, m in zip(maps, layers)]
         points.append(normalised.cpu())
@@ -106,11 +107,12 @@ def semantic_accuracy(predictor, objects: int = 60, seed: int = HELD_OUT_SEED, w
 @contextmanager
 def without_attended_content(extractor):
     """Within: nothing `extractor` reads in the support image reaches its output: every cross-attention
-    output is zero, and so is the local read under the point when the extractor has one (forward hooks,
-    removed on exit)."""
+    output is zero, and so are the local reads under the point (features, pixels) when the extractor has them
+    (forward hooks, removed on exit)."""
     modules = [(layer.attn, lambda module, args, out: (torch.zeros_like(out[0]), out[1])) for layer in extractor.layers]
-    if extractor.local_proj is not None:
-        modules.append((extractor.local_proj, lambda module, args, out: torch.zeros_like(out)))
+    for read in (extractor.local_proj, extractor.pixel_proj):
+        if read is not None:
+            modules.append((read, lambda module, args, out: torch.zeros_like(out)))
     hooks = [module.register_forward_hook(hook) for module, hook in modules]
     try:
         yield extractor

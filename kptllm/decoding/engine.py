@@ -157,7 +157,8 @@ class KeypointEngine:
         normalized = [point_in_crop(p, state.prepared, f"point {i}") for i, p in enumerate(points)]
         count = len(normalized)
         return self.model.encode_prompts(state.features, self._tensor(normalized, torch.float32),
-                                         self._tensor([0] * count), self._tensor(list(range(count))), count)
+                                         self._tensor([0] * count), self._tensor(list(range(count))), count,
+                                         state.prepared.pixel_values[None].to(self.device))
 
     def support_prompts(self, prepared: list[PreparedImage], point_lists: list[list]) -> torch.Tensor:
         """Task (b): prompt tokens `[K, D]` of the keypoints marked on 1..5 supports (None = hidden on that one);
@@ -173,9 +174,9 @@ class KeypointEngine:
         missing = sorted(set(range(count)) - set(slot_ids))
         if missing:
             raise ValueError(f"keypoints {missing} are not visible on any support image")
-        features = self.model.encode_images(torch.stack([p.pixel_values for p in prepared]).to(self.device))
-        return self.model.encode_prompts(features, self._tensor(points, torch.float32), self._tensor(support_ids),
-                                         self._tensor(slot_ids), count)
+        pixels = torch.stack([p.pixel_values for p in prepared]).to(self.device)
+        return self.model.encode_prompts(self.model.encode_images(pixels), self._tensor(points, torch.float32),
+                                         self._tensor(support_ids), self._tensor(slot_ids), count, pixels)
 
     def _prompts(self, request: Request, support_cache: SupportCache) -> torch.Tensor | None:
         task = Task(request.task)

@@ -66,6 +66,8 @@ class KptLLMConfig(PreTrainedConfig):
         prompt_local_read: add to each prompt's cross-attention query a learned read of the support features
             sampled under the point (ours, beside the paper's Eq. 2; `kptllm.modeling.prompt_feature_extractor`).
             On by default; the paper configs turn it off to reproduce the paper as written.
+        prompt_pixel_read: side in crop pixels of a window of the support crop's own pixels, centred on the
+            point, added to the query through a zero-initialised linear layer (ours; 0 = off, the default).
         image_token_id, kpt_token_id: placeholder token ids (set from the tokenizer).
         llm_tuning, vision_tuning: "lora", "full" or "frozen" (KptLLM++: LoRA on both).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA on the LLM (paper: r=128, alpha=256).
@@ -97,6 +99,7 @@ class KptLLMConfig(PreTrainedConfig):
     prompt_extractor_layers: int = 2
     prompt_extractor_heads: int = 8
     prompt_local_read: bool = True
+    prompt_pixel_read: int = 0
     image_token_id: int | None = None
     kpt_token_id: int | None = None
     llm_tuning: str = "lora"
@@ -121,6 +124,9 @@ class KptLLMConfig(PreTrainedConfig):
         for name in ("llm_tuning", "vision_tuning"):
             if getattr(self, name) not in ("lora", "full", "frozen"):
                 raise ValueError(f"{name} must be 'lora', 'full' or 'frozen', got {getattr(self, name)!r}")
+        if isinstance(self.prompt_pixel_read, bool) or not isinstance(self.prompt_pixel_read, int) \
+                or not 0 <= self.prompt_pixel_read <= 32:
+            raise ValueError(f"prompt_pixel_read must be a window side of 0 (off) to 32 pixels, got {self.prompt_pixel_read!r}")
         if self.prompt_pe_dim % 4 or self.prompt_pe_dim < 8:
             raise ValueError("prompt_pe_dim must be a multiple of 4 and at least 8")
         if vision_width(self.vision_config) % self.prompt_extractor_heads:

@@ -52,6 +52,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         self.prompt_feature_extractor = PromptFeatureExtractor(
             vision_dim, llm_dim, config.prompt_pe_dim, config.patch_grid,
             config.prompt_extractor_layers, config.prompt_extractor_heads, local_read=config.prompt_local_read,
+            pixel_read=config.prompt_pixel_read,
         )
         self.post_init()
         # Parts whose source precision was float32 stay float32 when loaded in 16 bits (transformers' strict
@@ -119,7 +120,7 @@ class KptLLMForKeypoints(PreTrainedModel):
         return self.projector(image_features.to(self.projector.weight.dtype))
 
     def encode_prompts(self, support_features: torch.Tensor, points: torch.Tensor, support_ids: torch.Tensor,
-                       slot_ids: torch.Tensor, num_slots: int) -> torch.Tensor:
+                       slot_ids: torch.Tensor, num_slots: int, support_pixels: torch.Tensor | None = None) -> torch.Tensor:
         """Keypoint prompt tokens z_p, one per `<kpt>` slot.
 
         Args:
@@ -129,10 +130,12 @@ class KptLLMForKeypoints(PreTrainedModel):
             slot_ids: `[P]` which `<kpt>` slot (row-major over the batch) each point feeds; a slot fed by
                 several points (K-shot) gets the mean of their features.
             num_slots: number of `<kpt>` slots T.
+            support_pixels: `[M, 3, S, S]` the support crops (read only with `config.prompt_pixel_read`).
         Returns: `[T, D_llm]`.
         """
         support_features = support_features.to(_dtype_of(self.prompt_feature_extractor))
-        features = self.prompt_feature_extractor(self.prompt_encoder(points), support_features, support_ids, points)
+        features = self.prompt_feature_extractor(self.prompt_encoder(points), support_features, support_ids, points,
+                                                 support_pixels)
         summed = features.new_zeros(num_slots, features.shape[-1]).index_add(0, slot_ids, features)
         counts = torch.bincount(slot_ids, minlength=num_slots)
         if len(counts) != num_slots or bool((counts == 0).any()):
@@ -214,7 +217,7 @@ class KptLLMForKeypoints(PreTrainedModel):
                 num_slots = int((input_ids == self.config.kpt_token_id).sum())
                 slot_ids = kpt_slot_ids if kpt_slot_ids is not None else torch.arange(len(kpt_points), device=input_ids.device)
                 kpt_tokens = self.encode_prompts(self.encode_images(support_pixel_values), kpt_points,
-                                                 kpt_support_ids, slot_ids, num_slots)
+                                                 kpt_support_ids, slot_ids, num_slots, support_pixel_values)
             if first is not None:  # each image's tokens spliced into its one prefix, not into every row's copy
                 length = shared_prefix_length
                 prefix_embeds = self.embed_inputs(input_ids[first, :length],

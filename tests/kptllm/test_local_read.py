@@ -91,3 +91,73 @@ def test_a_checkpoint_saved_without_the_local_read_loads_with_identical_outputs(
         changed = (new(**batch).logits - old(**batch).logits).abs().amax(dim=(1, 2))
     text_row = 1  # the text-prompt sample has no <kpt> token
     assert changed[text_row] < 1e-6 and (changed[[0, 2, 3]] > 1e-3).all()
+
+
+# ----------------------------------------------------------------------------- the pixel read
+def test_a_pixel_window_is_centred_on_its_point_in_the_pixel_centre_convention():
+    """Pixel i's centre is (i + 0.5) / S: a point there reads pixel i at the window's centre, its neighbours one
+    pixel apart around it, zero beyond the crop; on the right crop, not mirrored or transposed."""
+    from kptllm.modeling.prompt_feature_extractor import sample_windows
+
+    size, side = 10, 3
+    pixels = torch.zeros(2, 3, size, size)
+    pixels[1, 0] = torch.arange(size * size, dtype=torch.float32).reshape(size, size)  # value = 10 * row + col
+    row, col = 2, 7
+    point = torch.tensor([[(col + 0.5) / size, (row + 0.5) / size]])
+    window = sample_windows(pixels, point, torch.tensor([1]), side).reshape(3, side, side)
+    expected = torch.tensor([[10.0 * r + c for c in (col - 1, col, col + 1)] for r in (row - 1, row, row + 1)])
+    torch.testing.assert_close(window[0], expected)
+    assert window[1:].abs().sum() == 0
+    assert sample_windows(pixels, point, torch.tensor([0]), side).abs().sum() == 0  # the other crop
+    mirror = sample_windows(pixels, torch.tensor([[1 - point[0, 0], point[0, 1]]]), torch.tensor([1]), side)
+    assert mirror.reshape(3, side, side)[0, 1, 1] == 10 * row + (size - 1 - col)
+    transposed = sample_windows(pixels, point.flip(-1), torch.tensor([1]), side)
+    assert transposed.reshape(3, side, side)[0, 1, 1] == 10 * col + row
+    # half a pixel to the right: the mean of two neighbours; at the corner: zeros outside the crop
+    half = sample_windows(pixels, point + torch.tensor([[0.5 / size, 0.0]]), torch.tensor([1]), side)
+    assert half.reshape(3, side, side)[0, 1, 1] == pytest.approx(10 * row + col + 0.5)
+    corner = sample_windows(pixels, torch.tensor([[0.5 / size, 0.5 / size]]), torch.tensor([1]), side)
+    corner = corner.reshape(3, side, side)[0]
+    assert corner[0].abs().sum() == 0 and corner[:, 0].abs().sum() == 0  # the row and column outside the crop
+    assert corner[2, 2] == pytest.approx(11.0, abs=1e-4)  # pixel (1, 1)
+
+
+def test_the_pixel_read_goes_into_the_query_and_needs_the_pixels():
+    extractor = PromptFeatureExtractor(8, 16, 8, (12, 12), num_layers=1, num_heads=2, local_read=False, pixel_read=3)
+    assert torch.count_nonzero(extractor.pixel_proj.weight) == 0 and extractor.pixel_proj.in_features == 27
+    with torch.no_grad():
+        extractor.pixel_proj.weight.zero_()
+        extractor.pixel_proj.weight[0, 4] = 1.0  # channel 0, the window's centre pixel
+    pixels = torch.zeros(1, 3, 96, 96)
+    pixels[0, 0, 20, 70] = 5.0
+    points = torch.tensor([[70.5 / 96, 20.5 / 96], [20.5 / 96, 70.5 / 96]])
+    ids = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        queries = extractor._queries(torch.zeros(2, 8), torch.zeros(1, 144, 8), ids, points, pixels)
+    assert float(queries[0, 0]) == pytest.approx(5.0, abs=1e-4) and float(queries[1, 0]) == pytest.approx(0.0, abs=1e-4)
+    with pytest.raises(ValueError, match="support_pixels"):
+        extractor(torch.zeros(2, 8), torch.zeros(1, 144, 8), ids, points)
+
+
+def test_a_checkpoint_continued_with_the_pixel_read_starts_with_identical_outputs(tmp_path, instances):
+    """The training recipe's `model.kptllm: {prompt_pixel_read: 7}` on a checkpoint without it: the new layer is
+    zero, so the outputs are the checkpoint's until training moves it; then the prompted rows change."""
+    from evaluation.training.model import build_model
+
+    old, processor = build_tiny(seed=6)
+    old.eval()
+    old.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    new, _ = build_model({"type": "checkpoint", "path": str(tmp_path), "kptllm": {"prompt_pixel_read": 7}})
+    new.eval()
+    assert new.config.prompt_pixel_read == 7 and torch.count_nonzero(new.prompt_feature_extractor.pixel_proj.weight) == 0
+    batch = collate_samples(processor, _samples(processor, instances))
+    with torch.no_grad():
+        torch.testing.assert_close(new(**batch).logits, old(**batch).logits, rtol=0, atol=1e-6)
+        new.prompt_feature_extractor.pixel_proj.weight.normal_(0, 0.5)
+        changed = (new(**batch).logits - old(**batch).logits).abs().amax(dim=(1, 2))
+    assert changed[1] < 1e-6 and (changed[[0, 2, 3]] > 1e-3).all()
+    new.save_pretrained(tmp_path / "again")
+    assert KptLLMForKeypoints.from_pretrained(tmp_path / "again").config.prompt_pixel_read == 7
+    with pytest.raises(ValueError, match="prompt_pixel_read"):
+        build_tiny(seed=6, prompt_pixel_read=-1)
