@@ -208,7 +208,11 @@ class KeypointEngine:
 
     @torch.no_grad()
     def answer(self, requests: list[Request], support_cache: SupportCache | None = None) -> list[list[KeypointResult]]:
-        """Answer all requests in one decoding batch; one result list per request, in request order."""
+        """Answer all requests in one decoding batch; one result list per request, in request order.
+
+        Fills each request's `prepared` (and `prepared_supports`) and `state`: asking a request again reuses
+        its loaded and encoded image. A point outside its crop or a keypoint shown on no support is a
+        ValueError naming it."""
         if not requests:
             return []
         queries = self.check(requests)
