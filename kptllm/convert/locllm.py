@@ -430,13 +430,11 @@ def convert_locllm(checkpoint, base_llm, source, out=None, dtype: torch.dtype | 
         raise ConversionError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:3]}")
     if dtype is not None:
         model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=False)
-    else:  # each converted tensor as its source stored it; the float32 parts stay float32
-        for name in float32_parts:
-            for key, param in model.named_parameters():
-                if name in key:
-                    param.data = param.data.float()
-        model.load_state_dict({k: v.to(expected[k].dtype if not any(n in k for n in float32_parts) else torch.float32)
-                               for k, v in weights.items()}, strict=False)
+    else:  # the float32 parts' parameters become float32; load_state_dict casts each tensor to its parameter
+        for key, param in model.named_parameters():
+            if any(name in key for name in float32_parts):
+                param.data = param.data.float()
+        model.load_state_dict(weights, strict=False)
     config.dtype = llm_dtype
     model.eval()
     processor = KptLLMProcessor(tokenizer, config)

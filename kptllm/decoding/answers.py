@@ -1,8 +1,8 @@
-"""From a decoded answer to a `KeypointResult`, shared by the predictor and the batched engine.
+"""From a decoded answer to a `KeypointResult` (the engine's read-out).
 
     point_in_crop(point, prepared, "point 0")   # pixel point -> model-crop frame, checked
     read_answer(processor, k, task, query, token_ids, token_probs, prepared)   # -> KeypointResult
-    grammar_arguments(model, processor, constrained, task, rows)               # the decoder's grammar / modes
+    answer_grammar(model, processor, constrained)                              # the decoder's grammar or None
 
 Coordinates: pixels of the original image in and out; `xy_normalized` in the model crop, each in [0, 1].
 """
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .constraints import AnswerGrammar, grammar_for
+from .constraints import grammar_for
 from ..processor import PreparedImage
 from ..protocols.protocol import ParsedAnswer, Task
 from ..protocols.checkpoints import DEFAULT_PROTOCOL
@@ -92,13 +92,12 @@ def point_in_crop(point, prepared: PreparedImage, what: str) -> tuple[float, flo
     return float(u), float(v)
 
 
-def grammar_arguments(model, processor, constrained: bool, task: Task, rows: int) -> dict:
-    """The `grammar` / `start_modes` arguments of the decoder (empty when unconstrained)."""
+def answer_grammar(model, processor, constrained: bool):
+    """The `AnswerGrammar` that masks decoding (constraints.py), or None for free decoding."""
     # the grammar encodes KptLLM++'s "semantics [x, y]" answers; other protocols decode freely
     if not constrained or processor.protocol.name != DEFAULT_PROTOCOL:
-        return {}
-    vocab = model.language_model.get_output_embeddings().weight.shape[0]
-    return {"grammar": grammar_for(processor, vocab), "start_modes": [AnswerGrammar.start_mode(task.has_coordinates)] * rows}
+        return None
+    return grammar_for(processor, model.language_model.get_output_embeddings().weight.shape[0])
 
 
 def read_answer(processor, index: int, task: Task, query, ids: list[int], probs: list[float],

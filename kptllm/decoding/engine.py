@@ -28,7 +28,7 @@ from typing import Any, Hashable
 
 import torch
 
-from .answers import KeypointResult, grammar_arguments, point_in_crop, read_answer
+from .answers import KeypointResult, answer_grammar, point_in_crop, read_answer
 from .constraints import AnswerGrammar
 from ..modeling.shared_prefix import PrefixKV
 from .generation import decode, prefill_prefixes
@@ -237,7 +237,7 @@ class KeypointEngine:
                 suffixes.append(model.embed_inputs(torch.tensor([ids], device=device), kpt_tokens=kpt)[0])
                 row_prefix.append(index)
                 modes.append(AnswerGrammar.start_mode(task.has_coordinates))
-        grammar = grammar_arguments(model, self.processor, self.constrained, Task.TEXT, 0).get("grammar")  # None: free
+        grammar = answer_grammar(model, self.processor, self.constrained)
         generated = decode(model.language_model, prefixes, suffixes, self.processor.eos_token_id,
                            self.processor.protocol.max_new_tokens or self.max_new_tokens,
                            row_prefix=row_prefix, grammar=grammar, start_modes=modes)
