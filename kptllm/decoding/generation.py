@@ -9,13 +9,14 @@ is the same for all keypoints asked about that image, the suffix is the per-keyp
 No row ever holds a copy of its prefix: attention for row b is computed over the two blocks
 [prefix p(b) | own suffix] (`shared_prefix_attention`): the rows that share a prefix are folded into
 the query-length axis of one matmul against that prefix (one GEMM per image instead of B GEMVs), the
-suffix part is an ordinary batched matmul, and one softmax spans both. So memory grows with the suffix
+suffix part is an ordinary batched matmul, and one softmax spans both (computed in two parts). So memory grows with the suffix
 length only, and a batch may mix images (the evaluation runner's batches).
 
 Suffixes are left-padded *inside the suffix block* so all rows end at the same column; padded
 positions are masked out and position ids count only real tokens, so each row computes exactly what
 it would compute alone (up to float rounding). Rows that emit EOS are dropped from the batch (their
-KV rows are compacted away), so finished sequences stop costing work.
+KV rows are compacted away) once they are a quarter of it (`COMPACT_FRACTION`): finished rows stop
+costing work without a copy of every layer's KV each time a few rows end.
 
 Optionally (`grammar`, see constraints.py) each row's tokens are masked to the answer grammar. The state
 both decoders share lives in `modeling/shared_prefix.py` (prefix KV, rows, the attention hook; training uses
@@ -31,6 +32,10 @@ from transformers import DynamicCache
 
 from ..modeling.shared_prefix import ATTENTION_NAME, PrefixKV, Rows, decoder_parts, fill_cache, forward_rows, use_attention
 from .decode_state import Generated, choose_tokens, collect, left_padded
+
+# Finished rows leave the batch once they are this share of it; until then they keep computing (their
+# tokens after EOS are cut off), which costs less than copying every layer's row KV for a few rows.
+COMPACT_FRACTION = 0.25
 
 
 @torch.no_grad()
@@ -95,28 +100,31 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
     embed = language_model.get_input_embeddings()
     out_tokens = torch.full((num, max_new_tokens), -1, dtype=torch.long, device=device)
     out_probs = torch.zeros(num, max_new_tokens, device=device)
-    finished = torch.zeros(num, dtype=torch.bool, device=device)
     active = torch.arange(num, device=device)  # original row id of each batch row
+    alive = torch.ones(num, dtype=torch.bool, device=device)  # batch rows that have not emitted EOS
     next_position = prefix_len + valid[:, :width].sum(1)
     inputs, input_positions, steps = block, positions, 0
     with use_attention(language_model, ATTENTION_NAME):
         for step in range(max_new_tokens):
             logits = forward_rows(language_model, base, inputs, mask, input_positions, rows)
             rows.length += inputs.shape[1]
-            tokens, chosen, modes = choose_tokens(logits, grammar, modes, max_new_tokens - step)
+            tokens, chosen, next_modes = choose_tokens(logits, grammar, modes, max_new_tokens - step)
+            # a finished row still in the batch writes past its EOS (`collect` cuts there); its mode stays
             out_tokens[active, step] = tokens
             out_probs[active, step] = chosen
+            if grammar is not None:
+                modes = torch.where(alive, next_modes, modes)
             steps = step + 1
-            done = tokens == eos_token_id
+            alive &= tokens != eos_token_id
             if step == max_new_tokens - 1:
                 break
-            if bool(done.any()):
-                finished[active[done]] = True
-                keep = (~done).nonzero(as_tuple=True)[0]
-                if keep.numel() == 0:
-                    break
-                active, tokens, next_position = active[keep], tokens[keep], next_position[keep]
-                valid = valid[keep]
+            finished = int(alive.numel() - alive.sum())
+            if finished == alive.numel():
+                break
+            if finished and finished >= COMPACT_FRACTION * alive.numel():
+                keep = alive.nonzero(as_tuple=True)[0]
+                active, tokens, next_position, valid = active[keep], tokens[keep], next_position[keep], valid[keep]
+                alive = alive[keep]
                 rows.keep(keep)
                 if grammar is not None:
                     modes = modes[keep]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface, DynamicCache
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaRMSNorm
 
 ATTENTION_NAME = "kptllm_shared_prefix"
 
@@ -102,19 +103,25 @@ class Rows:
             self.groups, self.slot = old
 
     def keep(self, index: torch.Tensor) -> None:
-        """Keep only rows `index` (drop finished rows)."""
-        for i, (k, v) in enumerate(zip(self.keys, self.values)):
-            if k is not None:
-                self.keys[i], self.values[i] = k.index_select(0, index), v.index_select(0, index)
+        """Keep only rows `index` (drop finished rows); copies the written columns only."""
+        written = self.length
+        for buffers in (self.keys, self.values):
+            for layer, old in enumerate(buffers):
+                if old is not None:
+                    new = old.new_empty((index.shape[0],) + old.shape[1:])
+                    new[:, :, :written] = old[:, :, :written].index_select(0, index)
+                    buffers[layer] = new
         self.set_rows(self.row_prefix.index_select(0, index))
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         """Write the running forward's `[B, Hkv, T, d]` keys/values; return the row KV up to the current column."""
         if self.keys[layer_idx] is None:
+            # uninitialised: a column is read only after it is written (static decoding reads the whole buffer)
             b, h, _, d = key_states.shape
             shape = (b, h, self.capacity, d)
-            self.keys[layer_idx] = key_states.new_zeros(shape)
-            self.values[layer_idx] = value_states.new_zeros(shape)
+            make = torch.zeros if self.static_column is not None else torch.empty
+            self.keys[layer_idx] = make(shape, dtype=key_states.dtype, device=key_states.device)
+            self.values[layer_idx] = make(shape, dtype=value_states.dtype, device=value_states.device)
         if self.static_column is not None:
             self.keys[layer_idx].index_copy_(2, self.static_column, key_states)
             self.values[layer_idx].index_copy_(2, self.static_column, value_states)
@@ -168,19 +175,39 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     attention_mask `[B, 1, T, S]` bool (True = attend) over the row KV; the prefix is always visible.
     Returns `[B, T, H, d]`.
     """
-    rows = kptllm_rows
-    prefix_keys = rows.prefix.keys[module.layer_idx]  # [P, Hkv, Lp, d]
-    prefix_values = rows.prefix.values[module.layer_idx]
     b, heads, t, d = query.shape
-    kv_heads, lp = prefix_keys.shape[1], prefix_keys.shape[2]
-    m = heads // kv_heads * t  # query heads h = kv * g + j share kv head kv (as repeat_kv)
-    q = query.reshape(b, kv_heads, m, d) * scaling
-    scores_prefix = rows.from_groups(torch.matmul(rows.to_groups(q), prefix_keys.transpose(-1, -2)), b, m)
-    scores_rows = torch.matmul(q, key.transpose(-1, -2)) + rows.mask_bias(attention_mask, heads // kv_heads, q.dtype)
-    weights = torch.softmax(torch.cat([scores_prefix, scores_rows], dim=-1), dim=-1, dtype=torch.float32).to(query.dtype)
-    out = rows.from_groups(torch.matmul(rows.to_groups(weights[..., :lp]), prefix_values), b, m)
-    out = out + torch.matmul(weights[..., lp:], value)
+    kv_heads = key.shape[1]
+    # query heads h = kv * g + j share kv head kv (as repeat_kv): [B, Hkv, g*T, d]
+    out = attend(kptllm_rows, module.layer_idx, query.reshape(b, kv_heads, heads // kv_heads * t, d) * scaling,
+                 key, value, attention_mask, heads // kv_heads)
     return out.reshape(b, heads, t, d).transpose(1, 2), None
+
+
+def attend(rows: Rows, layer_idx: int, q: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+           mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """Scaled queries `q [B, Hkv, M, d]` (M = groups x T) over [prefix of each row | the row's own KV
+    `[B, Hkv, S, d]`, where `mask [B, 1, T, S]` allows] -> `[B, Hkv, M, d]`.
+
+    One softmax over both blocks, computed in two parts that never meet: the prefix scores stay in the
+    prefix-grouped layout `[P, Hkv, n*M, Lp]` (usually the big tensor), the row scores in the row layout, and
+    only the per-query maxima, sums and outputs (`[.., 1]` and `[.., d]`) move between layouts. So no score
+    tensor is gathered, transposed or concatenated.
+    """
+    prefix_keys, prefix_values = rows.prefix.keys[layer_idx], rows.prefix.values[layer_idx]  # [P, Hkv, Lp, d]
+    b, m = q.shape[0], q.shape[2]
+    scores_prefix = torch.matmul(rows.to_groups(q), prefix_keys.transpose(-1, -2)).float()  # [P, Hkv, n*M, Lp]
+    scores_rows = (torch.matmul(q, key.transpose(-1, -2)) + rows.mask_bias(mask, groups, q.dtype)).float()
+    top = torch.maximum(rows.from_groups(scores_prefix.amax(-1, keepdim=True), b, m),
+                        scores_rows.amax(-1, keepdim=True))  # [B, Hkv, M, 1], the prefix always visible
+    if torch.is_grad_enabled() and scores_prefix.requires_grad:
+        weights_prefix = (scores_prefix - rows.to_groups(top)).exp()
+        weights_rows = (scores_rows - top).exp()
+    else:  # inference: in place, no second copy of the scores
+        weights_prefix = scores_prefix.sub_(rows.to_groups(top)).exp_()
+        weights_rows = scores_rows.sub_(top).exp_()
+    total = rows.from_groups(weights_prefix.sum(-1, keepdim=True), b, m) + weights_rows.sum(-1, keepdim=True)
+    out = rows.from_groups(torch.matmul(weights_prefix.to(q.dtype), prefix_values), b, m)
+    return (out + torch.matmul(weights_rows.to(q.dtype), value)) / total.to(q.dtype)
 
 
 AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
@@ -224,7 +251,51 @@ def decoder_hidden(base, inputs, mask, positions, rows) -> torch.Tensor:
     `base` (`decoder_parts`), each row attending to its prefix and its own KV in `rows` (`Rows`)."""
     hidden = inputs
     rotary = base.rotary_emb(hidden, position_ids=positions)
+    lean = not torch.is_grad_enabled()
     for layer in base.layers[:base.config.num_hidden_layers]:
-        hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=rows, position_embeddings=rotary,
-                       kptllm_rows=rows)
+        if lean and _plain_llama(layer):
+            hidden = _llama_layer(layer, hidden, rotary, mask, rows)
+        else:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=rows,
+                           position_embeddings=rotary, kptllm_rows=rows)
     return hidden
+
+
+def _plain_llama(layer) -> bool:
+    """A transformers Llama decoder layer with SiLU MLP and RMS norms (Vicuna / LocLLM and the tiny models)."""
+    return (type(layer) is LlamaDecoderLayer and type(layer.self_attn) is LlamaAttention
+            and type(layer.mlp) is LlamaMLP and layer.mlp.config.hidden_act == "silu"
+            and type(layer.input_layernorm) is LlamaRMSNorm and type(layer.post_attention_layernorm) is LlamaRMSNorm)
+
+
+def _rms_norm(norm: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
+    # torch's fused kernel is LlamaRMSNorm bit for bit in float32; other dtypes keep transformers' rounding
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return torch.nn.functional.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+    return norm(x)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _llama_layer(layer, hidden: torch.Tensor, rotary, mask: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """`LlamaDecoderLayer.forward` over the rows at inference: the same arithmetic in the `[B, T, heads, d]`
+    layout the projections produce (no transposes for one-token steps), norms fused, in-place where
+    autograd is off. Decoding spends most of a small model's step in these element-wise passes."""
+    attn, mlp = layer.self_attn, layer.mlp
+    b, t, _ = hidden.shape
+    d = attn.head_dim
+    x = _rms_norm(layer.input_layernorm, hidden)
+    cos, sin = rotary[0][:, :, None], rotary[1][:, :, None]  # [B, T, 1, d]
+    q = _rotate(attn.q_proj(x).view(b, t, -1, d), cos, sin)  # [B, T, H, d]
+    k = _rotate(attn.k_proj(x).view(b, t, -1, d), cos, sin)  # [B, T, Hkv, d]
+    v = attn.v_proj(x).view(b, t, -1, d)
+    heads, kv_heads = q.shape[2], k.shape[2]
+    keys, values = rows.update(k.transpose(1, 2), v.transpose(1, 2), attn.layer_idx)
+    q = (q * attn.scaling).transpose(1, 2).reshape(b, kv_heads, heads // kv_heads * t, d)
+    out = attend(rows, attn.layer_idx, q, keys, values, mask, heads // kv_heads)  # [B, Hkv, g*T, d]
+    hidden = attn.o_proj(out.reshape(b, heads, t, d).transpose(1, 2).reshape(b, t, heads * d)).add_(hidden)
+    x = _rms_norm(layer.post_attention_layernorm, hidden)
+    return mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x), inplace=True).mul_(mlp.up_proj(x))).add_(hidden)

@@ -82,8 +82,15 @@ def test_engine_matches_reference(seed, images, keypoints, static):
     _check(model, processor, prefix, rows, row_prefix, 12, static=static)
 
 
-@STATIC
-def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static):
+@pytest.mark.parametrize("static,compact", [(False, 0.0), (False, 0.25), (False, 1.0), (True, None)],
+                         ids=["eager-compact-at-once", "eager-compact-at-a-quarter", "eager-never-compact", "static"])
+def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static, compact, monkeypatch):
+    """Rows ending at different steps: dropped at once, once a quarter has ended, or kept computing to the
+    end (their tokens past EOS are cut) -> the reference tokens every way."""
+    from kptllm.decoding import generation
+
+    if compact is not None:
+        monkeypatch.setattr(generation, "COMPACT_FRACTION", compact)
     model, processor = build_tiny(seed=3)
     model.eval()
     prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
@@ -110,6 +117,84 @@ def test_engine_with_grammar_matches_reference(seed, static):
     for k, ids in enumerate(fast.token_ids):
         task = Task.TEXT if k % 2 == 0 else Task.SEMANTIC
         assert parse_answer(processor.decode(ids), task).__class__.__name__ == "ParsedAnswer"
+
+
+@STATIC
+def test_uninitialised_row_buffers_never_reach_an_answer(static, monkeypatch):
+    """The eager decoder's row KV is allocated uninitialised (and re-allocated so on compaction): filled with
+    NaN instead, every answer is still the reference's, so no column is read before it is written."""
+    from kptllm.decoding import generation
+
+    empty, new_empty = torch.empty, torch.Tensor.new_empty
+
+    def poisoned(tensor):
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poisoned(empty(*a, **k)))
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: poisoned(new_empty(self, *a, **k)))
+    monkeypatch.setattr(generation, "COMPACT_FRACTION", 0.0)
+    model, processor = build_tiny(seed=3)
+    model.eval()
+    prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
+    rows = suffixes + suffixes[:4] + suffixes[3:]
+    row_prefix = [0] * 9 + [2] * 4 + [1] * 6
+    _eos_biased(model, processor, prefix, rows, row_prefix)
+    fast = _check(model, processor, prefix, rows, row_prefix, 14, static=static)
+    assert sum(fast.finished) >= 3
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_lean_llama_layer_is_the_transformers_layer(steps):
+    """Decoding calls its own Llama layer body (fused norms, no transposes, in place): on three images with
+    grouped-query attention (4 heads, 2 KV heads), a suffix block and then one-token steps, its hidden states
+    and row KV equal those of transformers' `LlamaDecoderLayer` through the attention hook."""
+    from kptllm.modeling import shared_prefix
+    from kptllm.modeling.shared_prefix import Rows, decoder_hidden
+
+    model, processor = build_tiny(seed=7)
+    model.eval()
+    lm = model.language_model
+    base = lm.model
+    assert all(shared_prefix._plain_llama(layer) for layer in base.layers)
+    assert base.config.num_key_value_heads < base.config.num_attention_heads
+    prefix, suffixes = _inputs(model, processor, 3, NAMES[:4], seed=7)
+    suffixes = suffixes * 3
+    row_prefix = torch.tensor([p for p in range(3) for _ in range(4)])
+    prefixes = prefill_prefixes(lm, prefix)
+    from kptllm.decoding.decode_state import left_padded
+
+    block, lengths = left_padded(suffixes)
+    width = block.shape[1]
+    valid = torch.arange(width)[None] >= (width - lengths)[:, None]
+    positions = (prefixes.length + valid.long().cumsum(1) - 1).clamp(min=prefixes.length)
+    generator = torch.Generator().manual_seed(7)
+    outputs = {}
+    for lean in (True, False):
+        rows = Rows(prefixes, row_prefix, width + steps)
+        mask = valid[:, None, None, :] & torch.ones(width, width, dtype=torch.bool).tril()[None, None]
+        inputs, pos, seen = block, positions, []
+        with torch.no_grad(), shared_prefix.use_attention(lm, shared_prefix.ATTENTION_NAME):
+            if not lean:
+                original = shared_prefix._plain_llama
+                shared_prefix._plain_llama = lambda layer: False
+            try:
+                for step in range(steps):
+                    hidden = decoder_hidden(base, inputs, mask, pos, rows)
+                    rows.length += inputs.shape[1]
+                    seen.append(hidden)
+                    torch.manual_seed(step)
+                    inputs = torch.randn(len(suffixes), 1, block.shape[-1], generator=generator.manual_seed(step))
+                    pos = pos[:, -1:] + 1
+                    mask = torch.ones(len(suffixes), 1, 1, rows.length + 1, dtype=torch.bool)
+                    mask[:, :, :, :width] = valid[:, None, None, :]
+            finally:
+                if not lean:
+                    shared_prefix._plain_llama = original
+        outputs[lean] = seen, [k[:, :, :rows.length] for k in rows.keys], [v[:, :, :rows.length] for v in rows.values]
+    for mine, theirs in zip(outputs[True], outputs[False]):
+        for a, b in zip(mine, theirs):
+            assert a.shape == b.shape
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), (a - b).abs().max()
 
 
 def test_static_buffers_reused_across_calls_hold_nothing_of_the_last_call():
