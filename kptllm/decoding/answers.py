@@ -129,15 +129,32 @@ def answer_score(processor, ids: list[int], probs: list[float], coordinates_only
     """
     selected = list(probs)
     if coordinates_only:
-        spans, text = [], ""
-        for longer in processor.decode_prefixes(ids):  # character span of each token in the decoded answer
-            spans.append((len(text), len(longer)) if longer.startswith(text) else (len(longer), len(longer)))
-            text = longer
-        matches = list(_COORDINATE_DIGITS.finditer(text))
-        if not matches:
-            return 0.0
-        digits = set(range(*matches[-1].span("x"))) | set(range(*matches[-1].span("y")))
-        selected = [p for (start, end), p in zip(spans, probs) if digits.intersection(range(start, end))]
+        # the coordinates end the answer: read from the last token that writes a "[" (a fraction of the
+        # answer's prefixes to decode), and from the start when no coordinates show there
+        start = _last_bracket_token(processor, ids)
+        selected = _coordinate_digit_probs(processor, ids[start:], probs[start:])
+        if selected is None and start > 0:
+            selected = _coordinate_digit_probs(processor, ids, probs)
     if not selected:
         return 0.0
     return float(math.exp(sum(math.log(max(p, 1e-12)) for p in selected) / len(selected)))
+
+
+def _last_bracket_token(processor, ids: list[int]) -> int:
+    """Index of the last token whose vocabulary entry holds "[" (0 when none)."""
+    pieces = processor.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+    return next((k for k in range(len(pieces) - 1, -1, -1) if pieces[k] is not None and "[" in pieces[k]), 0)
+
+
+def _coordinate_digit_probs(processor, ids: list[int], probs: list[float]) -> list[float] | None:
+    """The probabilities of the tokens that write the last `[d.ddd, d.ddd]`'s decimals in the text of `ids`;
+    None when that text holds no coordinates."""
+    spans, text = [], ""
+    for longer in processor.decode_prefixes(ids):  # character span of each token in the decoded text
+        spans.append((len(text), len(longer)) if longer.startswith(text) else (len(longer), len(longer)))
+        text = longer
+    matches = list(_COORDINATE_DIGITS.finditer(text))
+    if not matches:
+        return None
+    digits = set(range(*matches[-1].span("x"))) | set(range(*matches[-1].span("y")))
+    return [p for (start, end), p in zip(spans, probs) if digits.intersection(range(start, end))]

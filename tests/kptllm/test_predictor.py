@@ -1,6 +1,7 @@
 """KeypointPredictor: the three tasks on real images, batching, caching, and bad input."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -284,6 +285,42 @@ def test_score_is_the_geometric_mean_over_the_coordinate_decimals(tiny):
         math.exp(sum(math.log(p) for p in probs) / len(probs)), rel=1e-9)
     no_coordinates = processor.tokenizer(" left eye", add_special_tokens=False)["input_ids"]
     assert answer_score(processor, no_coordinates, [0.9] * len(no_coordinates), coordinates_only=True) == 0.0
+
+
+def _score_over_every_prefix(processor, ids, probs):
+    """The coordinate score as first written: token spans from every prefix of the whole answer."""
+    spans, text = [], ""
+    for k in range(len(ids)):
+        longer = processor.decode(ids[:k + 1])
+        spans.append((len(text), len(longer)) if longer.startswith(text) else (len(longer), len(longer)))
+        text = longer
+    matches = list(re.finditer(r"\[\d\.(?P<x>\d+), \d\.(?P<y>\d+)\]", text))
+    if not matches:
+        return 0.0
+    digits = set(range(*matches[-1].span("x"))) | set(range(*matches[-1].span("y")))
+    chosen = [p for (start, end), p in zip(spans, probs) if digits.intersection(range(start, end))]
+    return math.exp(sum(math.log(p) for p in chosen) / len(chosen)) if chosen else 0.0
+
+
+@pytest.mark.parametrize("text", [" left eye [0.412, 1.000]", " tail [tip] of the [left] wing [0.105, 0.990]",
+                                  " a [0.1, 0.2] mark then [0.345, 0.678]", " [0.5, 0.25] and more text after",
+                                  " \u00e9t\u00e9 \u4e2d [0.071, 0.5]", " no coordinates [at all", " [[0.333, 0.444]]"])
+def test_score_read_from_the_last_bracket_equals_the_score_over_the_whole_answer(tiny, text):
+    """The score decodes prefixes from the last "[" token on: the same value as reading every prefix of the
+    answer, with brackets in the semantics, two coordinate pairs, text after them, multi-byte characters."""
+    _, processor = tiny
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    probs = [0.05 + 0.9 * ((7 * k) % 11) / 10 for k in range(len(ids))]
+    decoded = []
+    decode_prefixes = processor.decode_prefixes
+    processor.decode_prefixes = lambda some: (decoded.append(len(some)), decode_prefixes(some))[1]
+    try:
+        score = answer_score(processor, ids, probs, coordinates_only=True)
+    finally:
+        del processor.decode_prefixes
+    assert score == pytest.approx(_score_over_every_prefix(processor, ids, probs), rel=1e-12)
+    if text.endswith("]") and not text.startswith(" ["):  # coordinates after semantics: only the tail is read
+        assert decoded[0] < len(ids), decoded
 
 
 @pytest.mark.parametrize("text", [" left eye [0.412, 1.000]", " a long description of the tail [0.5, 0.25]", " \u00e9t\u00e9 \u4e2d [0.1",
