@@ -60,7 +60,8 @@ class Rows:
 
     keys/values[l]: `[B, Hkv, capacity, d]`, preallocated (a static cache: no per-step concatenation).
     `groups [P, n]` lists each prefix's rows (padded by repeating a row), `slot [B]` each row's place in
-    `groups.view(-1)`; `identity` marks the common case of one prefix shared by all rows.
+    `groups.view(-1)`; `identity` marks the common case of one prefix shared by all rows, `in_order` rows
+    that already come grouped (sorted by prefix, n each: an engine batch of images asked the same names).
     """
 
     def __init__(self, prefix: PrefixKV, row_prefix: torch.Tensor, capacity: int):
@@ -92,11 +93,14 @@ class Rows:
         self.groups = torch.where(column < sizes[:, None], groups, first)
         self.slot = torch.empty(num, dtype=torch.long, device=row_prefix.device)
         self.slot[order] = row_prefix[order] * width + rank
+        # rows already sorted by prefix, as many for each: the groups are a view of the rows (no gathers)
+        self.in_order = num == count * width and bool((row_prefix[1:] >= row_prefix[:-1]).all())
 
     def load_rows(self, row_prefix: torch.Tensor) -> None:
         """`set_rows` that keeps the `groups`/`slot` tensors (their addresses) when the shapes agree (static_decode)."""
         old = (getattr(self, "groups", None), getattr(self, "slot", None))
         self.set_rows(row_prefix)
+        self.in_order = False  # a captured graph gathers through these tensors whatever the next call's order
         if not self.identity and old[0] is not None and old[0].shape == self.groups.shape and old[1].shape == self.slot.shape:
             old[0].copy_(self.groups)
             old[1].copy_(self.slot)
@@ -154,8 +158,8 @@ class Rows:
         b, h, m, last = x.shape
         if self.identity:
             return x.transpose(0, 1).reshape(1, h, b * m, last)
-        g = x[self.groups]  # [P, n, Hkv, M, *]
-        p, n = g.shape[:2]
+        p, n = self.groups.shape
+        g = x.view(p, n, h, m, last) if self.in_order else x[self.groups]  # [P, n, Hkv, M, *]
         return g.transpose(1, 2).reshape(p, h, n * m, last)
 
     def from_groups(self, y: torch.Tensor, rows: int, m: int) -> torch.Tensor:
@@ -164,7 +168,7 @@ class Rows:
         if self.identity:
             return y.reshape(h, rows, m, last).transpose(0, 1)
         y = y.reshape(p, h, -1, m, last).transpose(1, 2).reshape(-1, h, m, last)
-        return y[self.slot]
+        return y if self.in_order else y[self.slot]
 
 
 def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
@@ -276,8 +280,12 @@ def _rms_norm(norm: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' `x * cos + rotate_half(x) * sin` in three passes instead of five."""
     half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
 
 
 def _llama_layer(layer, hidden: torch.Tensor, rotary, mask: torch.Tensor, rows: Rows) -> torch.Tensor:

@@ -182,7 +182,6 @@ def test_the_lean_llama_layer_is_the_transformers_layer(steps):
                     hidden = decoder_hidden(base, inputs, mask, pos, rows)
                     rows.length += inputs.shape[1]
                     seen.append(hidden)
-                    torch.manual_seed(step)
                     inputs = torch.randn(len(suffixes), 1, block.shape[-1], generator=generator.manual_seed(step))
                     pos = pos[:, -1:] + 1
                     mask = torch.ones(len(suffixes), 1, 1, rows.length + 1, dtype=torch.bool)
@@ -404,3 +403,21 @@ def test_control_and_format_characters_written_byte_by_byte_still_parse(grammar_
     parsed = parse_answer(processor.decode(ids), Task.TEXT)
     assert parsed.__class__.__name__ == "ParsedAnswer" and parsed.xy == (0.5, 0.25)
     assert not any(c in parsed.semantics for c in "\u200b\u202e\u0090\ufeff")
+
+
+@pytest.mark.parametrize("row_prefix,in_order", [([0, 0, 1, 1, 2, 2], True), ([0, 1, 0, 1, 2, 2], False),
+                                                 ([0, 0, 0, 1, 2, 2], False), ([2, 2, 1, 1, 0, 0], False)])
+def test_rows_grouped_by_prefix_as_views_or_gathers(row_prefix, in_order):
+    """Rows sorted by prefix, as many for each, are grouped by a view; any other order by a gather: both put
+    every row beside the other rows of its prefix, and `from_groups` undoes `to_groups`."""
+    from kptllm.modeling.shared_prefix import PrefixKV, Rows
+
+    prefix = PrefixKV([torch.zeros(3, 2, 5, 4)], [torch.zeros(3, 2, 5, 4)])
+    rows = Rows(prefix, torch.tensor(row_prefix), capacity=8)
+    assert rows.in_order == in_order
+    x = torch.arange(6.0)[:, None, None, None].expand(6, 2, 3, 4) + torch.rand(6, 2, 3, 4) * 0.1  # row b ~ b
+    grouped = rows.to_groups(x)  # [P, Hkv, n*M, 4]
+    for p in range(3):
+        members = {int(v) for v in grouped[p, 0, :, 0].floor().tolist()}
+        assert members == {b for b, q in enumerate(row_prefix) if q == p}
+    assert torch.equal(rows.from_groups(grouped, 6, 3), x)
