@@ -9,8 +9,8 @@ is the same for all keypoints asked about that image, the suffix is the per-keyp
 No row ever holds a copy of its prefix: attention for row b is computed over the two blocks
 [prefix p(b) | own suffix] (`shared_prefix_attention`): the rows that share a prefix are folded into
 the query-length axis of one matmul against that prefix (one GEMM per image instead of B GEMVs), the
-suffix part is an ordinary batched matmul, and one softmax spans both (computed in two parts). So memory grows with the suffix
-length only, and a batch may mix images (the evaluation runner's batches).
+suffix part is an ordinary batched matmul, and one softmax spans both (computed in two parts). So memory
+grows with the suffix length only, and a batch may mix images (the evaluation runner's batches).
 
 Suffixes are left-padded *inside the suffix block* so all rows end at the same column; padded
 positions are masked out and position ids count only real tokens, so each row computes exactly what

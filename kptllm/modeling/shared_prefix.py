@@ -78,6 +78,7 @@ class Rows:
         count = self.prefix.count
         num = row_prefix.shape[0]
         self.identity = count == 1
+        self.in_order = False
         if self.identity:
             return
         order = torch.argsort(row_prefix, stable=True)
