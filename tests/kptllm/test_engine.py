@@ -82,15 +82,8 @@ def test_engine_matches_reference(seed, images, keypoints, static):
     _check(model, processor, prefix, rows, row_prefix, 12, static=static)
 
 
-@pytest.mark.parametrize("static,compact", [(False, 0.0), (False, 0.25), (False, 1.0), (True, None)],
-                         ids=["eager-compact-at-once", "eager-compact-at-a-quarter", "eager-never-compact", "static"])
-def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static, compact, monkeypatch):
-    """Rows ending at different steps: dropped at once, once a quarter has ended, or kept computing to the
-    end (their tokens past EOS are cut) -> the reference tokens every way."""
-    from kptllm.decoding import generation
-
-    if compact is not None:
-        monkeypatch.setattr(generation, "COMPACT_FRACTION", compact)
+def _rows_finish_at_different_lengths(static: bool):
+    """A mixed batch whose rows end at different steps, decoded -> the reference tokens."""
     model, processor = build_tiny(seed=3)
     model.eval()
     prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
@@ -103,6 +96,18 @@ def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static, compac
     fast = _check(model, processor, prefix, rows, row_prefix, 14, static=static)
     lengths = {len(ids) for ids, done in zip(fast.token_ids, fast.finished) if done}
     assert sum(fast.finished) >= 3 and len(lengths) >= 2, (fast.finished, lengths)
+
+
+@pytest.mark.parametrize("static,compact", [(False, 0.0), (False, 0.25), (False, 1.0), (True, None)],
+                         ids=["eager-compact-at-once", "eager-compact-at-a-quarter", "eager-never-compact", "static"])
+def test_engine_rows_finish_at_different_lengths_in_a_mixed_batch(static, compact, monkeypatch):
+    """Rows ending at different steps: dropped at once, once a quarter has ended, or kept computing to the
+    end (their tokens past EOS are cut) -> the reference tokens every way."""
+    from kptllm.decoding import generation
+
+    if compact is not None:
+        monkeypatch.setattr(generation, "COMPACT_FRACTION", compact)
+    _rows_finish_at_different_lengths(static)
 
 
 @STATIC
@@ -133,21 +138,15 @@ def test_uninitialised_row_buffers_never_reach_an_answer(static, monkeypatch):
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poisoned(empty(*a, **k)))
     monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: poisoned(new_empty(self, *a, **k)))
     monkeypatch.setattr(generation, "COMPACT_FRACTION", 0.0)
-    model, processor = build_tiny(seed=3)
-    model.eval()
-    prefix, suffixes = _inputs(model, processor, 3, NAMES, seed=3)
-    rows = suffixes + suffixes[:4] + suffixes[3:]
-    row_prefix = [0] * 9 + [2] * 4 + [1] * 6
-    _eos_biased(model, processor, prefix, rows, row_prefix)
-    fast = _check(model, processor, prefix, rows, row_prefix, 14, static=static)
-    assert sum(fast.finished) >= 3
+    _rows_finish_at_different_lengths(static)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_the_lean_llama_layer_is_the_transformers_layer(steps):
+def test_the_lean_llama_layer_is_the_transformers_layer(steps, monkeypatch):
     """Decoding calls its own Llama layer body (fused norms, no transposes, in place): on three images with
     grouped-query attention (4 heads, 2 KV heads), a suffix block and then one-token steps, its hidden states
     and row KV equal those of transformers' `LlamaDecoderLayer` through the attention hook."""
+    from kptllm.decoding.decode_state import left_padded
     from kptllm.modeling import shared_prefix
     from kptllm.modeling.shared_prefix import Rows, decoder_hidden
 
@@ -161,8 +160,6 @@ def test_the_lean_llama_layer_is_the_transformers_layer(steps):
     suffixes = suffixes * 3
     row_prefix = torch.tensor([p for p in range(3) for _ in range(4)])
     prefixes = prefill_prefixes(lm, prefix)
-    from kptllm.decoding.decode_state import left_padded
-
     block, lengths = left_padded(suffixes)
     width = block.shape[1]
     valid = torch.arange(width)[None] >= (width - lengths)[:, None]
@@ -170,25 +167,20 @@ def test_the_lean_llama_layer_is_the_transformers_layer(steps):
     generator = torch.Generator().manual_seed(7)
     outputs = {}
     for lean in (True, False):
+        if not lean:
+            monkeypatch.setattr(shared_prefix, "_plain_llama", lambda layer: False)
         rows = Rows(prefixes, row_prefix, width + steps)
         mask = valid[:, None, None, :] & torch.ones(width, width, dtype=torch.bool).tril()[None, None]
         inputs, pos, seen = block, positions, []
         with torch.no_grad(), shared_prefix.use_attention(lm, shared_prefix.ATTENTION_NAME):
-            if not lean:
-                original = shared_prefix._plain_llama
-                shared_prefix._plain_llama = lambda layer: False
-            try:
-                for step in range(steps):
-                    hidden = decoder_hidden(base, inputs, mask, pos, rows)
-                    rows.length += inputs.shape[1]
-                    seen.append(hidden)
-                    inputs = torch.randn(len(suffixes), 1, block.shape[-1], generator=generator.manual_seed(step))
-                    pos = pos[:, -1:] + 1
-                    mask = torch.ones(len(suffixes), 1, 1, rows.length + 1, dtype=torch.bool)
-                    mask[:, :, :, :width] = valid[:, None, None, :]
-            finally:
-                if not lean:
-                    shared_prefix._plain_llama = original
+            for step in range(steps):
+                hidden = decoder_hidden(base, inputs, mask, pos, rows)
+                rows.length += inputs.shape[1]
+                seen.append(hidden)
+                inputs = torch.randn(len(suffixes), 1, block.shape[-1], generator=generator.manual_seed(step))
+                pos = pos[:, -1:] + 1
+                mask = torch.ones(len(suffixes), 1, 1, rows.length + 1, dtype=torch.bool)
+                mask[:, :, :, :width] = valid[:, None, None, :]
         outputs[lean] = seen, [k[:, :, :rows.length] for k in rows.keys], [v[:, :, :rows.length] for v in rows.values]
     for mine, theirs in zip(outputs[True], outputs[False]):
         for a, b in zip(mine, theirs):
