@@ -161,6 +161,9 @@ class AnswerGrammar:
         next_mode: `[M, V]` long, mode after each token (-1 where not allowed).
         need: `[M]` long, fewest tokens that finish from each mode (0 for finished modes).
         eos_token_id: EOS, allowed only in finished modes (DETECT_ACCEPT, SEMANTIC_FREE and its pending copies).
+        follow: `[M]` long, the one token a mode allows besides the neutral ones (and EOS), or -1: what the
+            model will almost surely pick next (the "." after a coordinate's first digit, ", " and "]").
+            Decoding may feed it early and verify it (generation.py); it is a guess, never a constraint.
     """
 
     allowed: torch.Tensor
@@ -168,6 +171,11 @@ class AnswerGrammar:
     next_mode: torch.Tensor
     need: torch.Tensor
     eos_token_id: int
+    follow: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.follow is None:
+            self.follow = _follow_tokens(self.allowed, self.next_mode, self.eos_token_id)
 
     @staticmethod
     def start_mode(has_coordinates: bool) -> int:
@@ -177,7 +185,7 @@ class AnswerGrammar:
         if self.allowed.device == torch.device(device):
             return self
         return AnswerGrammar(self.allowed.to(device), self.forced.to(device), self.next_mode.to(device),
-                             self.need.to(device), self.eos_token_id)
+                             self.need.to(device), self.eos_token_id, self.follow.to(device))
 
     def allowed_tokens(self, modes: torch.Tensor, remaining: int) -> torch.Tensor:
         """`[B, V]` bool mask of allowed tokens for rows in `modes [B]` with `remaining` tokens left (this one included)."""
@@ -246,6 +254,16 @@ class AnswerGrammar:
             forced[mode] = False
             forced[mode, eos_token_id] = True
         return cls(allowed, forced, next_mode, need_t, eos_token_id)
+
+
+def _follow_tokens(allowed: torch.Tensor, next_mode: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """`[M]`: each mode's only allowed token that is neither neutral (a self-loop in every mode) nor EOS, else -1."""
+    modes = torch.arange(next_mode.shape[0], device=next_mode.device)[:, None]
+    neutral = (next_mode == modes).all(0)
+    candidates = allowed & ~neutral[None]
+    candidates[:, eos_token_id] = False
+    only = candidates.sum(1) == 1
+    return torch.where(only, candidates.long().argmax(1), torch.full_like(only, -1, dtype=torch.long))
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -36,6 +36,11 @@ from .decode_state import Generated, choose_tokens, collect, left_padded
 # Finished rows leave the batch once they are this share of it; until then they keep computing (their
 # tokens after EOS are cut off), which costs less than copying every layer's row KV for a few rows.
 COMPACT_FRACTION = 0.25
+# Tokens the grammar forces (the "." of "0.", ", ", "]") are fed in the same step as the token before them,
+# up to this many, when at least this share of the rows has one; the model's own choice there is still
+# computed and a follower it would not have chosen (a neutral token instead) is discarded.
+MAX_FOLLOWERS = 4
+MERGE_SHARE = 0.5
 
 
 @torch.no_grad()
@@ -89,52 +94,99 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
 
     block, lengths = left_padded(suffix_embeds)
     width = block.shape[1]
-    valid = torch.zeros(num, width + max_new_tokens, device=device, dtype=torch.bool)
+    capacity = width + max_new_tokens  # enough at one token a step; fed followers may need more (`Rows.grow`)
+    valid = torch.zeros(num, capacity, device=device, dtype=torch.bool)
     valid[:, :width] = torch.arange(width, device=device)[None] >= (width - lengths)[:, None]
     prefix_len = prefix.length
     positions = (prefix_len + valid[:, :width].long().cumsum(1) - 1).clamp(min=prefix_len)
-    rows = Rows(prefix, row_prefix_t, width + max_new_tokens)
+    rows = Rows(prefix, row_prefix_t, capacity)
     causal = torch.ones(width, width, device=device, dtype=torch.bool).tril()
-    mask = valid[:, None, None, :width] & causal[None, None]  # [B, 1, T, S]
-
     embed = language_model.get_input_embeddings()
-    out_tokens = torch.full((num, max_new_tokens), -1, dtype=torch.long, device=device)
-    out_probs = torch.zeros(num, max_new_tokens, device=device)
-    active = torch.arange(num, device=device)  # original row id of each batch row
-    alive = torch.ones(num, dtype=torch.bool, device=device)  # batch rows that have not emitted EOS
-    next_position = prefix_len + valid[:, :width].sum(1)
-    inputs, input_positions, steps = block, positions, 0
+    # one spare column: rows that are done write their (discarded) choices there
+    out_tokens = torch.full((num, max_new_tokens + 1), -1, dtype=torch.long, device=device)
+    out_probs = torch.zeros(num, max_new_tokens + 1, device=device)
+    spare = torch.full((num,), max_new_tokens, dtype=torch.long, device=device)
     with use_attention(language_model, ATTENTION_NAME):
-        for step in range(max_new_tokens):
-            logits = forward_rows(language_model, base, inputs, mask, input_positions, rows)
-            rows.length += inputs.shape[1]
-            tokens, chosen, next_modes = choose_tokens(logits, grammar, modes, max_new_tokens - step)
-            # a finished row still in the batch writes past its EOS (`collect` cuts there); its mode stays
-            out_tokens[active, step] = tokens
-            out_probs[active, step] = chosen
-            if grammar is not None:
-                modes = torch.where(alive, next_modes, modes)
-            steps = step + 1
-            alive &= tokens != eos_token_id
-            if step == max_new_tokens - 1:
+        logits = forward_rows(language_model, base, block, valid[:, None, None, :width] & causal[None, None],
+                              positions, rows)
+        rows.length = width
+        tokens, chosen, next_modes = choose_tokens(logits, grammar, modes, max_new_tokens)
+        out_tokens[:, 0], out_probs[:, 0] = tokens, chosen
+        modes = next_modes
+        active = torch.arange(num, device=device)  # original row id of each batch row
+        produced = torch.ones(num, dtype=torch.long, device=device)  # answer tokens chosen so far, per row
+        next_position = prefix_len + lengths
+        running = (tokens != eos_token_id) & (produced < max_new_tokens)  # rows still answering
+        while True:
+            done = int(running.numel() - running.sum())
+            if done == running.numel():
                 break
-            finished = int(alive.numel() - alive.sum())
-            if finished == alive.numel():
-                break
-            if finished and finished >= COMPACT_FRACTION * alive.numel():
-                keep = alive.nonzero(as_tuple=True)[0]
+            if done and done >= COMPACT_FRACTION * running.numel():
+                keep = running.nonzero(as_tuple=True)[0]
                 active, tokens, next_position, valid = active[keep], tokens[keep], next_position[keep], valid[keep]
-                alive = alive[keep]
+                produced, running, spare = produced[keep], running[keep], spare[keep]
                 rows.keep(keep)
                 if grammar is not None:
                     modes = modes[keep]
-            column = rows.length
+            follow = _forced_followers(grammar, modes, running, produced, max_new_tokens)
+            column, span = rows.length, 1 + len(follow)
+            if column + span > rows.capacity:  # columns fed to some rows were skipped by others
+                extra = max(column + span - rows.capacity, MAX_FOLLOWERS * 4)
+                rows.grow(extra)
+                valid = torch.cat([valid, valid.new_zeros(valid.shape[0], extra)], 1)
+            inputs = torch.stack([tokens] + [torch.where(has, token, tokens) for token, has in follow], 1)
             valid[:, column] = True
-            mask = valid[:, None, None, :column + 1]
-            inputs = embed(tokens)[:, None].to(dtype)
-            input_positions = next_position[:, None]
-            next_position = next_position + 1
-    return collect(out_tokens, out_probs, steps, eos_token_id)
+            for j, (_, has) in enumerate(follow, 1):
+                valid[:, column + j] = has
+            mask = valid[:, None, None, :column + span]
+            if span > 1:  # each new token sees the ones before it, not after
+                seen = torch.arange(column + span, device=device)[None] <= column + torch.arange(span, device=device)[:, None]
+                mask = mask & seen[None, None]
+            steps = torch.arange(span, device=device)
+            logits = forward_rows(language_model, base, embed(inputs).to(dtype), mask,
+                                  next_position[:, None] + steps, rows, last=span)
+            rows.length += span
+            # the token after each fed one; a fed follower stands only if the model chose it there
+            going, advance = running, torch.zeros_like(produced)
+            for j in range(span):
+                token, chosen, after = choose_tokens(logits[:, j], grammar, modes, max_new_tokens - produced - j)
+                slot = torch.where(going, produced + j, spare)
+                out_tokens[active, slot], out_probs[active, slot] = token, chosen
+                if j < span - 1:
+                    follower, has = follow[j]
+                    agree = going & has & (token == follower)
+                    stop = going & ~agree
+                    valid[:, column + j + 1] &= agree
+                else:
+                    agree, stop = torch.zeros_like(going), going
+                tokens = torch.where(stop, token, tokens)
+                advance = torch.where(stop, j + 1, advance)
+                if grammar is not None:
+                    modes = torch.where(going, after, modes)
+                going = agree
+            produced = produced + advance
+            next_position = next_position + advance
+            running = running & (tokens != eos_token_id) & (produced < max_new_tokens)
+    return collect(out_tokens[:, :max_new_tokens], out_probs[:, :max_new_tokens], max_new_tokens, eos_token_id)
+
+
+def _forced_followers(grammar, modes, running, produced, max_new_tokens: int) -> list:
+    """The grammar's forced next tokens (`AnswerGrammar.follow`) to feed in this step after each row's token:
+    up to `MAX_FOLLOWERS` `(token [B], has [B])` pairs, the j-th kept only when at least `MERGE_SHARE` of the
+    rows have one (a feed costs every row a column) and within the answer budget."""
+    follow = []
+    if grammar is None:
+        return follow
+    has = running
+    for j in range(1, MAX_FOLLOWERS + 1):
+        token = grammar.follow[modes]
+        has = has & (token >= 0) & (produced + j < max_new_tokens)
+        if int(has.sum()) < MERGE_SHARE * has.numel():
+            break
+        token = token.clamp(min=0)
+        follow.append((token, has))
+        modes = grammar.next_mode[modes, token].clamp(min=0)
+    return follow
 
 
 @torch.no_grad()

@@ -118,6 +118,16 @@ class Rows:
                     buffers[layer] = new
         self.set_rows(self.row_prefix.index_select(0, index))
 
+    def grow(self, extra: int) -> None:
+        """Make room for `extra` more columns (copies the written ones); rare: a decode that fed forced tokens."""
+        self.capacity += extra
+        for buffers in (self.keys, self.values):
+            for layer, old in enumerate(buffers):
+                if old is not None:
+                    new = old.new_empty(old.shape[:2] + (self.capacity,) + old.shape[3:])
+                    new[:, :, :self.length] = old[:, :, :self.length]
+                    buffers[layer] = new
+
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         """Write the running forward's `[B, Hkv, T, d]` keys/values; return the row KV up to the current column."""
         if self.keys[layer_idx] is None:
@@ -239,16 +249,19 @@ def decoder_parts(language_model):
     return base
 
 
-def forward_rows(language_model, base, inputs, mask, positions, rows) -> torch.Tensor:
-    """Last-position logits `[B, V]` of `inputs [B, T, D]`.
+def forward_rows(language_model, base, inputs, mask, positions, rows, last: int = 0) -> torch.Tensor:
+    """Logits of `inputs [B, T, D]`: the last position's `[B, V]`, or with `last = k` the last k positions' `[B, k, V]`.
 
     For Llama-style models the decoder layers are called directly: the model-level wrappers cost about
     1 ms a step, which is most of a step for small models. Other models take the ordinary forward.
     """
+    keep = max(last, 1)
     if base is None:
-        return language_model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, cache=rows,
-                              use_cache=False, logits_to_keep=1, kptllm_rows=rows).logits[:, -1]
-    return language_model.lm_head(base.norm(decoder_hidden(base, inputs, mask, positions, rows)[:, -1:]))[:, -1]
+        logits = language_model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, cache=rows,
+                                use_cache=False, logits_to_keep=keep, kptllm_rows=rows).logits[:, -keep:]
+    else:
+        logits = language_model.lm_head(base.norm(decoder_hidden(base, inputs, mask, positions, rows)[:, -keep:]))
+    return logits if last else logits[:, -1]
 
 
 def decoder_hidden(base, inputs, mask, positions, rows) -> torch.Tensor:

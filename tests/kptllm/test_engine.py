@@ -50,7 +50,8 @@ def _eos_biased(model, processor, prefix, rows, row_prefix):
     return model
 
 
-def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, grammar=None, modes=None, static=False):
+def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, grammar=None, modes=None, static=False,
+           probs_rtol=None):
     lm, eos = model.language_model, processor.eos_token_id
     with torch.no_grad():
         prefixes = prefill_prefixes(lm, prefix)
@@ -64,6 +65,9 @@ def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, gramm
             assert fast.token_ids[row] == slow.token_ids[0], row
             assert fast.finished[row] == slow.finished[0], row
             assert torch.allclose(torch.tensor(fast.token_probs[row]), torch.tensor(slow.token_probs[0]), atol=1e-4)
+            if probs_rtol is not None:  # a random model's probabilities are small: atol alone would hide a wrong context
+                assert torch.allclose(torch.tensor(fast.token_probs[row]), torch.tensor(slow.token_probs[0]),
+                                      rtol=probs_rtol, atol=0), row
     return fast
 
 
@@ -122,6 +126,52 @@ def test_engine_with_grammar_matches_reference(seed, static):
     for k, ids in enumerate(fast.token_ids):
         task = Task.TEXT if k % 2 == 0 else Task.SEMANTIC
         assert parse_answer(processor.decode(ids), task).__class__.__name__ == "ParsedAnswer"
+
+
+def _record_followers(monkeypatch) -> list[int]:
+    """Wrap the eager decoder's choice of forced followers; returns the list of followers fed per step."""
+    from kptllm.decoding import generation
+
+    fed, choose = [], generation._forced_followers
+    monkeypatch.setattr(generation, "_forced_followers", lambda *a: fed.append(len(out := choose(*a))) or out)
+    return fed
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+@pytest.mark.parametrize("neutral_bias", [False, True], ids=["followers-chosen", "followers-refused"])
+def test_fed_followers_give_the_reference_tokens(share, neutral_bias, monkeypatch):
+    """Forced tokens ("." after a coordinate's first digit, ", ", "]") are fed in the step of the token
+    before them and checked there. Every row still gets the reference tokens: also when the model prefers
+    a neutral `<pad>` where the grammar expects the follower (its LM-head row made the mean of the
+    followers' rows), so fed followers must be discarded and the row goes on from its own choice."""
+    from kptllm.decoding import generation
+
+    monkeypatch.setattr(generation, "MERGE_SHARE", share)
+    model, processor = build_tiny(seed=5)
+    model.eval()
+    lm = model.language_model
+    grammar = grammar_for(processor, lm.config.vocab_size)
+    pad = processor.tokenizer.pad_token_id
+    if neutral_bias:
+        weight = lm.get_output_embeddings().weight
+        followers = [t for t in grammar.follow.unique().tolist() if t >= 0]
+        weight.data[pad] = weight.data[followers].mean(0)
+    prefix, suffixes = _inputs(model, processor, 2, NAMES[:6], seed=5)
+    fed = _record_followers(monkeypatch)
+    fast = _check(model, processor, prefix, suffixes * 2, [0] * 6 + [1] * 6, 40, grammar,
+                  [AnswerGrammar.start_mode(True)] * 12, probs_rtol=1e-4)
+    assert max(fed) >= 2  # ", " fed as two followers in one step
+    taken = refused = 0  # where the grammar had a follower: did the answer take it?
+    for ids in fast.token_ids:
+        mode = AnswerGrammar.start_mode(True)
+        for token in ids:
+            follower = int(grammar.follow[mode])
+            taken += follower == token
+            refused += follower >= 0 and follower != token
+            mode = int(grammar.next_mode[mode, token])
+    assert taken >= 12, taken
+    if neutral_bias:
+        assert refused >= 3, refused
 
 
 @STATIC
