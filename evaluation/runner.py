@@ -152,7 +152,8 @@ def _compute(bench: Benchmark, predictor, chunks, todo, paths, batch: int, bar) 
             plans = pending.result()
             pending = pool.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
             requests = [request for request, _ in plans if request is not None]
-            answers = iter(engine.answer(requests, cache))
+            # records must not depend on the batch size: no forced tokens fed ahead (they move scores at 1e-8)
+            answers = iter(engine.answer(requests, cache, feed_forced=False))
             for (number, unit), (request, context) in zip(items, plans):
                 if started[number] is None:
                     started[number] = tic

@@ -207,8 +207,12 @@ class KeypointEngine:
         return queries
 
     @torch.no_grad()
-    def answer(self, requests: list[Request], support_cache: SupportCache | None = None) -> list[list[KeypointResult]]:
+    def answer(self, requests: list[Request], support_cache: SupportCache | None = None,
+               feed_forced: bool = True) -> list[list[KeypointResult]]:
         """Answer all requests in one decoding batch; one result list per request, in request order.
+
+        `feed_forced=False` keeps every number independent of what else is in the batch (`generation.decode`):
+        the tokens are the same either way, the scores move at float rounding.
 
         Fills each request's `prepared` (and `prepared_supports`) and `state`: asking a request again reuses
         its loaded and encoded image. A point outside its crop or a keypoint shown on no support is a
@@ -240,7 +244,7 @@ class KeypointEngine:
         grammar = answer_grammar(model, self.processor, self.constrained)
         generated = decode(model.language_model, prefixes, suffixes, self.processor.eos_token_id,
                            self.processor.protocol.max_new_tokens or self.max_new_tokens,
-                           row_prefix=row_prefix, grammar=grammar, start_modes=modes)
+                           row_prefix=row_prefix, grammar=grammar, start_modes=modes, feed_forced=feed_forced)
         out, row = [], 0
         for request, query_ids in zip(requests, queries):
             task = Task(request.task)

@@ -18,7 +18,11 @@ it would compute alone (up to float rounding). Rows that emit EOS are dropped fr
 KV rows are compacted away) once they are a quarter of it (`COMPACT_FRACTION`): finished rows stop
 costing work without a copy of every layer's KV each time a few rows end.
 
-Optionally (`grammar`, see constraints.py) each row's tokens are masked to the answer grammar. The state
+Optionally (`grammar`, see constraints.py) each row's tokens are masked to the answer grammar. Where the
+grammar leaves one token (the "." of "0.", ", ", "]"), that token is fed in the same step as the token
+before it (a step of 2-3 columns: 16 -> 11 steps for `left eye [0.412, 0.305]`); the model's own choice at
+that place is still computed, and a fed token it would not have chosen (a neutral `<pad>`) is masked out of
+the row's KV, so the tokens are exactly those of one token a step (`feed_forced`). The state
 both decoders share lives in `modeling/shared_prefix.py` (prefix KV, rows, the attention hook; training uses
 it too) and `decode_state.py` (token choice, the collected answer).
 `generate_reference` is the slow path (one sequence, full recomputation, no cache) that the tests hold
@@ -58,7 +62,7 @@ def prefill_prefixes(language_model, prefix_embeds: torch.Tensor) -> PrefixKV:
 @torch.no_grad()
 def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], eos_token_id: int,
            max_new_tokens: int, row_prefix: list[int] | None = None, grammar=None,
-           start_modes: list[int] | None = None, static: bool | None = None) -> Generated:
+           start_modes: list[int] | None = None, static: bool | None = None, feed_forced: bool = True) -> Generated:
     """Greedy-decode B sequences `prefix[row_prefix[b]] + suffix_embeds[b]` as one batch.
 
     Args:
@@ -70,6 +74,10 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
         static: decode with static shapes and CUDA graphs (static_decode.py). None = as
             `static_decode.static_enabled` says (on CUDA devices for Llama-style LMs by default); True off
             a GPU runs the static step eagerly.
+        feed_forced: feed the grammar's forced tokens in the step of the token before them (fewer steps, the
+            same tokens; eager path only). A step's shape then depends on the other rows, so probabilities
+            move at float rounding (~1e-8) with the batch's make-up: off where results must not depend on
+            the batch size (the evaluation runner's records).
     """
     num = len(suffix_embeds)
     if num == 0:
@@ -128,7 +136,7 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
                 rows.keep(keep)
                 if grammar is not None:
                     modes = modes[keep]
-            follow = _forced_followers(grammar, modes, running, produced, max_new_tokens)
+            follow = _forced_followers(grammar if feed_forced else None, modes, running, produced, max_new_tokens)
             column, span = rows.length, 1 + len(follow)
             if column + span > rows.capacity:  # columns fed to some rows were skipped by others
                 extra = max(column + span - rows.capacity, MAX_FOLLOWERS * 4)
