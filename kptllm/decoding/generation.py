@@ -142,40 +142,64 @@ def decode(language_model, prefix: PrefixKV, suffix_embeds: list[torch.Tensor], 
                 extra = max(column + span - rows.capacity, MAX_FOLLOWERS * 4)
                 rows.grow(extra)
                 valid = torch.cat([valid, valid.new_zeros(valid.shape[0], extra)], 1)
-            inputs = torch.stack([tokens] + [torch.where(has, token, tokens) for token, has in follow], 1)
-            valid[:, column] = True
-            for j, (_, has) in enumerate(follow, 1):
-                valid[:, column + j] = has
-            mask = valid[:, None, None, :column + span]
-            if span > 1:  # each new token sees the ones before it, not after
-                seen = torch.arange(column + span, device=device)[None] <= column + torch.arange(span, device=device)[:, None]
-                mask = mask & seen[None, None]
-            steps = torch.arange(span, device=device)
-            logits = forward_rows(language_model, base, embed(inputs).to(dtype), mask,
-                                  next_position[:, None] + steps, rows, last=span)
-            rows.length += span
-            # the token after each fed one; a fed follower stands only if the model chose it there
-            going, advance = running, torch.zeros_like(produced)
-            for j in range(span):
-                token, chosen, after = choose_tokens(logits[:, j], grammar, modes, max_new_tokens - produced - j)
-                slot = torch.where(going, produced + j, spare)
-                out_tokens[active, slot], out_probs[active, slot] = token, chosen
-                if j < span - 1:
-                    follower, has = follow[j]
-                    agree = going & has & (token == follower)
-                    stop = going & ~agree
-                    valid[:, column + j + 1] &= agree
-                else:
-                    agree, stop = torch.zeros_like(going), going
-                tokens = torch.where(stop, token, tokens)
-                advance = torch.where(stop, j + 1, advance)
+            if not follow:  # the usual step: one token per row
+                valid[:, column] = True
+                logits = forward_rows(language_model, base, embed(tokens)[:, None].to(dtype),
+                                      valid[:, None, None, :column + 1], next_position[:, None], rows)
+                rows.length += 1
+                remaining = max_new_tokens - produced if grammar is not None else max_new_tokens
+                tokens, chosen, after = choose_tokens(logits, grammar, modes, remaining)
+                slot = torch.where(running, produced, spare)
+                out_tokens[active, slot], out_probs[active, slot] = tokens, chosen
                 if grammar is not None:
-                    modes = torch.where(going, after, modes)
-                going = agree
-            produced = produced + advance
-            next_position = next_position + advance
+                    modes = torch.where(running, after, modes)
+                produced = produced + running
+                next_position = next_position + 1
+            else:
+                tokens, modes, advance = _feed_step(language_model, base, rows, valid, column, tokens, modes, follow,
+                                                    running, produced, next_position, grammar, max_new_tokens,
+                                                    out_tokens, out_probs, active, spare, embed, dtype)
+                produced = produced + advance
+                next_position = next_position + advance
             running = running & (tokens != eos_token_id) & (produced < max_new_tokens)
     return collect(out_tokens[:, :max_new_tokens], out_probs[:, :max_new_tokens], max_new_tokens, eos_token_id)
+
+
+def _feed_step(language_model, base, rows: Rows, valid, column: int, tokens, modes, follow: list, running, produced,
+               next_position, grammar, max_new_tokens: int, out_tokens, out_probs, active, spare, embed, dtype):
+    """One step that feeds each row's token and its forced followers (`follow`, from `_forced_followers`) as
+    columns `column..column+span-1`, then chooses the token after each: a follower stands only if the model
+    chose it at its place, else the row goes on from its own choice there and the columns after are masked.
+    Writes the chosen tokens and probabilities; returns the rows' next tokens and modes and how many tokens
+    each row advanced `[B]`."""
+    span = 1 + len(follow)
+    inputs = torch.stack([tokens] + [torch.where(has, token, tokens) for token, has in follow], 1)  # [B, span]
+    valid[:, column] = True
+    for j, (_, has) in enumerate(follow, 1):
+        valid[:, column + j] = has
+    offsets = torch.arange(span, device=tokens.device)
+    # each fed token sees the ones before it, not those after
+    seen = torch.arange(column + span, device=tokens.device)[None] <= column + offsets[:, None]
+    logits = forward_rows(language_model, base, embed(inputs).to(dtype), valid[:, None, None, :column + span] & seen[None, None],
+                          next_position[:, None] + offsets, rows, last=span)
+    rows.length += span
+    going, advance = running, torch.zeros_like(produced)
+    for j in range(span):
+        token, chosen, after = choose_tokens(logits[:, j], grammar, modes, max_new_tokens - produced - j)
+        slot = torch.where(going, produced + j, spare)
+        out_tokens[active, slot], out_probs[active, slot] = token, chosen
+        if j < span - 1:
+            follower, has = follow[j]
+            agree = going & has & (token == follower)
+            valid[:, column + j + 1] &= agree
+        else:
+            agree = torch.zeros_like(going)
+        stop = going & ~agree
+        tokens = torch.where(stop, token, tokens)
+        advance = torch.where(stop, j + 1, advance)
+        modes = torch.where(going, after, modes)
+        going = agree
+    return tokens, modes, advance
 
 
 def _forced_followers(grammar, modes, running, produced, max_new_tokens: int) -> list:
