@@ -36,7 +36,7 @@ from kptllm.image import load_image
 from kptllm.processor import KptLLMProcessor, PreparedImage
 from kptllm.protocols.protocol import Task
 
-from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, render_scene
+from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, off_centre, render_scene
 
 TASKS = (Task.TEXT, Task.VISUAL, Task.SEMANTIC, Task.VISUAL_TEXT)
 SUBJECTS = {"person": "person", "quadruped": "animal", "face": "person", "car": "car", "chair": "chair"}
@@ -71,13 +71,21 @@ class KeypointWorldSource:
 
     allows_flip = False  # a mirrored image breaks the world's left=warm / right=cool colour rule
 
-    def __init__(self, categories=CATEGORY_NAMES):
+    def __init__(self, categories=CATEGORY_NAMES, off_centre_prob: float = 0.0):
+        """`off_centre_prob`: the share of scenes pasted at a random offset into a larger canvas of fresh
+        background (`keypointworld.off_centre`, what `validate --shift` scores), so crops near the old border
+        show real background instead of the crop's fill."""
+        if not 0.0 <= off_centre_prob <= 1.0:
+            raise ValueError(f"off_centre_prob must lie in [0, 1], not {off_centre_prob}")
         self.categories = tuple(categories)
+        self.off_centre_prob = off_centre_prob
 
     def _instance(self, rng, category: str) -> Instance | None:
         # half the scenes hold only this category, half mix it with others (one object is forced to it:
         # rejection sampling re-rendered ~3 scenes per instance, and rendering bounds GPU training)
         scene = render_scene(rng, categories=[category]) if rng.random() < 0.5 else render_scene(rng, required=category)
+        if self.off_centre_prob and rng.random() < self.off_centre_prob:
+            scene = off_centre(scene, rng)
         objects = [o for o in scene.objects if o.category.name == category]
         if not objects:
             return None
@@ -253,14 +261,14 @@ def tokenizer_corpus() -> list[str]:
 
 
 def list_sources(specs: list[dict], base: Path | None = None):
-    """Sources and weights from config entries: `{type: keypointworld|coco, weight, annotations, images, catalog,
-    labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for the names a COCO file's keypoints
+    """Sources and weights from config entries: `{type: keypointworld|coco, weight, categories, off_centre_prob,
+    annotations, images, catalog, labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for the names a COCO file's keypoints
     are trained under: the ones `kptllm eval` asks about, "left eye" for MP-100's "eyeL")."""
     sources, weights = [], []
     for spec in specs:
         kind = spec.get("type")
         if kind == "keypointworld":
-            sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES)))
+            sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES), float(spec.get("off_centre_prob", 0.0))))
         elif kind == "coco":
             root = Path(base or ".")
             labels = spec.get("labels")

@@ -538,3 +538,33 @@ def test_resuming_with_other_settings_is_refused(tiny_config, tmp_path, capsys):
     assert main(["train", "--config", str(tiny_config), "--output", str(run), "--resume", "--stop-after", "2",
                  "--log-every", "1", "--no-progress"]) == 0
     assert len(_rows(run)) > steps
+
+
+def test_off_centre_scenes_move_the_object_with_its_keypoints():
+    """`off_centre_prob`: scenes pasted into larger canvases; the object's box and keypoints move with it
+    (the pixels under the moved box are those under the box in the same scene rendered in place)."""
+    import numpy as np
+
+    from evaluation.training.data import list_sources
+
+    (source,), _ = list_sources([{"type": "keypointworld", "off_centre_prob": 1.0, "categories": ["chair"]}])
+    assert source.off_centre_prob == 1.0
+    with pytest.raises(ValueError, match="off_centre_prob"):
+        KeypointWorldSource(off_centre_prob=1.5)
+    compared = 0
+    for seed in range(3):
+        plain = KeypointWorldSource(["chair"])._instance(np.random.default_rng(seed), "chair")
+        moved = KeypointWorldSource(["chair"], off_centre_prob=1.0)._instance(np.random.default_rng(seed), "chair")
+        assert moved.image.width >= 1.4 * plain.image.width - 1 and moved.image.height >= 1.1 * plain.image.height - 1
+        # the same scene underneath: find the plain object of the same size, then compare pixels and keypoints
+        dx, dy = moved.bbox[0] - plain.bbox[0], moved.bbox[1] - plain.bbox[1]
+        if moved.bbox[2:] != plain.bbox[2:]:  # another object of the scene was picked: nothing to compare
+            continue
+        assert dx == int(dx) and dy == int(dy) and (dx, dy) != (0, 0)
+        visible = plain.keypoints[:, 2] > 0
+        assert np.allclose(moved.keypoints[visible, :2], plain.keypoints[visible, :2] + (dx, dy))
+        x, y, w, h = (int(v) for v in plain.bbox)
+        region = np.asarray(plain.image)[y:y + h, x:x + w]
+        assert np.array_equal(np.asarray(moved.image)[y + int(dy):y + int(dy) + h, x + int(dx):x + int(dx) + w], region)
+        compared += 1
+    assert compared >= 2
