@@ -132,7 +132,7 @@ class Oracle:
     def prepare(self, request):
         return request
 
-    def answer(self, requests, support_cache=None):
+    def answer(self, requests, support_cache=None, feed_forced=True):  # KeypointEngine.answer's signature
         from kptllm import KeypointResult
 
         return [[KeypointResult(k, "text", n, n, (float(x), float(y)), (0.5, 0.5), float(v > 0), bool(v > 0), None, "")
