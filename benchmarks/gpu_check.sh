@@ -10,6 +10,7 @@
 # 4. the embedded model's training step on the device (benchmarks/train_speed.py, as trained: bf16, 64 images);
 # 5. evaluation throughput (people/s) of the runner at paper size, one unit at a time vs a batch that
 #    fills the card.
+# 6. In the wild (issue 21): the embedded model, 10 boxes x 17 keypoints, one object at a time vs one call.
 # Expects transformers/peft wheels in .whl (the GPU image has transformers 5.17; we need >= 5.24).
 # QUICK=1: no naive baseline at paper size (measured before: 16.7 s per person on an H200), no batch-1 run.
 # Dry run on a CPU: PY=.venv/bin/python DEVICE=cpu SIZE=tiny QUICK=1 bash benchmarks/gpu_check.sh
@@ -47,4 +48,6 @@ WORKLOADS=$($PY -c "import xtcocotools" 2>/dev/null && echo "coco mp100" || echo
 step "evaluation throughput, $SIZE size, $DTYPE, batch 1 vs $BATCH ($WORKLOADS)"
 timeout 150 $PY -m benchmarks.eval_speed --size $SIZE --device $DEVICE --dtype $DTYPE --workloads $WORKLOADS \
     --limit 64 --episodes 4 --batch "$BATCH" --max-new-tokens 20 ${QUICK:+--skip-one} 2>&1 | tee "$OUT/eval_paper.log" | grep -v Warn
+step "In the wild: 10 boxes x 17 keypoints, embedded model, float32, one object at a time vs one call"
+timeout 90 $PY -m benchmarks.wild_speed --device $DEVICE --repeats 5 2>&1 | tee "$OUT/wild.log" | grep -v "Warn\|Loading"
 $PY -c "import torch; print('visible GPUs', torch.cuda.device_count())"

@@ -1,6 +1,6 @@
 """In the wild: the keypoints of every object of one photo, one object at a time vs all in one call.
 
-    PYTHONPATH=. python -m benchmarks.wild_speed [--objects 10] [--repeats 3] [--model PATH]
+    PYTHONPATH=. python -m benchmarks.wild_speed [--objects 10] [--repeats 3] [--model PATH] [--device cuda]
 
 The embedded model, the KeypointWorld person example and `--objects` boxes around its person (shifted and
 scaled copies of its box), the 17 person keypoints in each. Baseline, in the same process: what the demo did
@@ -34,13 +34,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", help="float32 keeps the two columns' answers comparable")
     args = parser.parse_args(argv)
 
     import torch
 
-    from demo.model import load_model
+    from demo.model import resolve_model
+    from kptllm import KeypointPredictor
 
-    predictor = load_model(args.model, device="cpu").predictor
+    predictor = KeypointPredictor.from_pretrained(resolve_model(args.model), device=args.device,
+                                                  dtype=getattr(torch, args.dtype))
+    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
     meta = json.loads((IMAGE.parent / "keypointworld.json").read_text())[IMAGE.name]
     names, boxes = meta["names"], boxes_around(meta["bbox"], args.objects)
 
@@ -60,13 +65,17 @@ def main(argv=None) -> dict:
     for label, call in (("one object at a time", one_at_a_time), ("all objects in one call", together)):
         times = []
         for _ in range(args.repeats):
+            sync()
             start = time.perf_counter()
             call()
+            sync()
             times.append(time.perf_counter() - start)
         timings[label] = statistics.median(times)
     base = timings["one object at a time"]
-    print(f"{args.objects} objects x {len(names)} keypoints, embedded model, CPU ({os.cpu_count()} cores, "
-          f"{torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f}; same answers: yes")
+    where = (torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else
+             f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
+    print(f"{args.objects} objects x {len(names)} keypoints, embedded model, {args.dtype}, {where}, load average "
+          f"{os.getloadavg()[0]:.1f}; same answers: yes")
     print(f"{'':28} {'median s':>9} {'speed-up':>9}")
     for label, seconds in timings.items():
         print(f"{label:28} {seconds:9.3f} {base / seconds:8.2f}x")
