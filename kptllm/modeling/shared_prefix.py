@@ -109,24 +109,24 @@ class Rows:
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only rows `index` (drop finished rows); copies the written columns only."""
-        written = self.length
-        for buffers in (self.keys, self.values):
-            for layer, old in enumerate(buffers):
-                if old is not None:
-                    new = old.new_empty((index.shape[0],) + old.shape[1:])
-                    new[:, :, :written] = old[:, :, :written].index_select(0, index)
-                    buffers[layer] = new
+        self._reallocate(index, self.capacity)
         self.set_rows(self.row_prefix.index_select(0, index))
 
     def grow(self, extra: int) -> None:
         """Make room for `extra` more columns (copies the written ones); rare: a decode that fed forced tokens."""
-        self.capacity += extra
+        self._reallocate(None, self.capacity + extra)
+
+    def _reallocate(self, index: torch.Tensor | None, capacity: int) -> None:
+        """New buffers of `capacity` columns for rows `index` (None = all), holding their written columns."""
+        written = self.length
         for buffers in (self.keys, self.values):
             for layer, old in enumerate(buffers):
                 if old is not None:
-                    new = old.new_empty(old.shape[:2] + (self.capacity,) + old.shape[3:])
-                    new[:, :, :self.length] = old[:, :, :self.length]
+                    part = old[:, :, :written] if index is None else old[:, :, :written].index_select(0, index)
+                    new = old.new_empty((part.shape[0], old.shape[1], capacity) + old.shape[3:])
+                    new[:, :, :written] = part
                     buffers[layer] = new
+        self.capacity = capacity
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         """Write the running forward's `[B, Hkv, T, d]` keys/values; return the row KV up to the current column."""

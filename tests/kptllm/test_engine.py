@@ -133,7 +133,13 @@ def _record_followers(monkeypatch) -> list[int]:
     from kptllm.decoding import generation
 
     fed, choose = [], generation._forced_followers
-    monkeypatch.setattr(generation, "_forced_followers", lambda *a: fed.append(len(out := choose(*a))) or out)
+
+    def recorded(*args):
+        follow = choose(*args)
+        fed.append(len(follow))
+        return follow
+
+    monkeypatch.setattr(generation, "_forced_followers", recorded)
     return fed
 
 
