@@ -45,7 +45,8 @@ def main(argv=None) -> dict:
 
     predictor = KeypointPredictor.from_pretrained(resolve_model(args.model), device=args.device,
                                                   dtype=getattr(torch, args.dtype))
-    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    cuda = torch.device(args.device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     meta = json.loads((IMAGE.parent / "keypointworld.json").read_text())[IMAGE.name]
     names, boxes = meta["names"], boxes_around(meta["bbox"], args.objects)
 
@@ -72,7 +73,7 @@ def main(argv=None) -> dict:
             times.append(time.perf_counter() - start)
         timings[label] = statistics.median(times)
     base = timings["one object at a time"]
-    where = (torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else
+    where = (torch.cuda.get_device_name() if cuda else
              f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)")
     print(f"{args.objects} objects x {len(names)} keypoints, embedded model, {args.dtype}, {where}, load average "
           f"{os.getloadavg()[0]:.1f}; same answers: yes")

@@ -54,10 +54,11 @@ def test_main_job_prints_parsed_answers_without_a_model_argument():
 def test_held_out_accuracy_and_no_loss_off_centre(embedded):
     from evaluation.training.validate import validate
 
-    # 60 objects of the checkpoint-choosing seed (900001). The shipped model (stage 12, 240 CPU steps on stage 10,
-    # a third of its scenes off-centre) measures 0.961 / 0.872 / 0.898 here (stage 10: 0.955 / 0.857 / 0.878; stage 9, the pixel read added: 0.958 / 0.836 / 0.863; stage 8: 0.954 /
-    # 0.813 / 0.809; stage 7: 0.967 / 0.797 / 0.787; stage 6: 0.932 / 0.780 / 0.721; stage 5: 0.933 / 0.625 /
-    # 0.609); held with a margin of 0.025-0.03 for other CPUs' rounding. Issue 18's floors are 0.92 / 0.75 / 0.80
+    # 60 objects of the checkpoint-choosing seed (900001). The shipped model (stage 12, 240 CPU steps on stage
+    # 10, a third of its scenes off-centre) measures 0.961 / 0.872 / 0.898 here (stage 10: 0.955 / 0.857 /
+    # 0.878; stage 9, the pixel read added: 0.958 / 0.836 / 0.863; stage 8: 0.954 / 0.813 / 0.809; stage 7:
+    # 0.967 / 0.797 / 0.787; stage 6: 0.932 / 0.780 / 0.721; stage 5: 0.933 / 0.625 / 0.609); held with a
+    # margin of 0.025-0.03 for other CPUs' rounding. Issue 18's floors are 0.92 / 0.75 / 0.80
     # on the reporting seed (424242, results/: 0.959 / 0.812 / 0.840 there)
     plain = validate(embedded, objects=60)
     shifted = validate(embedded, objects=60, shift=True, neutral_canvas=True)
@@ -124,8 +125,8 @@ def demo_examples_answered(predictor) -> dict:
 def test_the_demo_examples_are_answered_as_measured(embedded):
     """The demo's own examples with their boxes (issue 18): the shipped model (stage 12) finds every text-prompt
     keypoint (67 of 67) and 29 of the 30 visual-prompt ones, and names all 5 semantics examples (stage 10: 67,
-    28, 5; stage 9: 67, 29, 5 of 5; stage 8: 67, 30, 4; stage 7: 67, 29, 4; stage 6: 27 of 30 and 3 of 5). Held with one keypoint /
-    one example of margin."""
+    28, 5; stage 9: 67, 29, 5 of 5; stage 8: 67, 30, 4; stage 7: 67, 29, 4; stage 6: 27 of 30 and 3 of 5).
+    Held with one keypoint / one example of margin."""
     answered = demo_examples_answered(embedded)
     assert answered["n"] == {"semantic": 5, "visual": 30, "text": 67}
     assert answered["text"] >= 66 / 67, answered

@@ -262,13 +262,15 @@ def tokenizer_corpus() -> list[str]:
 
 def list_sources(specs: list[dict], base: Path | None = None):
     """Sources and weights from config entries: `{type: keypointworld|coco, weight, categories, off_centre_prob,
-    annotations, images, catalog, labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for the names a COCO file's keypoints
-    are trained under: the ones `kptllm eval` asks about, "left eye" for MP-100's "eyeL")."""
+    annotations, images, catalog, labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for
+    the names a COCO file's keypoints are trained under: the ones `kptllm eval` asks about, "left eye" for
+    MP-100's "eyeL")."""
     sources, weights = [], []
     for spec in specs:
         kind = spec.get("type")
         if kind == "keypointworld":
-            sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES), float(spec.get("off_centre_prob", 0.0))))
+            sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES),
+                                               float(spec.get("off_centre_prob", 0.0))))
         elif kind == "coco":
             root = Path(base or ".")
             labels = spec.get("labels")

@@ -180,8 +180,9 @@ def _feed_step(language_model, base, rows: Rows, valid, column: int, tokens, mod
     offsets = torch.arange(span, device=tokens.device)
     # each fed token sees the ones before it, not those after
     seen = torch.arange(column + span, device=tokens.device)[None] <= column + offsets[:, None]
-    logits = forward_rows(language_model, base, embed(inputs).to(dtype), valid[:, None, None, :column + span] & seen[None, None],
-                          next_position[:, None] + offsets, rows, last=span)
+    mask = valid[:, None, None, :column + span] & seen[None, None]
+    logits = forward_rows(language_model, base, embed(inputs).to(dtype), mask, next_position[:, None] + offsets, rows,
+                          last=span)
     rows.length += span
     going, advance = running, torch.zeros_like(produced)
     for j in range(span):

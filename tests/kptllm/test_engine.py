@@ -65,7 +65,8 @@ def _check(model, processor, prefix, suffixes, row_prefix, max_new_tokens, gramm
             assert fast.token_ids[row] == slow.token_ids[0], row
             assert fast.finished[row] == slow.finished[0], row
             assert torch.allclose(torch.tensor(fast.token_probs[row]), torch.tensor(slow.token_probs[0]), atol=1e-4)
-            if probs_rtol is not None:  # a random model's probabilities are small: atol alone would hide a wrong context
+            # a random model's probabilities are small: atol alone would hide a wrong context
+            if probs_rtol is not None:
                 assert torch.allclose(torch.tensor(fast.token_probs[row]), torch.tensor(slow.token_probs[0]),
                                       rtol=probs_rtol, atol=0), row
     return fast
