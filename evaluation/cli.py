@@ -170,6 +170,26 @@ def _train(args) -> None:
     print(json.dumps(result))
 
 
+def _train_detector(args) -> None:
+    from .training.detector import DetectorTrainConfig, train_detector
+
+    try:
+        config = DetectorTrainConfig.load(args.config)
+    except (OSError, ValueError) as err:
+        raise UserError(str(err)) from None
+    for key in ("steps", "time_budget", "seed", "batch_size", "save_every", "validate_every", "threads"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(config.train, key, value)
+    output = Path(args.output)
+    resume = args.resume or (args.auto_resume and (output / "checkpoint" / "step.json").is_file())
+    try:
+        result = train_detector(config, output, resume=resume)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(result))
+
+
 def _synth(args) -> None:
     from .data.keypointworld import write_dataset
 
@@ -279,6 +299,20 @@ def build_full_parser():
     training.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     training.add_argument("--no-progress", action="store_true")
     training.set_defaults(run=_train)
+
+    det = commands.add_parser("train-detector", help="train the KeypointWorld box detector (RT-DETR) from a YAML config (resumable)")
+    det.add_argument("--config", required=True)
+    det.add_argument("--output", required=True, help="run folder: metrics.jsonl, checkpoint/, best/")
+    det.add_argument("--resume", action="store_true", help="continue the run in --output")
+    det.add_argument("--auto-resume", action="store_true", help="continue the run in --output if it has a checkpoint, else start it")
+    det.add_argument("--steps", type=int)
+    det.add_argument("--time-budget", type=float, help="seconds of training in all (the cosine spans them)")
+    det.add_argument("--seed", type=int)
+    det.add_argument("--batch-size", type=int)
+    det.add_argument("--save-every", type=int)
+    det.add_argument("--validate-every", type=int)
+    det.add_argument("--threads", type=int, help="torch threads (default: the config's, 1)")
+    det.set_defaults(run=_train_detector)
 
     synth = commands.add_parser("synth", help="render KeypointWorld images + a COCO annotation file")
     synth.add_argument("--out", required=True)

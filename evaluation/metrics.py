@@ -181,6 +181,40 @@ def keypoint_ap(ground_truth, results: list[dict], sigmas=None, use_area: bool =
     return {name: float(value) for name, value in zip(COCO_STATS, evaluator.stats)}
 
 
+BOX_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def box_ap(ground_truth, detections: list[dict]) -> dict[str, float]:
+    """The 12 COCO box statistics (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl) by
+    pycocotools' COCOeval ("bbox").
+
+    Args:
+        ground_truth: a COCO json path or an already loaded dict (`annotations` with xywh `bbox` and `area`).
+        detections: COCO detection results `{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`.
+    With no detections every statistic is 0.0. A statistic COCOeval leaves undefined (-1: no ground truth
+    in that area range) stays -1.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if isinstance(ground_truth, Mapping):
+            coco = COCO()
+            coco.dataset = _copy_json(ground_truth)
+            coco.createIndex()
+        else:
+            coco = COCO(str(ground_truth))
+        if not detections:
+            return {name: 0.0 for name in BOX_STATS}
+        if not all(np.isfinite(np.asarray(d["bbox"], dtype=np.float64)).all() for d in detections):
+            raise ValueError("detections hold non-finite box values (NaN/inf)")
+        evaluator = COCOeval(coco, coco.loadRes(_copy_json(list(detections))), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(BOX_STATS, evaluator.stats)}
+
+
 def _copy_json(value):
     """Deep copy of plain json data (COCO's loaders mutate what they are given)."""
     if isinstance(value, Mapping):

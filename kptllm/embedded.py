@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "kptllm-keypointworld"
+EMBEDDED_DETECTOR_DIR = Path(__file__).resolve().parents[1] / "assets" / "kptllm-keypointworld-detector"
 
 
 def embedded_model_path() -> Path:
@@ -23,4 +24,15 @@ def embedded_model_path() -> Path:
         raise FileNotFoundError(
             f"the embedded model is not at {path} (it ships in the repository's assets/ folder; "
             "an installed wheel without the repository has none): pass a model path or hub id")
+    return path
+
+
+def embedded_detector_path() -> Path:
+    """Folder of the embedded KeypointWorld detector (RT-DETR, beside the model); `KPTLLM_EMBEDDED_DETECTOR`
+    overrides it. FileNotFoundError when absent."""
+    path = Path(os.environ.get("KPTLLM_EMBEDDED_DETECTOR") or EMBEDDED_DETECTOR_DIR)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded detector is not at {path} (it ships in the repository's assets/ folder): "
+            "pass a detector path or hub id")
     return path

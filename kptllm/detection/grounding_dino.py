@@ -11,34 +11,19 @@ starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .image import load_image
+from ..image import load_image
+from .base import Detection, clip_box, normalize_query
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 
 
-@dataclass(frozen=True)
-class Detection:
-    xyxy: tuple[float, float, float, float]  # pixels of the input image
-    score: float
-    label: str
-
-    @property
-    def xywh(self) -> tuple[float, float, float, float]:
-        x1, y1, x2, y2 = self.xyxy
-        return x1, y1, x2 - x1, y2 - y1
-
-
-def normalize_query(text: str) -> str:
-    """GroundingDINO wants lower-case phrases each ending with '.': "Person, dog" -> "person. dog."."""
-    parts = [p.strip().lower() for p in text.replace(",", ".").replace(";", ".").split(".")]
-    return " ".join(f"{p}." for p in parts if p)
-
-
 class GroundingDinoDetector:
+    """Open vocabulary: any phrase; `name` says which detector answered (the demo shows it)."""
+
+    kind = "GroundingDINO"
+
     def __init__(self, model, processor, device=None):
         self.model = model.eval()
         self.processor = processor
@@ -83,11 +68,9 @@ class GroundingDinoDetector:
         labels = result["text_labels"] if "text_labels" in result else result["labels"]  # names, not ids (transformers 5)
         found = []
         for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), labels):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            x1, y1 = max(0.0, x1), max(0.0, y1)
-            x2, y2 = min(float(image.width), x2), min(float(image.height), y2)
-            if x2 - x1 >= 1 and y2 - y1 >= 1:
-                found.append(Detection((x1, y1, x2, y2), float(score), str(label) or query.split(".")[0]))
+            xyxy = clip_box(box, image.width, image.height)
+            if xyxy is not None:
+                found.append(Detection(xyxy, float(score), str(label) or query.split(".")[0]))
         found.sort(key=lambda d: -d.score)
         return found[:max_detections]
 

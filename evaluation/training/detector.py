@@ -1,0 +1,302 @@
+"""Training the embedded KeypointWorld detector: transformers' RT-DETR from scratch on rendered scenes.
+
+    kptllm train-detector --config configs/detector_keypointworld_cpu.yaml --output runs/det   # start or resume
+    bash evaluation/training/cpu_run.sh runs/det detector      # the same in the background, restarted if it stops
+
+Read it top to bottom: build the detector from the config's `detector` section (`build_detector`), then for
+each step render `batch_size` scenes (item i of the run is `render_scene(default_rng([seed, i]))`, pasted
+off-centre with probability `off_centre_prob`, so a resumed run sees the same data), the model's own loss
+(Hungarian matching, focal/VFL + L1 + GIoU, with RT-DETR's denoising queries), AdamW, warmup + cosine over
+`time_budget` seconds of training. Every `log_every` steps a line goes to OUTPUT/metrics.jsonl; every
+`save_every` steps OUTPUT/checkpoint/ gets model, optimizer, step and trained seconds (a resumed run goes on
+from there and counts the seconds already trained); every `validate_every` steps box AP (pycocotools) on
+held-out scenes of the validation seed (plain and off-centre) goes into the log and the best model so far
+into OUTPUT/best (chosen on the validation set only). Ctrl-C saves after the step.
+
+The detector sees every image stretched to `image_size` squared (its image processor), as at inference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from kptllm.detection import ClosedSetDetector
+
+from ..data.keypointworld import CATEGORY_NAMES, coco_categories, off_centre, render_scene
+from ..metrics import box_ap
+from .validate import HELD_OUT_SEED
+
+# What a visitor may type for each KeypointWorld category (ClosedSetDetector.resolve; plurals are automatic).
+KEYPOINTWORLD_ALIASES = {
+    "people": "person", "human": "person", "man": "person", "woman": "person", "child": "person",
+    "animal": "quadruped", "dog": "quadruped", "cat": "quadruped", "horse": "quadruped", "cow": "quadruped",
+    "head": "face", "vehicle": "car", "automobile": "car", "seat": "chair",
+}
+
+
+@dataclass
+class DetectorSpec:
+    """The network (transformers' RTDetrConfig with a small ResNet). Defaults: about 0.7 M parameters."""
+
+    image_size: int = 192
+    embedding_size: int = 32
+    hidden_sizes: list = field(default_factory=lambda: [32, 64, 128, 256])
+    depths: list = field(default_factory=lambda: [1, 1, 1, 1])
+    d_model: int = 64
+    ffn_dim: int = 256
+    heads: int = 4
+    encoder_layers: int = 1
+    decoder_layers: int = 3
+    num_queries: int = 30
+    num_denoising: int = 30
+
+
+@dataclass
+class DetectorTrainSettings:
+    steps: int = 100_000  # an upper bound when time_budget is set
+    time_budget: float | None = None  # seconds of training in all; the cosine spans them
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 0.1
+    seed: int = 0
+    off_centre_prob: float = 0.3
+    log_every: int = 50
+    save_every: int = 500
+    validate_every: int = 2000
+    validate_images: int = 100  # per kind (plain and off-centre), of the validation seed
+    threads: int | None = 1  # torch threads (a background run on a 2-core machine takes one)
+
+
+def build_detector(spec: DetectorSpec, categories=CATEGORY_NAMES, aliases=None) -> ClosedSetDetector:
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessorPil, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(embedding_size=spec.embedding_size, hidden_sizes=list(spec.hidden_sizes),
+                                  depths=list(spec.depths), layer_type="bottleneck",
+                                  out_features=["stage2", "stage3", "stage4"])
+    widths = list(spec.hidden_sizes[1:])  # the three stages the encoder reads
+    config = RTDetrConfig(
+        backbone_config=backbone, encoder_in_channels=widths, encoder_hidden_dim=spec.d_model, d_model=spec.d_model,
+        decoder_in_channels=[spec.d_model] * 3, encoder_ffn_dim=spec.ffn_dim, decoder_ffn_dim=spec.ffn_dim,
+        encoder_attention_heads=spec.heads, decoder_attention_heads=spec.heads, encoder_layers=spec.encoder_layers,
+        decoder_layers=spec.decoder_layers, num_queries=spec.num_queries, num_denoising=spec.num_denoising,
+        id2label=dict(enumerate(categories)), label2id={c: i for i, c in enumerate(categories)},
+        anchor_image_size=None, eval_size=None)
+    config.phrase_aliases = dict(KEYPOINTWORLD_ALIASES if aliases is None else aliases)
+    model = RTDetrForObjectDetection(config)
+    image_processor = RTDetrImageProcessorPil(size={"height": spec.image_size, "width": spec.image_size})
+    return ClosedSetDetector(model, image_processor, device="cpu")
+
+
+# ----------------------------------------------------------------------------------------- data
+def training_scene(seed: int, index: int, off_centre_prob: float):
+    """Item `index` of a run: a KeypointWorld scene, pasted off-centre with probability `off_centre_prob`."""
+    rng = np.random.default_rng([seed, index])
+    scene = render_scene(rng)
+    if rng.random() < off_centre_prob:
+        scene = off_centre(scene, rng)
+    return scene
+
+
+def targets(scene) -> dict:
+    """RT-DETR's labels for one scene: class indices and boxes as normalized (cx, cy, w, h)."""
+    w, h = scene.image.size
+    boxes = [((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h) for x, y, bw, bh in (o.bbox for o in scene.objects)]
+    return {"class_labels": torch.tensor([CATEGORY_NAMES.index(o.category.name) for o in scene.objects], dtype=torch.long),
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)}
+
+
+def held_out_scenes(count: int, seed: int = HELD_OUT_SEED, offcentre: bool = False):
+    """`count` scenes of a held-out seed as `write_dataset` renders them (scene i from rng [seed, i])."""
+    scenes = []
+    for i in range(count):
+        scene = render_scene(np.random.default_rng([seed, i]))
+        scenes.append(off_centre(scene, np.random.default_rng([seed, i, 1])) if offcentre else scene)
+    return scenes
+
+
+def scenes_as_coco(scenes) -> dict:
+    """Ground truth of in-memory scenes as a COCO dict (image ids 1..n), for `box_ap`."""
+    images, annotations = [], []
+    for i, scene in enumerate(scenes, start=1):
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": scene.image.width, "height": scene.image.height})
+        for obj in scene.objects:
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": obj.category.id,
+                                "bbox": list(obj.bbox), "area": obj.area, "iscrowd": 0})
+    return {"images": images, "annotations": annotations, "categories": coco_categories()}
+
+
+def detections_as_coco(detector: ClosedSetDetector, images, image_ids, batch: int = 16, max_detections: int = 100) -> list[dict]:
+    """COCO detection results of `detector` on `images` (all categories; category ids from the COCO names)."""
+    ids = {c["name"]: c["id"] for c in coco_categories()}
+    results = []
+    for start in range(0, len(images), batch):
+        found = detector.detect_batch(images[start:start + batch], box_threshold=0.0)
+        for image_id, detections in zip(image_ids[start:start + batch], found):
+            for d in detections[:max_detections]:
+                results.append({"image_id": image_id, "category_id": ids[d.label],
+                                "bbox": [round(v, 2) for v in d.xywh], "score": round(d.score, 5)})
+    return results
+
+
+def validate_detector(detector: ClosedSetDetector, images: int, seed: int = HELD_OUT_SEED) -> dict:
+    """Box AP / AP50 on `images` held-out scenes, plain and off-centre (the same scenes pasted)."""
+    row = {}
+    for kind, offcentre in (("plain", False), ("offcentre", True)):
+        scenes = held_out_scenes(images, seed, offcentre)
+        stats = box_ap(scenes_as_coco(scenes), detections_as_coco(detector, [s.image for s in scenes],
+                                                                  list(range(1, len(scenes) + 1))))
+        row[kind] = {"AP": round(stats["AP"], 4), "AP50": round(stats["AP50"], 4)}
+    return row
+
+
+def selection_score(validation: dict) -> float:
+    return (validation["plain"]["AP"] + validation["offcentre"]["AP"]) / 2
+
+
+# ----------------------------------------------------------------------------------------- config
+@dataclass
+class DetectorTrainConfig:
+    detector: DetectorSpec
+    train: DetectorTrainSettings
+    path: str | None = None
+
+    @classmethod
+    def load(cls, path) -> "DetectorTrainConfig":
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(raw) - {"detector", "train"}
+        if unknown:
+            raise ValueError(f"{path}: unknown sections {sorted(unknown)} (a detector config has detector: and train:)")
+        try:
+            return cls(DetectorSpec(**(raw.get("detector") or {})), DetectorTrainSettings(**(raw.get("train") or {})),
+                       str(path))
+        except TypeError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------- the loop
+def _lr_factor(step: int, spent: float, settings: DetectorTrainSettings) -> float:
+    """Warmup over `warmup_steps`, then a cosine over the fraction of the run done (time or steps)."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, spent)))
+    return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * cosine
+
+
+def _save(detector, optimizer, output: Path, step: int, trained: float) -> None:
+    checkpoint = output / "checkpoint"
+    partial = output / "checkpoint.partial"
+    detector.save_pretrained(partial / "model")
+    torch.save(optimizer.state_dict(), partial / "optimizer.pt")
+    (partial / "step.json").write_text(json.dumps({"step": step, "trained_seconds": round(trained, 2)}))
+    if checkpoint.exists():
+        import shutil
+
+        shutil.rmtree(checkpoint)
+    partial.rename(checkpoint)  # a crash mid-save leaves the last whole checkpoint
+
+
+def _log(output: Path, row: dict) -> None:
+    with (output / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _best_score(output: Path) -> float:
+    best = output / "best" / "validation.json"
+    return selection_score(json.loads(best.read_text())["validation"]) if best.is_file() else -1.0
+
+
+def train_detector(config: DetectorTrainConfig, output, resume: bool = False, clock=time.time) -> dict:
+    """Train (or resume) the detector; returns {"step", "loss", "output"}. `clock` is for tests."""
+    settings, output = config.train, Path(output)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    checkpoint = output / "checkpoint"
+    if resume and not (checkpoint / "step.json").is_file():
+        raise ValueError(f"--resume: no checkpoint in {checkpoint}")
+    if not resume and (output / "metrics.jsonl").exists():
+        raise ValueError(f"{output} already holds a run: pass --resume to continue it, or another --output")
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if resume:
+        detector = ClosedSetDetector.from_pretrained(checkpoint / "model", device=device)
+        state = json.loads((checkpoint / "step.json").read_text())
+        start, trained_before = int(state["step"]), float(state["trained_seconds"])
+    else:
+        detector = build_detector(config.detector)
+        detector.model.to(device)
+        detector.device = torch.device(device)
+        start, trained_before = 0, 0.0
+        (output / "run.json").write_text(json.dumps({"config": config.path, "detector": asdict(config.detector),
+                                                     "train": asdict(settings), "parameters": sum(
+                                                         p.numel() for p in detector.model.parameters())}, indent=1))
+    model = detector.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if resume:
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    metrics = output / "metrics.jsonl"
+    if metrics.is_file():  # steps logged after the last save run again now
+        kept = [line for line in metrics.read_text().splitlines(keepends=True) if json.loads(line).get("step", 0) <= start]
+        metrics.write_text("".join(kept))
+
+    stop = {"requested": False}
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
+    began, window, step, loss_value = clock(), [], start, math.nan
+
+    def trained() -> float:
+        return trained_before + clock() - began
+
+    try:
+        while step < settings.steps:
+            if settings.time_budget is not None and trained() >= settings.time_budget:
+                break
+            spent = trained() / settings.time_budget if settings.time_budget else step / settings.steps
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * _lr_factor(step, spent, settings)
+            first = step * settings.batch_size
+            scenes = [training_scene(settings.seed, first + k, settings.off_centre_prob) for k in range(settings.batch_size)]
+            pixels = detector.image_processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
+            labels = [{k: v.to(device) for k, v in targets(s).items()} for s in scenes]
+            model.train()
+            loss = model(pixel_values=pixels.to(device), labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window.append(float(loss.detach()))
+            done = stop["requested"] or step >= settings.steps or (
+                settings.time_budget is not None and trained() >= settings.time_budget)
+            if step % settings.log_every == 0 or done:
+                loss_value, window = float(np.mean(window)), []
+                _log(output, {"step": step, "loss": round(loss_value, 4), "lr": optimizer.param_groups[0]["lr"],
+                              "elapsed": round(trained(), 1)})
+            if settings.validate_every and (step % settings.validate_every == 0 or done):
+                paused = clock()
+                model.eval()
+                row = {"step": step, "elapsed": round(trained(), 1),
+                       "validation": validate_detector(detector, settings.validate_images)}
+                _log(output, row)
+                if selection_score(row["validation"]) > _best_score(output):
+                    detector.save_pretrained(output / "best")
+                    (output / "best" / "validation.json").write_text(json.dumps(row))
+                began += clock() - paused  # validation is not training time
+            if step % settings.save_every == 0 or done:
+                _save(detector, optimizer, output, step, trained())
+            if done:
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return {"step": step, "loss": loss_value, "output": str(output)}

@@ -1,0 +1,134 @@
+"""A detector of a fixed list of categories: transformers' `RTDetrForObjectDetection` (RT-DETR).
+
+    det = ClosedSetDetector.from_pretrained("assets/kptllm-keypointworld-detector")   # or embedded_detector()
+    det.detect(image, "person. quadruped.")      # -> [Detection, ...], labels are the categories' names
+    det.detect(image)                            # every category it knows
+
+The embedded KeypointWorld detector is one (about 0.7 M parameters, 192 px): it makes "no box" and the
+In-the-wild tab work offline, where GroundingDINO would need the hub. Its phrases are its category names
+(`categories`), their plurals, and the aliases its config lists (`phrase_aliases`, e.g. "dog" ->
+"quadruped"); any other phrase is refused with the list of what it knows, never silently dropped.
+
+Images are resized (stretched) to `image_size` squared by the model's image processor, as in training;
+boxes come back in pixels of the input image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..image import load_image
+from .base import Detection, clip_box, split_phrases
+
+ARTICLES = ("a ", "an ", "the ")
+
+
+class ClosedSetDetector:
+    kind = "RT-DETR"
+
+    def __init__(self, model, image_processor, device=None):
+        self.model = model.eval()
+        self.image_processor = image_processor
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, path, device=None) -> "ClosedSetDetector":
+        """From a folder written by `save_pretrained` (config.json, model.safetensors, preprocessor_config.json)."""
+        from transformers import RTDetrForObjectDetection, RTDetrImageProcessorPil
+
+        model = RTDetrForObjectDetection.from_pretrained(str(path), local_files_only=True)
+        model.float()  # shipped in float16 to stay small; inference in float32 on a CPU
+        image_processor = RTDetrImageProcessorPil.from_pretrained(str(path), local_files_only=True)
+        return cls(model, image_processor, device)
+
+    def save_pretrained(self, path, dtype: torch.dtype | None = None) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = self.model if dtype is None else _copy_as(self.model, dtype)
+        model.save_pretrained(str(path))
+        self.image_processor.save_pretrained(str(path))
+        return path
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def categories(self) -> tuple[str, ...]:
+        id2label = self.model.config.id2label
+        return tuple(id2label[i] for i in sorted(id2label))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.image_processor.size["height"])
+
+    def resolve(self, text: str | None) -> list[str]:
+        """The category names a query asks for, in the query's order; None or an empty query: all of them.
+
+        ValueError naming the phrases it does not know and the categories it does."""
+        phrases = split_phrases(text)
+        if not phrases:
+            return list(self.categories)
+        aliases = {k.lower(): v for k, v in (getattr(self.model.config, "phrase_aliases", None) or {}).items()}
+        known = {c.lower(): c for c in self.categories}
+        wanted, unknown = [], []
+        for phrase in phrases:
+            name = _category_of(phrase, known, aliases)
+            if name is None:
+                unknown.append(phrase)
+            elif name not in wanted:
+                wanted.append(name)
+        if unknown:
+            said = ", ".join(f"'{p}'" for p in unknown)
+            raise ValueError(f"this detector knows only {', '.join(self.categories)}; it does not know {said}")
+        return wanted
+
+    # ------------------------------------------------------------------ detection
+    @torch.no_grad()
+    def detect(self, image, text: str | None = None, box_threshold: float = 0.3, max_detections: int = 20,
+               **_ignored) -> list[Detection]:
+        """Boxes of the categories `text` names (None: all), best first, at most `max_detections`.
+
+        `image`: a path, PIL image or numpy array, read as the predictor reads it. `**_ignored` takes
+        GroundingDINO-only options (`text_threshold`), so callers can hold either detector."""
+        wanted = set(self.resolve(text))
+        return [d for d in self.detect_batch([image], box_threshold)[0] if d.label in wanted][:max_detections]
+
+    @torch.no_grad()
+    def detect_batch(self, images, box_threshold: float = 0.0) -> list[list[Detection]]:
+        """All categories' boxes for several images in one forward pass; one best-first list per image."""
+        images = [load_image(image) for image in images]
+        inputs = self.image_processor(images=images, return_tensors="pt").to(self.device)
+        outputs = self.model(pixel_values=inputs["pixel_values"].to(next(self.model.parameters()).dtype))
+        results = self.image_processor.post_process_object_detection(
+            outputs, threshold=box_threshold, target_sizes=[(im.height, im.width) for im in images])
+        names = self.model.config.id2label
+        found_per_image = []
+        for image, result in zip(images, results):
+            found = []
+            for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()):
+                xyxy = clip_box(box, image.width, image.height)
+                if xyxy is not None:
+                    found.append(Detection(xyxy, float(score), names[int(label)]))
+            found.sort(key=lambda d: -d.score)
+            found_per_image.append(found)
+        return found_per_image
+
+
+def _category_of(phrase: str, known: dict, aliases: dict) -> str | None:
+    for article in ARTICLES:
+        if phrase.startswith(article):
+            phrase = phrase[len(article):]
+    for candidate in (phrase, phrase[:-1] if phrase.endswith("s") else None, phrase[:-2] if phrase.endswith("es") else None):
+        if candidate in known:
+            return known[candidate]
+        if candidate in aliases:
+            return aliases[candidate]
+    return None
+
+
+def _copy_as(model, dtype):
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
