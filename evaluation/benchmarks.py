@@ -70,6 +70,12 @@ class Benchmark:
     supercategory: str | None = None  # MP-100 cross-supercategory: a key of CROSS_SUPERCATEGORIES
     boxes: list[dict] | None = None  # COCO detection results: units are detected boxes, not GT instances
     semantic_labels: SemanticLabels | None = None  # MP-100 semantic task: what each keypoint is called
+    object_boxes: dict | None = None  # ann id -> the detector's xywh box for it, or None (missed); None = GT boxes
+
+    def model_box(self, ann):
+        """The box the model gets for `ann`: its ground-truth box, or the detector's (`evaluation.detected_boxes`);
+        None when the detector missed it."""
+        return ann.bbox if self.object_boxes is None else self.object_boxes.get(ann.id)
 
     @property
     def headline_metric(self) -> str:
@@ -253,12 +259,23 @@ def _keypoint_names(bench: Benchmark, ann) -> list[str]:
     return [catalog.readable_name(n) for n in bench.dataset.category_of(ann).keypoint_names]
 
 
-def _promptable(predictor, image, ann) -> list[bool]:
-    """Per keypoint of `ann`: labelled, inside the image and inside the model crop around its box (usable as a prompt)."""
-    crop = square_crop((image.width, image.height), ann.bbox, predictor.processor.image_size,
+def _promptable(predictor, image, ann, box=None) -> list[bool]:
+    """Per keypoint of `ann`: labelled, inside the image and inside the model crop around `box` (default: its
+    ground-truth box) — usable as a prompt."""
+    crop = square_crop((image.width, image.height), ann.bbox if box is None else box, predictor.processor.image_size,
                        predictor.processor.crop_padding)
     return [bool(v > 0) and 0 <= x <= image.width and 0 <= y <= image.height and crop.contains((x, y))
             for x, y, v in ann.keypoints]
+
+
+def _whole(image) -> tuple[float, float, float, float]:
+    return (0.0, 0.0, float(image.width), float(image.height))
+
+
+def _inside_crop(predictor, image, box, indices: list[int], points) -> list[int]:
+    """The `indices` whose `points` lie inside the model crop around `box`."""
+    crop = square_crop((image.width, image.height), box, predictor.processor.image_size, predictor.processor.crop_padding)
+    return [k for k, point in zip(indices, points) if crop.contains(point)]
 
 
 def _as_rows(results, count: int) -> list[list[float]]:
@@ -282,28 +299,38 @@ def plan_unit(bench: Benchmark, predictor, unit: dict):
         query = ds.annotation(unit["query_id"])
         supports = [ds.annotation(i) for i in unit["support_ids"]]
         count = len(query.keypoints)
-        usable = [_promptable(predictor, ds.images[s.image_id], s) for s in supports]
+        # a support the detector missed is shown whole (what the demo does when nothing is found)
+        boxes = [bench.model_box(s) or _whole(ds.images[s.image_id]) for s in supports]
+        usable = [_promptable(predictor, ds.images[s.image_id], s, box) for s, box in zip(supports, boxes)]
         shown = [k for k in range(count) if any(u[k] for u in usable)]
         context = {"shown": shown, "count": count}
-        if not shown:
+        if not shown or bench.model_box(query) is None:  # nothing to ask, or the detector missed the query
             return None, context
         points = [[(float(s.keypoints[k, 0]), float(s.keypoints[k, 1])) if u[k] else None for k in shown]
                   for s, u in zip(supports, usable)]
-        support = ([ds.images[s.image_id].path for s in supports], points, [s.bbox for s in supports])
-        return Request(ds.images[query.image_id].path, query.bbox, Task.VISUAL, [None] * len(shown),
+        support = ([ds.images[s.image_id].path for s in supports], points, boxes)
+        return Request(ds.images[query.image_id].path, bench.model_box(query), Task.VISUAL, [None] * len(shown),
                        supports=support, support_key=("episode", unit["episode"])), context
     if "det" in unit:
         names = list(catalog.get(GENERIC[bench.name][0]).names)
         return Request(ds.images[unit["image_id"]].path, tuple(unit["bbox"]), Task.TEXT, names), {"count": len(names)}
     ann = ds.annotation(unit["ann_id"])
+    box = bench.model_box(ann)
     if bench.task == "semantic":
         names, labelled, points = _semantic_points(bench, predictor, ann)
-        context = {"labelled": labelled, "names": names}
-        if not points:
+        # the same points are asked with any box; one outside a detected box's crop (or all, when the detector
+        # missed the object) gets no answer, which counts as wrong
+        asked = [] if box is None else _inside_crop(predictor, ds.images[ann.image_id], box, labelled, points)
+        context = {"labelled": labelled, "names": names, "asked": asked}
+        if not asked:
             return None, context
-        return Request(ds.images[ann.image_id].path, ann.bbox, Task.SEMANTIC, [None] * len(points), points=points), context
+        return Request(ds.images[ann.image_id].path, box, Task.SEMANTIC, [None] * len(asked),
+                       points=[points[labelled.index(k)] for k in asked]), context
     names = _keypoint_names(bench, ann)
-    return Request(ds.images[ann.image_id].path, ann.bbox, Task.TEXT, names), {"count": len(names)}
+    context = {"count": len(names)}
+    if box is None:
+        return None, context
+    return Request(ds.images[ann.image_id].path, box, Task.TEXT, names), context
 
 
 def finish_unit(bench: Benchmark, unit: dict, context: dict, results) -> dict:
@@ -313,7 +340,10 @@ def finish_unit(bench: Benchmark, unit: dict, context: dict, results) -> dict:
         return {"key": unit_key(unit), "keypoints": _as_rows(zip(context["shown"], results), context["count"]),
                 "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}
     if bench.task == "semantic":
-        return {"key": unit_key(unit), "indices": context["labelled"], "predicted": [r.text for r in results],
+        # a point not asked (outside the detected box's crop, or the object missed) has no answer: wrong
+        answers = dict(zip(context.get("asked", context["labelled"]), (r.text for r in results)))
+        predicted = [answers.get(k) for k in context["labelled"]]
+        return {"key": unit_key(unit), "indices": context["labelled"], "predicted": predicted,
                 "expected": [context["names"][k] for k in context["labelled"]]}
     return {"key": unit_key(unit), "keypoints": _as_rows(enumerate(results), context["count"]),
             "parsed": [r.parsed for r in results], "raw": [r.raw for r in results]}

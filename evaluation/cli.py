@@ -43,6 +43,19 @@ def _shard(text: str | None):
 def _eval(args) -> None:
     from .runner import run_benchmark
 
+    if args.task == "detection":
+        from .detected_boxes import run_detection_benchmark
+
+        if args.benchmark != "keypointworld":
+            raise UserError("--task detection is a KeypointWorld benchmark (box AP of the embedded detector's categories)")
+        try:
+            record = run_detection_benchmark(args.detector, args.annotations, args.images, args.out, name=args.name)
+        except (OSError, ValueError) as err:
+            raise UserError(str(err)) from None
+        print(json.dumps({"benchmark": record["benchmark"], "task": "detection", "metrics": record["metrics"],
+                          "counts": record["counts"], "record": f"{args.out}/record.json"}, indent=1))
+        return
+
     if args.model is None:
         from kptllm.embedded import embedded_model_path
 
@@ -56,7 +69,7 @@ def _eval(args) -> None:
                            chunk_size=args.chunk_size, allow_missing=args.allow_missing, name=args.name,
                            supercategory=args.supercategory, boxes=args.boxes, batch=args.batch,
                            shard=_shard(args.shard), constrained=not args.no_constraints,
-                           semantic_labels=args.semantic_labels)
+                           semantic_labels=args.semantic_labels, detector=args.detector)
     if record is None:
         print(json.dumps({"shard": args.shard, "complete": False, "out": args.out}))
         return
@@ -220,7 +233,11 @@ def build_full_parser():
     evaluate.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     evaluate.add_argument("--annotations", required=True)
     evaluate.add_argument("--images", required=True, help="image folder")
-    evaluate.add_argument("--task", choices=["semantic", "visual", "text"])
+    evaluate.add_argument("--task", choices=["semantic", "visual", "text", "detection"],
+                          help="detection: box AP of --detector (default: the embedded detector)")
+    evaluate.add_argument("--detector", metavar="NAME_OR_PATH",
+                          help="every object's box from this detector ('embedded', a folder, a hub id), not the file: "
+                               "the whole chain (an object it misses scores 0); with --task detection, the detector scored")
     evaluate.add_argument("--shots", type=int, default=1)
     evaluate.add_argument("--episodes", type=int, default=200)
     evaluate.add_argument("--seed", type=int, default=1)

@@ -75,6 +75,7 @@ PAPER_NAMES = {
     ("keypointworld", "text"): ("text_prompt", "KeypointWorld", "GT boxes"),
     ("keypointworld", "visual"): ("visual_prompt", "KeypointWorld", "{shots}-shot"),
     ("keypointworld", "semantic"): ("semantic_understanding", "KeypointWorld", "GT points"),
+    ("keypointworld", "detection"): ("object_detection", "KeypointWorld", "box AP"),
 }
 CROSS_SUPERCATEGORY = ("visual_prompt", "MP-100 cross-supercategory", "{shots}-shot {supercategory}")
 ALIASES = {"pck@0.2": "PCK@0.2"}  # lower-case keys kept in records for scripts; one row per value here
@@ -129,6 +130,9 @@ def _record_rows(path: Path, record: dict) -> list[dict]:
                              split=f"split{split.group(1)}" if split else label)
     if record.get("boxes"):
         setting = f"detected boxes {Path(record['boxes']).name}"
+    if record.get("detector") and task != "detection":  # the whole chain: every box from a detector
+        setting = re.sub(r"^GT boxes", "", setting).strip(", ")
+        setting = f"{setting}, boxes by the {record['detector']} detector".strip(", ")
     if record.get("constrained") is False:
         setting = f"{setting}, free decoding".strip(", ")
     evaluated = record.get("units_evaluated", record.get("units"))
@@ -142,7 +146,8 @@ def _record_rows(path: Path, record: dict) -> list[dict]:
                   "date": record.get("date"), "record": str(path), "annotations": record.get("annotations"),
                   "annotations_sha256": record.get("annotations_sha256"), "annotations_label": label,
                   "units_evaluated": evaluated, "units_total": total, "limit": record.get("limit"),
-                  "boxes": record.get("boxes"), "supercategory": record.get("supercategory"),
+                  "boxes": record.get("boxes") or (f"detector {record['detector']}" if record.get("detector") else None),
+                  "supercategory": record.get("supercategory"),
                   "code_version": record.get("code_version"), "hardware": record.get("hardware")}
     rows = []
     for metric, value in record["metrics"].items():

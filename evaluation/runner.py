@@ -29,6 +29,7 @@ from .checks import cached_file_sha256, check_keypoint_names, check_metric_libra
 from .checks import missing_images_message
 from .data import KeypointDataset
 from .data.semantic_labels import load as load_semantic_labels
+from .detected_boxes import BOX_THRESHOLD, cached_detections, detector_label, detector_sha256, match_objects
 
 RECORD_VERSION = 3  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file (+ annotations_description, optional)
 
@@ -171,7 +172,7 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
                   chunk_size: int = 32, predictor=None, progress: bool = True, allow_missing: bool = False,
                   name: str | None = None, supercategory: str | None = None, boxes: str | None = None,
                   batch: int = 1, shard: tuple[int, int] | None = None, constrained: bool = True,
-                  wait_s: float = 86400.0, semantic_labels: str | None = None) -> dict | None:
+                  wait_s: float = 86400.0, semantic_labels: str | None = None, detector: str | None = None) -> dict | None:
     """Run (or resume) a benchmark and return its result record (also written to OUT/record.json).
 
     `predictor` may be passed in (an already loaded `KeypointPredictor`); otherwise it is loaded from `model`.
@@ -187,6 +188,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     `constrained`: decode with the answer grammar (kptllm.decoding.constraints); part of the run's settings.
     `semantic_labels`: mp100 semantic: a label-set JSON file (evaluation/data/semantic_labels.py);
     default the built-in `kptllm-mp100-v1`. The record names the set and the categories covered.
+    `detector`: take each object's box from this detector ("embedded", a folder or hub id) instead of the file
+    (`evaluation.detected_boxes`: the whole chain, scored as with ground-truth boxes otherwise).
     """
     from kptllm.predictor import MAX_SHOTS
 
@@ -217,6 +220,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     labels = load_semantic_labels(semantic_labels) if semantic_labels else None
     bench: Benchmark = build_benchmark(benchmark, dataset, task, shots, episodes, seed, supercategory=supercategory,
                                        boxes=detections, semantic_labels=labels)
+    if detector is not None and boxes:
+        raise ValueError("--detector gives every object its box; it does not go with --boxes")
     total = len(bench.units) + len(bench.missing)
     if bench.missing and not allow_missing:
         raise ValueError(missing_images_message(bench.missing, total, images, bench.missing_images))
@@ -242,6 +247,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         settings["supercategory"] = supercategory
     if boxes:
         settings["boxes_sha256"] = file_sha256(Path(boxes))
+    if detector is not None:
+        settings["detector"], settings["detector_sha256"] = detector_label(detector), detector_sha256(detector)
     if semantic_labels:  # only when given, so runs recorded before the option existed still resume
         settings["semantic_labels_sha256"] = bench.semantic_labels.sha256
     if not constrained:  # only when off, so runs recorded before the flag existed still resume
@@ -258,6 +265,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
     else:
         _write_json(run_file, settings)
 
+    if detector is not None:
+        bench.object_boxes = match_objects(dataset, cached_detections(out_dir, detector, dataset))
     if predictor is None:
         from kptllm import KeypointPredictor
 
@@ -319,6 +328,10 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "annotations_description": dataset.description or None,
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
+        **({"detector": settings["detector"], "detector_sha256": settings["detector_sha256"],
+            "detector_box_threshold": BOX_THRESHOLD, "objects_detected": sum(
+                b is not None for b in bench.object_boxes.values()), "objects": len(bench.object_boxes)}
+           if detector is not None else {}),
         # with the fields above, what `kptllm eval` needs to run this again (the dashboard rebuilds the command)
         "images": str(images), "episodes": episodes, "seed": seed, "constrained": constrained,
         "semantic_labels_file": str(semantic_labels) if semantic_labels else None,

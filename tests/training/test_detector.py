@@ -1,0 +1,103 @@
+"""The KeypointWorld detector: built from a config, trained, saved, loaded, resumed (evaluation.training.detector)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from evaluation.cli import main
+from evaluation.training.detector import DetectorSpec, build_detector, targets, training_scene
+from kptllm.detection import ClosedSetDetector, load_detector
+
+TINY = {"image_size": 64, "embedding_size": 8, "hidden_sizes": [8, 16, 16, 32], "d_model": 16, "ffn_dim": 32, "heads": 2,
+        "decoder_layers": 1, "num_queries": 10, "num_denoising": 4}
+
+
+def _config(tmp_path, **train):
+    settings = {"steps": 4, "batch_size": 2, "warmup_steps": 2, "log_every": 1, "save_every": 2, "validate_every": 2,
+                "validate_images": 2, "seed": 3, **train}
+    path = tmp_path / "det.yaml"
+    path.write_text(json.dumps({"detector": TINY, "train": settings}))  # JSON is YAML
+    return path
+
+
+def _outputs(detector, image):
+    return [(d.label, tuple(round(v, 4) for v in d.xyxy), round(d.score, 6)) for d in detector.detect_batch([image])[0]]
+
+
+def test_train_save_load_and_resume(tmp_path):
+    config = _config(tmp_path, steps=2)
+    out = tmp_path / "run"
+    assert main(["train-detector", "--config", str(config), "--output", str(out)]) == 0
+    assert json.loads((out / "checkpoint" / "step.json").read_text())["step"] == 2
+    # the saved model loads by path (load_detector tells RT-DETR folders from GroundingDINO ids) and answers as saved
+    loaded = load_detector(str(out / "checkpoint" / "model"))
+    assert isinstance(loaded, ClosedSetDetector) and loaded.categories == ("person", "quadruped", "face", "car", "chair")
+    image = training_scene(99, 0, 0.0).image
+    again = ClosedSetDetector.from_pretrained(out / "checkpoint" / "model")
+    assert _outputs(loaded, image) == _outputs(again, image)
+    assert (out / "best" / "validation.json").is_file()
+    # a second call with a larger --steps resumes: the log goes on from step 3, nothing is logged twice
+    assert main(["train-detector", "--config", str(config), "--output", str(out), "--steps", "4", "--auto-resume"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["step"] for r in rows if "loss" in r]
+    assert losses == [1, 2, 3, 4]
+    assert json.loads((out / "checkpoint" / "step.json").read_text())["step"] == 4
+    # starting again over an existing run is refused (exit 2), not silently mixed
+    assert main(["train-detector", "--config", str(config), "--output", str(out)]) == 2
+
+
+def test_save_in_float16_loads_back_in_float32_with_the_same_boxes(tmp_path):
+    torch.manual_seed(0)
+    detector = build_detector(DetectorSpec(**TINY))
+    detector.save_pretrained(tmp_path / "fp32")
+    detector.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    assert (tmp_path / "fp16" / "model.safetensors").stat().st_size < 0.6 * (tmp_path / "fp32" / "model.safetensors").stat().st_size
+    half = ClosedSetDetector.from_pretrained(tmp_path / "fp16")
+    assert next(half.model.parameters()).dtype == torch.float32
+    image = training_scene(5, 1, 0.0).image
+    full = [d.xyxy for d in detector.detect_batch([image], 0.0)[0][:5]]
+    assert np.allclose([d.xyxy for d in half.detect_batch([image], 0.0)[0][:5]], full, atol=0.5)
+
+
+def test_targets_are_normalised_centre_boxes_of_the_scene():
+    scene = training_scene(7, 2, 1.0)  # off-centre: a larger canvas
+    t = targets(scene)
+    w, h = scene.image.size
+    for (cx, cy, bw, bh), obj in zip(t["boxes"].tolist(), scene.objects):
+        x, y, ow, oh = obj.bbox
+        assert (cx * w, cy * h, bw * w, bh * h) == pytest.approx((x + ow / 2, y + oh / 2, ow, oh), rel=1e-5)
+    assert [("person", "quadruped", "face", "car", "chair")[c] for c in t["class_labels"].tolist()] == \
+        [o.category.name for o in scene.objects]
+
+
+@pytest.fixture(scope="module")
+def tiny_detector():
+    torch.manual_seed(0)
+    return build_detector(DetectorSpec(**TINY))
+
+
+def test_phrases_map_to_categories_and_an_unknown_one_is_said_plainly(tiny_detector):
+    assert tiny_detector.resolve("Person. quadrupeds") == ["person", "quadruped"]
+    assert tiny_detector.resolve("a dog, the cars; people") == ["quadruped", "car", "person"]
+    assert tiny_detector.resolve(None) == list(tiny_detector.categories)
+    with pytest.raises(ValueError, match=r"knows only person, quadruped, face, car, chair; it does not know 'giraffe'"):
+        tiny_detector.resolve("person. giraffe.")
+
+
+def test_boxes_are_in_the_exif_rotated_frame_and_only_of_the_asked_category(tiny_detector, tmp_path):
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 180, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif)
+    upright = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    every = tiny_detector.detect(upright, None, box_threshold=0.0, max_detections=100)
+    assert every and all(x2 <= 60 and y2 <= 180 for _, _, x2, y2 in (d.xyxy for d in every))
+    assert [d.xyxy for d in tiny_detector.detect(path, None, box_threshold=0.0)] == [d.xyxy for d in every]
+    cars = tiny_detector.detect(upright, "car", box_threshold=0.0, max_detections=100)
+    assert cars == [d for d in every if d.label == "car"]
