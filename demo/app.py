@@ -12,8 +12,9 @@ import os
 import gradio as gr
 
 from . import clickbox
+from .boxes import Detectors, load_embedded_detector
 from .export import export_root
-from .model import LoadedModel, load_model
+from .model import LoadedModel, is_embedded, load_model
 from .tabs import benchmarks, semantic, text, visual, wild
 
 QUEUE_SIZE = 64  # waiting requests beyond this are refused ("queue full") instead of piling up
@@ -29,10 +30,11 @@ tab puts the paper's numbers next to the numbers we measured."""
 
 
 
-def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = None, share_button: bool | None = None,
-               detector_source: str | None = None) -> gr.Blocks:
-    """The whole app around one loaded model. `detector`: a `kptllm.detection.GroundingDinoDetector` or None;
-    `detector_source`: the folder / hub id asked for (what the In-the-wild tab's *Download detector* fetches)."""
+def build_demo(loaded: LoadedModel, detectors: Detectors | None = None, share_button: bool | None = None) -> gr.Blocks:
+    """The whole app around one loaded model. `detectors`: the embedded detector and GroundingDINO (either may
+    be None; `default_detectors` when not given) — they find boxes for requests without one, and In the wild."""
+    if detectors is None:
+        detectors = default_detectors(loaded)
     if share_button is None:
         share_button = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="KptLLM++ keypoint demo", delete_cache=GRADIO_CACHE_PRUNE) as demo:
@@ -44,16 +46,16 @@ def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = N
         with gr.Tabs(elem_id="tabs"):
             pages = []
             with gr.Tab("Keypoint semantics (a)", id="semantic") as page:
-                semantic.build(loaded)
+                semantic.build(loaded, detectors)
             pages.append(page)
             with gr.Tab("Visual prompt (b)", id="visual") as page:
-                visual.build(loaded)
+                visual.build(loaded, detectors)
             pages.append(page)
             with gr.Tab("Text prompt (c)", id="text") as page:
-                text.build(loaded)
+                text.build(loaded, detectors)
             pages.append(page)
             with gr.Tab("In the wild", id="wild") as page:
-                wild.build(loaded, detector, detector_note, detector_source)
+                wild.build(loaded, detectors)
             pages.append(page)
             with gr.Tab("Benchmarks", id="benchmarks") as page:
                 benchmarks.build()
@@ -67,6 +69,13 @@ def build_demo(loaded: LoadedModel, detector=None, detector_note: str | None = N
         demo.load(None, None, None, js=clickbox.drag_script())  # boxes drawn by dragging on the images
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     return demo
+
+
+def default_detectors(loaded: LoadedModel, open_source: str | None = None) -> Detectors:
+    """The embedded detector (from assets/) and GroundingDINO from local files only (never the network)."""
+    embedded, _ = load_embedded_detector(loaded.predictor.device)
+    open_vocabulary, note = wild.load_local_detector(open_source, loaded.predictor.device)
+    return Detectors(embedded, open_vocabulary, note, open_source, prefer_embedded=is_embedded(loaded))
 
 
 def _opened(tab_id: str):
@@ -95,7 +104,7 @@ OPEN_TAB_JS = """(tab) => {
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="KptLLM++ Gradio demo")
     parser.add_argument("--model", default=None, help="checkpoint folder or hub id (default: $KPTLLM_MODEL, else the embedded KeypointWorld model)")
-    parser.add_argument("--detector", default=None, help="GroundingDINO folder or hub id for the In-the-wild tab "
+    parser.add_argument("--detector", default=None, help="GroundingDINO folder or hub id, beside the embedded detector "
                         f"(default: $KPTLLM_DETECTOR, else the local copy of {wild.DEFAULT_DETECTOR} if cached)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
@@ -118,9 +127,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     log_refusals()
     loaded = load_model(args.model, device=args.device)
-    source = args.detector or os.environ.get("KPTLLM_DETECTOR")
-    detector, note = wild.load_local_detector(source, loaded.predictor.device)
-    demo = build_demo(loaded, detector, note, share_button=args.share or None, detector_source=source)
+    detectors = default_detectors(loaded, args.detector or os.environ.get("KPTLLM_DETECTOR"))
+    demo = build_demo(loaded, detectors, share_button=args.share or None)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=gr.themes.Soft(), **launch_options())
 
 

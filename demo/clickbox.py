@@ -69,6 +69,16 @@ def corner_click(value, box_text, corner, evt: gr.SelectData, many: int = 1, nam
     return "\n".join(lines), None, _drawn(value, _boxes(lines), None, name)
 
 
+def format_boxes(boxes) -> str:
+    """xywh boxes as the box field holds them: one 'x,y,w,h' line each."""
+    return "\n".join(_format(box) for box in boxes)
+
+
+def show_boxes(value, boxes, name: str = "boxes.png"):
+    """The slot's image with `boxes` (xywh, e.g. found by a detector) drawn: what the visitor can then change."""
+    return _drawn(value, list(boxes), None, name)
+
+
 def show_typed(value, box_text, name: str = "boxes.png"):
     """The image with the typed box(es) drawn (on leaving the field); unchanged while the text is not boxes."""
     if value is None:

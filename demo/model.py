@@ -50,6 +50,14 @@ def public_model_name(model: str | None) -> str:
     return path.name if path.is_absolute() or path.exists() else model
 
 
+def is_embedded(loaded: LoadedModel) -> bool:
+    """Whether the app runs the embedded KeypointWorld model (then the embedded detector knows its world)."""
+    try:
+        return Path(loaded.source).resolve() == EMBEDDED_MODEL_DIR.resolve()
+    except OSError:
+        return False
+
+
 def model_card_summary(path: str | Path | None) -> str:
     """One paragraph: the model's name and what it was trained on, from its model card (README.md)."""
     folder = Path(path) if path is not None else EMBEDDED_MODEL_DIR

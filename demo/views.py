@@ -31,6 +31,7 @@ class Outcome:
     prompt: dict = field(default_factory=dict)
     model: str = ""  # the model's public name (never a server path)
     file_name: str = "image.png"  # the user's name for the image, carried into the exports
+    note: str = ""  # what the page says under the result about the box(es) (found by a detector, or none)
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
@@ -54,7 +55,7 @@ def looked_at(outcome: Outcome | None):
     """The note under a result: what the model looked at (`box_note` of the request's box)."""
     if outcome is None or not outcome.instances:
         return gr.skip()
-    return box_note(outcome.instances[0].get("bbox"))
+    return outcome.note or box_note(outcome.instances[0].get("bbox"))
 
 
 def _label(r: dict, fallback: str) -> str:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from kptllm.image import square_crop
+
 from .. import clickbox
+from ..boxes import Detectors, as_box, box_holding, found_note
 from ..inputs import BOX_LABEL, ImageInput, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_describe
 from ..views import Outcome, box_note, escape_markdown, present
@@ -29,15 +32,37 @@ def clicked(mode, value, box_text, corner, evt: gr.SelectData):
     return float(x), float(y), gr.skip(), gr.skip(), gr.skip()
 
 
-def describe(loaded: LoadedModel, image, x=None, y=None, box=""):
+def box_for_click(detectors: Detectors | None, source, image, point, name: str = "semantic-box.png"):
+    """No box given: the smallest detected box that holds the click. -> (box or None, box field, image shown,
+    note); nothing found: an empty field and the image without a box (the model looks at all of it)."""
+    which = detectors.choose() if detectors is not None else None
+    if which is None:
+        return None, gr.skip(), gr.skip(), box_note(None)
+    found = box_holding(detectors.find(image, None, which), [point])
+    note = found_note(which, detectors, "object under the click", found)
+    if found is None:
+        return None, "", clickbox.show_boxes(source, [], name), note
+    box = as_box(found)
+    return box, clickbox.format_boxes([box]), clickbox.show_boxes(source, [box], name), note
+
+
+def describe(loaded: LoadedModel, detectors: Detectors | None, image, x=None, y=None, box=""):
     """Task (a). `image`: the image file; `x`, `y`: the point in its pixels; `box`: the object's box
-    'x, y, width, height' in pixels, or empty for the whole image."""
+    'x, y, width, height' in pixels, or empty: then the detector's smallest box that holds the point (the
+    whole image when it finds none). Returns the result, and the box used (field text, image with it drawn)."""
     source = image
     image = load_image(image)
     if x is None or y is None:
         raise refuse("Click a point on the image (or type its x and y) first.")
     point = check_point(float(x), float(y), image)
     bbox = parse_box(box, image)
+    box_text, shown, note = gr.skip(), gr.skip(), box_note(bbox)
+    processor = loaded.predictor.processor
+    if bbox is not None and detectors is not None and detectors.choose() and not square_crop(
+            image.size, bbox, processor.image_size, processor.crop_padding).contains(point):
+        bbox = None  # a click beyond the box (e.g. one found for an earlier click on another object): find anew
+    if bbox is None:
+        bbox, box_text, shown, note = box_for_click(detectors, source, image, point)
     result = run_describe(loaded, image, bbox, [point])[0]
     result = {**result, "xy": point}  # draw and export the asked point itself
     answer = result["text"] if result["parsed"] else f"(no parsable answer: {result['error']})"
@@ -45,8 +70,8 @@ def describe(loaded: LoadedModel, image, x=None, y=None, box=""):
                       {"task": "semantic", "point": list(point), "bbox": bbox}, loaded.name, image_name(source))
     annotated, _table, png, js = present(outcome, 0.0)
     summary = (f"### {escape_markdown(answer)}\nconfidence {result['score']:.2f} · point ({point[0]:.1f}, {point[1]:.1f}) · "
-               f"raw answer `{result['raw'].strip().replace('`', chr(39))}`\n\n{box_note(bbox)}")
-    return annotated, summary, png, js
+               f"raw answer `{result['raw'].strip().replace('`', chr(39))}`\n\n{note}")
+    return annotated, summary, png, js, box_text, shown
 
 
 def examples() -> list[list]:
@@ -58,7 +83,7 @@ def examples() -> list[list]:
     return rows
 
 
-def build(loaded: LoadedModel) -> None:
+def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     with gr.Row():
         with gr.Column():
             image = ImageInput(label="Image — click a point (or, in box mode, two corners of the object)",
@@ -76,15 +101,16 @@ def build(loaded: LoadedModel) -> None:
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="sem-png")
                 js = gr.DownloadButton("Answer JSON", elem_id="sem-json")
-    fn = partial(describe, loaded)
+    fn = partial(describe, loaded, detectors)
+    outputs = [out_image, answer, png, js, bbox, image]  # the box used is written in the field and drawn
 
     def describe_point(mode, image, x, y, box):
-        return describe(loaded, image, x, y, box) if mode == POINT else (gr.skip(),) * 4
+        return describe(loaded, detectors, image, x, y, box) if mode == POINT else (gr.skip(),) * len(outputs)
 
-    run.click(fn, [image, x, y, bbox], [out_image, answer, png, js], api_name="describe", concurrency_id="model")
+    run.click(fn, [image, x, y, bbox], outputs, api_name="describe", concurrency_id="model")
     corner = clickbox.wire(image, bbox, name="semantic-box.png", clicks=False)
     image.select(clicked, [mode, image, bbox, corner], [x, y, bbox, corner, image], queue=False,
-                 api_visibility="private").then(describe_point, [mode, image, x, y, bbox], [out_image, answer, png, js],
+                 api_visibility="private").then(describe_point, [mode, image, x, y, bbox], outputs,
                                                 api_visibility="private", concurrency_id="model")
     gr.Examples(examples(), [image, x, y, bbox], label="Examples (the first labelled keypoint of each drawing)",
                 cache_examples=False, fn=lambda value, _x, _y, box: clickbox.show_typed(value, box, "semantic-box.png")[0],

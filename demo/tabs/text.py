@@ -9,12 +9,15 @@ from pathlib import Path
 import gradio as gr
 
 from .. import clickbox
-from ..inputs import BOX_LABEL, ImageInput, image_name, load_image, parse_box, parse_names
-from ..model import LoadedModel, run_detect
+from ..boxes import MAX_FOUND, Detectors, boxes_for_names
+from ..inputs import ImageInput, image_name, load_image, parse_box, parse_names, refuse
+from ..model import LoadedModel, run_detect, run_detect_boxes
 from ..presets import category_of, preset_used, presets, skeleton_for
-from ..views import MIN_SCORE, Outcome, looked_at, present, redraw
+from ..views import MIN_SCORE, Outcome, box_note, looked_at, present, redraw
 
 CUSTOM = "Custom (type below)"
+BOXES_LABEL = ("Object box x, y, width, height in pixels; one line per object (empty: the detector finds the "
+               "preset's object, else the whole image)")
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
@@ -25,22 +28,46 @@ def preset_text(preset: str, use_descriptions: bool) -> str:
     return "\n".join(p.descriptions if use_descriptions else p.names)
 
 
-def detect_text(loaded: LoadedModel, image, preset=None, keypoints=None, use_descriptions=False, box="",
-                min_score=MIN_SCORE):
+def parse_boxes(text, image) -> list[tuple[float, float, float, float]]:
+    """The box field: one 'x, y, w, h' line per object (at most MAX_FOUND)."""
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    if len(lines) > MAX_FOUND:
+        raise refuse(f"{len(lines)} boxes given; the limit is {MAX_FOUND}.")
+    return [parse_box(line, image, "box" if len(lines) == 1 else f"box {k + 1}") for k, line in enumerate(lines)]
+
+
+def detect_text(loaded: LoadedModel, detectors: Detectors | None, image, preset=None, keypoints=None,
+                use_descriptions=False, box="", min_score=MIN_SCORE):
     """Task (c). `image`: the image file; `preset`: the preset the keypoints came from (recorded only when
     they are that preset's); `keypoints`: names or descriptions, one per line; `use_descriptions`: the
-    preset's descriptions were asked (UI only); `box`: 'x, y, width, height' pixels or empty for the whole
-    image; `min_score`: results below this confidence are hidden in the image and the export."""
+    preset's descriptions were asked (UI only); `box`: 'x, y, width, height' pixels, one line per object, or
+    empty: the detector's best box of the preset's category (each object found when typed names fit several
+    categories; the whole image when nothing is found); `min_score`: results below this confidence are hidden
+    in the image and the export. Returns the result and the boxes used (field text, image with them drawn)."""
     source = image
     image = load_image(image)
-    bbox = parse_box(box, image)
     names = parse_names(keypoints)
-    results = run_detect(loaded, image, bbox, names)
     used = preset_used(preset, names)
-    outcome = Outcome("text", image, [{"bbox": bbox, "results": results}], names, skeleton_for(names),
-                      {"task": "text", "preset": used, "keypoints": names, "bbox": bbox, "category": category_of(used)},
-                      loaded.name, image_name(source))
-    return (*present(outcome, float(min_score)), outcome)
+    boxes = parse_boxes(box, image)
+    labels, box_text, shown, note = [None] * len(boxes), gr.skip(), gr.skip(), ""
+    if not boxes:
+        boxes, labels, note = boxes_for_names(detectors, image, used, names)
+        if boxes:
+            box_text, shown = clickbox.format_boxes(boxes), clickbox.show_boxes(source, boxes, "text-box.png")
+    if len(boxes) <= 1:
+        bbox = boxes[0] if boxes else None
+        instances = [{"bbox": bbox, "results": run_detect(loaded, image, bbox, names)}]
+        note = note or box_note(bbox)
+    else:
+        per_box = run_detect_boxes(loaded, image, boxes, names)
+        instances = [{"bbox": list(b), "label": lab or f"box {k + 1}", "results": r}
+                     for k, (b, lab, r) in enumerate(zip(boxes, labels, per_box))]
+        note = note or f"*The model looked at each of the {len(boxes)} boxes.*"
+    prompt = {"task": "text", "preset": used, "keypoints": names, "category": category_of(used),
+              **({"bbox": instances[0]["bbox"]} if len(instances) == 1 else {"boxes": [i["bbox"] for i in instances]})}
+    outcome = Outcome("text", image, instances, names, skeleton_for(names), prompt, loaded.name, image_name(source),
+                      note=note)
+    return (*present(outcome, float(min_score)), outcome, box_text, shown)
 
 
 def examples() -> list[list]:
@@ -55,13 +82,13 @@ def examples() -> list[list]:
     return rows
 
 
-def build(loaded: LoadedModel) -> None:
+def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     choices = list(presets()) + [CUSTOM]
     first = choices[0]
     with gr.Row():
         with gr.Column():
             image = ImageInput(label="Image — click two opposite corners of the object to draw its box", elem_id="text-image")
-            bbox = gr.Textbox("", label=BOX_LABEL, elem_id="text-bbox")
+            bbox = gr.Textbox("", label=BOXES_LABEL, elem_id="text-bbox")
             preset = gr.Dropdown(choices, value=first, label="Keypoint preset", elem_id="text-preset")
             use_desc = gr.Checkbox(False, label="Use descriptions instead of names")
             names = gr.Textbox(preset_text(first, False), lines=6, max_lines=20, label="Keypoints (one per line)",
@@ -78,8 +105,8 @@ def build(loaded: LoadedModel) -> None:
     state = gr.State(None)
     preset.change(preset_text, [preset, use_desc], names, api_name="text_preset")
     use_desc.change(preset_text, [preset, use_desc], names, api_name="text_preset_descriptions")
-    run.click(partial(detect_text, loaded), [image, preset, names, use_desc, bbox, min_score],
-              [out_image, table, png, js, state], api_name="detect_text", concurrency_id="model").then(
+    run.click(partial(detect_text, loaded, detectors), [image, preset, names, use_desc, bbox, min_score],
+              [out_image, table, png, js, state, bbox, image], api_name="detect_text", concurrency_id="model").then(
         looked_at, state, note, queue=False, api_visibility="private")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="text_redraw")
     clickbox.wire(image, bbox, name="text-box.png")

@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import clickbox
+from ..boxes import Detectors, as_box, best_of, box_holding
 from ..inputs import BOX_LABEL, MAX_SUPPORTS, ImageInput, check_count, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_example
 from ..presets import skeleton_for
@@ -161,13 +162,62 @@ def _forget(support: int):
     return forget
 
 
-def detect_visual(loaded: LoadedModel, query, support_1, support_2=None, support_3=None, support_4=None, support_5=None,
-                  points=None, support_boxes="", query_box="", min_score=MIN_SCORE):
+def find_boxes(detectors: Detectors | None, images: list, used: list[int], per_support: list, boxes: list, query, bbox):
+    """Boxes for a request that lacks some: each support without one gets the smallest detected box holding all its
+    marked points; the query without one the best box of the supports' category. -> (support boxes, query box,
+    note, what was found: {"supports": {slot: box}, "query": box or None})."""
+    which = detectors.choose() if detectors is not None else None
+    if which is None or (bbox is not None and all(b is not None for b in boxes)):
+        return boxes, bbox, "", {}
+    by = detectors.describe(which)
+    boxes, category, said, found = list(boxes), None, [], {"supports": {}}
+    for k, (slot, points) in enumerate(zip(used, per_support)):
+        image = images[slot - 1]
+        detections = detectors.find(image, None, which)
+        marked = [p for p in points if p is not None]
+        if boxes[k] is None:
+            det = box_holding(detections, marked)
+            if det is None:
+                said.append(f"no object on support {slot} holds all its marked points (the whole support is used)")
+                continue
+            boxes[k] = as_box(det)
+            found["supports"][slot] = boxes[k]
+            said.append(f"support {slot}: the {det.label} ({det.score:.2f}) at {', '.join(f'{v:g}' for v in boxes[k])}")
+        else:  # a box the visitor gave: its category is the detection that holds the same points
+            det = box_holding(detections, marked)
+        category = category or (det.label if det is not None else None)
+    if bbox is None:
+        det = best_of(detectors.find(query, category, which), None) if category else None
+        if det is None:
+            what = f"no {category}" if category else "no object (the supports' category is unknown)"
+            said.append(f"{what} on the query: the model looked at the whole query image")
+        else:
+            bbox = found["query"] = as_box(det)
+            said.append(f"query: the {det.label} ({det.score:.2f}) at {', '.join(f'{v:g}' for v in bbox)}")
+    note = (f"*Boxes found by {by} where none was given — {'; '.join(said)} (x, y, width, height). They are drawn and "
+            "written in the box fields, where you can change them.*")
+    return boxes, bbox, note, found
+
+
+def _support_box_lines(text, found: dict) -> str:
+    """The support boxes field with the found boxes written into their lines (line n = support n)."""
+    lines = str(text or "").splitlines()
+    for slot, box in found.items():
+        while len(lines) < slot:
+            lines.append("")
+        lines[slot - 1] = clickbox.format_boxes([box])
+    return "\n".join(lines).rstrip("\n")
+
+
+def detect_visual(loaded: LoadedModel, detectors: Detectors | None, query, support_1, support_2=None, support_3=None,
+                  support_4=None, support_5=None, points=None, support_boxes="", query_box="", min_score=MIN_SCORE):
     """Task (b). `query`: the image to find the keypoints in; `support_1` ... `support_5`: example images
     (None where unused); `points`: the marked keypoints, a table support / keypoint / x / y / name (pixels of
     that support; names optional, all or none); `support_boxes`: line n is support n's 'x, y, w, h' (an empty
-    or missing line: the whole support); `query_box`: the query object's box or empty for the whole image; `min_score`: results below
-    this confidence are hidden."""
+    or missing line: the detector's smallest box holding its points, else the whole support); `query_box`: the
+    query object's box, or empty: the detector's best box of the supports' category, else the whole image;
+    `min_score`: results below this confidence are hidden. Returns the result and the boxes used (support
+    boxes field, query box field, query image with its box drawn)."""
     source = query
     query = load_image(query, "query image")
     raw = [support_1, support_2, support_3, support_4, support_5]  # load_image reads marked copies as their originals
@@ -179,6 +229,7 @@ def detect_visual(loaded: LoadedModel, query, support_1, support_2=None, support
     boxes = [parse_box(box_lines[s - 1] if s - 1 < len(box_lines) else "", images[s - 1], f"box of support {s}")
              for s in used]
     bbox = parse_box(query_box, query)
+    boxes, bbox, note, found = find_boxes(detectors, images, used, per_support, boxes, query, bbox)
     results = run_example(loaded, query, bbox, [images[s - 1] for s in used], per_support, boxes, names)
     for r, n in zip(results, numbers):
         r["number"] = n
@@ -189,8 +240,14 @@ def detect_visual(loaded: LoadedModel, query, support_1, support_2=None, support
                       skeleton_for(semantics),
                       {"task": "visual" if names is None else "visual+text", "supports": len(used),
                        "support_points": [[list(p) if p else None for p in pts] for pts in per_support],
-                       "support_boxes": boxes, "names": names, "bbox": bbox}, loaded.name, image_name(source))
-    return (*present(outcome, float(min_score)), outcome)
+                       "support_boxes": boxes, "names": names, "bbox": bbox}, loaded.name, image_name(source),
+                      note=note)
+    support_text = _support_box_lines(support_boxes, found["supports"]) if found.get("supports") else gr.skip()
+    query_text, shown = gr.skip(), gr.skip()
+    if found.get("query") is not None:
+        query_text = clickbox.format_boxes([bbox])
+        shown = clickbox.show_boxes(source, [bbox], "query-box.png")
+    return (*present(outcome, float(min_score)), outcome, support_text, query_text, shown)
 
 
 def examples() -> list[list]:
@@ -205,7 +262,7 @@ def examples() -> list[list]:
     return rows
 
 
-def build(loaded: LoadedModel) -> None:
+def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     with gr.Row():
         with gr.Column():
             gr.Markdown("**1. Support images** (1-5): click on a support to mark its next keypoint (its number "
@@ -250,9 +307,10 @@ def build(loaded: LoadedModel) -> None:
     support_boxes.blur(show_marks, [*slots, points, support_boxes], slots, api_visibility="private", concurrency_id="marks")
     for k, slot in enumerate(slots):  # a drag on support n draws its box into line n (clicks still mark keypoints)
         clickbox.allow_drag(slot, support_boxes, line=k + 1)
-    run.click(partial(detect_visual, loaded), [query, *slots, points, support_boxes, bbox, min_score],
-              [out_image, table, png, js, state], api_name="detect_visual", concurrency_id="model").then(
-        looked_at, state, note, queue=False, api_visibility="private")
+    run.click(partial(detect_visual, loaded, detectors), [query, *slots, points, support_boxes, bbox, min_score],
+              [out_image, table, png, js, state, support_boxes, bbox, query], api_name="detect_visual",
+              concurrency_id="model").then(looked_at, state, note, queue=False, api_visibility="private").then(
+        show_marks, [*slots, points, support_boxes], slots, api_visibility="private", concurrency_id="marks")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="visual_redraw")
     clickbox.wire(query, bbox, name="query-box.png")
     gr.Examples(examples(), [query, slots[0], points, support_boxes, bbox],

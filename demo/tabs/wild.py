@@ -1,4 +1,7 @@
-"""Tab: In the wild — a text query -> GroundingDINO boxes -> keypoints for every object (or typed boxes)."""
+"""Tab: In the wild — a text query -> a detector's boxes -> keypoints for every object (or typed boxes).
+
+The detector is the embedded KeypointWorld one (offline, drawn scenes) or GroundingDINO (photographs) when a
+local copy is loaded or downloaded; the visitor picks either when both are there (`demo.boxes.Detectors`)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import gradio as gr
 from kptllm.detection import DEFAULT_DETECTOR, GroundingDinoDetector
 
 from .. import clickbox
+from ..boxes import EMBEDDED, OPEN, Detectors
 from ..inputs import MAX_QUERY_TEXT, ImageInput, image_name, load_image, parse_box, parse_names, refuse
 from ..model import LoadedModel, gpu, run_detect_boxes
 from ..presets import category_of, preset_used, presets, skeleton_for
@@ -22,28 +26,16 @@ MAX_OBJECTS = 10
 BOX_THRESHOLD, TEXT_THRESHOLD = 0.35, 0.25  # GroundingDINO's usual thresholds
 
 
-class DetectorHolder:
-    """The process's one detector (or None) and why; loading on request is serialised. `source`: the folder or
-    hub id the app was asked to use (what *Download detector* fetches)."""
-
-    def __init__(self, detector: GroundingDinoDetector | None, note: str, source: str | None = None):
-        self.detector, self.note, self.lock = detector, note, threading.Lock()
-        self.source = source or DEFAULT_DETECTOR
-
-    def status(self) -> str:
-        return self.note
-
-
 def load_local_detector(path_or_id: str | None, device=None) -> tuple[GroundingDinoDetector | None, str]:
     """The detector from a local folder or the local hub cache only: never touches the network."""
     source = path_or_id or DEFAULT_DETECTOR
     try:
         detector = GroundingDinoDetector.from_pretrained(source, device=device, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
-        return None, (f"**Object detector unavailable:** no local copy of `{source}` ({type(exc).__name__}). "
-                      "The app does not download it at start. Type boxes below instead (one `x, y, w, h` per "
-                      "line), or press *Download detector* if this machine can reach the Hugging Face hub.")
-    return detector, f"**Object detector:** `{source}` (GroundingDINO via transformers), loaded from local files."
+        return None, (f"**GroundingDINO unavailable:** no local copy of `{source}` ({type(exc).__name__}); the app "
+                      "does not download it at start. Press *Download GroundingDINO* if this machine can reach the "
+                      "Hugging Face hub, or type boxes (one `x, y, w, h` per line).")
+    return detector, f"`{source}` (GroundingDINO via transformers), loaded from local files."
 
 
 HUB_PROBE_S = 5.0  # seconds to find out whether the hub can be reached at all, before any download starts
@@ -76,35 +68,51 @@ def hub_reachable(timeout: float = HUB_PROBE_S) -> bool:
     return bool(result and result[0])
 
 
-def download_detector(holder: DetectorHolder, device) -> str:
-    with holder.lock:
-        if holder.detector is not None:
-            return holder.note
-        local = Path(holder.source).is_dir()
-        if not local and not hub_reachable():
-            raise refuse(f"The detector {holder.source} cannot be downloaded: this machine cannot reach the "
-                         "Hugging Face hub. Type boxes instead (one x, y, w, h per line).")
-        try:
-            holder.detector = GroundingDinoDetector.from_pretrained(holder.source, device=device)
-            holder.note = f"**Object detector:** `{holder.source}`, downloaded from the hub."
-        except Exception as exc:  # noqa: BLE001
-            raise refuse(f"The detector {holder.source} could not be loaded ({type(exc).__name__}). "
-                         "Type boxes instead (one x, y, w, h per line).") from None
-    return holder.note
+def status(detectors: Detectors) -> str:
+    """What the tab says about its detectors."""
+    lines = []
+    if detectors.embedded is not None:
+        lines.append(f"**Detector:** {detectors.describe(EMBEDDED)}, loaded from this repository (offline).")
+    if detectors.open is not None:
+        lines.append(f"**Detector:** {detectors.open_note or detectors.describe(OPEN)}")
+    elif detectors.open_note:
+        lines.append(detectors.open_note)
+    if not lines:
+        lines.append("**No object detector is loaded:** type boxes below, one `x, y, w, h` per line.")
+    return "  \n".join(lines)
+
+
+def download_detector(detectors: Detectors, device) -> str:
+    """*Download detector*: GroundingDINO from the hub (or the folder the app was asked for)."""
+    source = detectors.open_source or DEFAULT_DETECTOR
+    with detectors.lock:
+        if detectors.open is None:
+            if not Path(source).is_dir() and not hub_reachable():
+                raise refuse(f"The detector {source} cannot be downloaded: this machine cannot reach the "
+                             "Hugging Face hub. Use the embedded detector, or type boxes (one x, y, w, h per line).")
+            try:
+                detectors.open = GroundingDinoDetector.from_pretrained(source, device=device)
+                detectors.open_source = source
+                detectors.open_note = f"`{source}` (GroundingDINO via transformers), downloaded from the hub."
+            except Exception as exc:  # noqa: BLE001
+                raise refuse(f"The detector {source} could not be loaded ({type(exc).__name__}). "
+                             "Use the embedded detector, or type boxes (one x, y, w, h per line).") from None
+    return status(detectors)
 
 
 @gpu
-def _boxes(holder: DetectorHolder, image, objects, box_threshold, text_threshold):
-    with holder.lock:
-        return holder.detector.detect(image, objects, box_threshold, text_threshold, max_detections=MAX_OBJECTS)
+def _boxes(detectors: Detectors, which, image, objects, box_threshold, text_threshold):
+    return detectors.find(image, objects, which, box_threshold, text_threshold, max_found=MAX_OBJECTS)
 
 
-def detect_wild(loaded: LoadedModel, holder: DetectorHolder, image, objects="", preset=None, keypoints=None,
-                box_threshold=BOX_THRESHOLD, text_threshold=TEXT_THRESHOLD, boxes="", min_score=MIN_SCORE):
+def detect_wild(loaded: LoadedModel, detectors: Detectors, image, objects="", preset=None, keypoints=None,
+                box_threshold=BOX_THRESHOLD, text_threshold=TEXT_THRESHOLD, boxes="", min_score=MIN_SCORE, detector=None):
     """Objects found by the detector (or typed boxes) -> task (c) in each. `image`: the photo; `objects`: the
     detector's text query ('person. dog.'); `preset`: recorded only when `keypoints` are its; `keypoints`:
-    names or descriptions, one per line; `box_threshold`, `text_threshold`: the detector's; `boxes`: typed
-    boxes, one 'x, y, w, h' line each (they replace the detector); `min_score`: results below it are hidden."""
+    names or descriptions, one per line; `box_threshold`, `text_threshold`: the detector's (the embedded one
+    has no text threshold); `boxes`: typed boxes, one 'x, y, w, h' line each (they replace the detector);
+    `min_score`: results below it are hidden; `detector`: 'embedded' or 'GroundingDINO' (default: the one the
+    app prefers for its model)."""
     source_file = image
     image = load_image(image)
     names = parse_names(keypoints)
@@ -121,41 +129,44 @@ def detect_wild(loaded: LoadedModel, holder: DetectorHolder, image, objects="", 
             raise refuse("Say which objects to find (e.g. 'person. dog.'), or type boxes.")
         if len(objects) > MAX_QUERY_TEXT:
             raise refuse(f"The object query is {len(objects)} characters; the limit is {MAX_QUERY_TEXT}.")
-        if holder.detector is None:
-            raise refuse("No object detector is loaded (offline); type boxes (x, y, w, h per line) instead.")
+        if detector and detector not in detectors.available():
+            raise refuse(f"The {detector} detector is not loaded here"
+                         + (": press *Download GroundingDINO*, or pick the embedded detector." if detector == OPEN else "."))
+        which = detectors.choose(detector)
+        if which is None:
+            raise refuse("No object detector is loaded; type boxes (x, y, w, h per line) instead.")
         try:
-            found = _boxes(holder, image, objects, float(box_threshold), float(text_threshold))
+            found = _boxes(detectors, which, image, objects, float(box_threshold), float(text_threshold))
         except ValueError as exc:
-            raise refuse(str(exc)) from None
+            raise refuse(f"The {which} detector: {exc}.") from None
         if not found:
             raise refuse(f"No '{objects}' found above box threshold {box_threshold:g}; lower it or type boxes.")
         object_boxes = [d.xywh for d in found]
         labels = [f"{d.label} {d.score:.2f}" for d in found]
-        source = f"GroundingDINO: {objects!r}"
+        source = f"{which} detector: {objects!r}"
     per_box = run_detect_boxes(loaded, image, object_boxes, names)
     instances = [{"bbox": list(b), "label": lab, "results": res} for b, lab, res in zip(object_boxes, labels, per_box)]
     used = preset_used(preset, names)
     prompt = {"task": "text", "boxes_from": source, "keypoints": names, "preset": used, "category": category_of(used)}
     if not lines:  # the detector's query and thresholds, only when it ran
-        prompt.update(objects=objects, box_threshold=box_threshold, text_threshold=text_threshold)
+        prompt.update(objects=objects, detector=which, box_threshold=box_threshold,
+                      **({"text_threshold": text_threshold} if which == OPEN else {}))
     outcome = Outcome("wild", image, instances, names, skeleton_for(names), prompt, loaded.name, image_name(source_file))
     return (*present(outcome, float(min_score)), outcome)
 
 
-def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, note: str | None = None,
-          source: str | None = None) -> None:
-    """`source`: the detector folder / hub id asked for (default: DEFAULT_DETECTOR), fetched by *Download detector*."""
-    if note is None:
-        note = (f"**Object detector:** loaded ({type(detector).__name__})." if detector is not None else
-                "**Object detector unavailable** (none loaded): type boxes below, one `x, y, w, h` per line.")
-    holder = DetectorHolder(detector, note, source)
+def build(loaded: LoadedModel, detectors: Detectors) -> None:
+    """*Download detector* fetches `detectors.open_source` (default: DEFAULT_DETECTOR)."""
     choices = list(presets())
     coco = next(k for k in choices if k.startswith("COCO person"))
-    status = gr.Markdown(note, elem_id="wild-status")
+    shown_status = gr.Markdown(status(detectors), elem_id="wild-status")
     with gr.Row():
         with gr.Column():
             image = ImageInput(label="Photo — click two opposite corners of an object to box it by hand", elem_id="wild-image")
-            objects = gr.Textbox("person.", label="Objects to find (GroundingDINO text query)", elem_id="wild-objects")
+            which = gr.Radio([(f"embedded KeypointWorld detector (drawn scenes)", EMBEDDED),
+                              (f"GroundingDINO (photographs; needs a local copy or Download)", OPEN)],
+                             value=detectors.choose(), label="Detector", elem_id="wild-detector")
+            objects = gr.Textbox("person.", label="Objects to find (e.g. 'person. quadruped.')", elem_id="wild-objects")
             with gr.Row():
                 box_thr = gr.Slider(0, 1, value=BOX_THRESHOLD, step=0.01, label="Box threshold")
                 text_thr = gr.Slider(0, 1, value=TEXT_THRESHOLD, step=0.01, label="Text threshold")
@@ -165,7 +176,7 @@ def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, no
             names = gr.Textbox(preset_text(coco, False), lines=5, label="Keypoints (one per line)", elem_id="wild-names")
             with gr.Row():
                 run = gr.Button("Find objects and keypoints", variant="primary", elem_id="wild-run")
-                fetch = gr.Button("Download detector", size="sm", visible=detector is None)
+                fetch = gr.Button("Download GroundingDINO", size="sm", visible=detectors.open is None)
         with gr.Column():
             out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="wild-result")
             min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
@@ -175,10 +186,11 @@ def build(loaded: LoadedModel, detector: GroundingDinoDetector | None = None, no
             table = gr.Dataframe(label="Keypoints (object = box number)", interactive=False, elem_id="wild-table")
     state = gr.State(None)
     preset.change(lambda p: preset_text(p, False), preset, names, api_name="wild_preset")
-    run.click(partial(detect_wild, loaded, holder),
-              [image, objects, preset, names, box_thr, text_thr, boxes, min_score],
+    run.click(partial(detect_wild, loaded, detectors),
+              [image, objects, preset, names, box_thr, text_thr, boxes, min_score, which],
               [out_image, table, png, js, state], api_name="detect_wild", concurrency_id="model")
-    fetch.click(lambda: download_detector(holder, loaded.predictor.device), None, status, api_name="wild_download_detector")
+    fetch.click(lambda: download_detector(detectors, loaded.predictor.device), None, shown_status,
+                api_name="wild_download_detector")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="wild_redraw")
     clickbox.wire(image, boxes, many=MAX_OBJECTS, name="wild-boxes.png")
     gr.Examples([[str(EXAMPLES / "coco_000000000785.jpg"), "person.", coco, "280,44,218,346"],

@@ -1,6 +1,7 @@
 """Export a trained model for shipping: weights in float16 (half the size), tokenizer, training curve.
 
     python -m evaluation.training.export --run runs/keypointworld --out assets/kptllm-keypointworld
+    python -m evaluation.training.export --detector --run runs/det/best --out assets/kptllm-keypointworld-detector
 
 Copies `RUN/model` (weights cast to `--dtype`; `--run RUN/best` or any model folder works too) and
 `RUN/metrics.jsonl` (the training curve the dashboard draws), and draws `loss.png` from that curve. `--metrics OLD.jsonl RUN/metrics.jsonl` joins stages into one
@@ -41,6 +42,23 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     return out
 
 
+def export_detector(run, out, dtype: str = "float16") -> Path:
+    """The box detector (`evaluation.training.detector`): `RUN` is a run folder (its best/ is taken) or a model
+    folder; weights cast to `dtype`, the image processor, and the run's metrics.jsonl beside them."""
+    from kptllm.detection import ClosedSetDetector
+
+    run, out = Path(run), Path(out)
+    folder = run / "best" if (run / "best" / "config.json").is_file() else run
+    ClosedSetDetector.from_pretrained(folder).save_pretrained(out, dtype=getattr(torch, dtype))
+    for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl"):
+        if log.is_file():
+            (out / "metrics.jsonl").write_text(log.read_text())
+            break
+    if (folder / "validation.json").is_file():
+        (out / "validation.json").write_text((folder / "validation.json").read_text())
+    return out
+
+
 def join_stages(paths) -> list[dict]:
     """The training curves of successive stages as one curve: one file, or one whose rows carry `stage` (an
     earlier export), is kept as it is; each other file becomes the next stage, its `step` and `elapsed` continuing
@@ -78,8 +96,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--metrics", nargs="*", help="metrics.jsonl files of successive stages, joined into one curve")
+    parser.add_argument("--detector", action="store_true", help="export the box detector (train-detector's run)")
     args = parser.parse_args(argv)
-    print(export(args.run, args.out, args.dtype, args.metrics))
+    print(export_detector(args.run, args.out, args.dtype) if args.detector else export(args.run, args.out, args.dtype, args.metrics))
 
 
 if __name__ == "__main__":

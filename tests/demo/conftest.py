@@ -1,4 +1,5 @@
-"""The demo app served once per test session on 127.0.0.1 with the embedded model and a tiny random detector.
+"""The demo app served once per test session on 127.0.0.1 with the embedded model, the embedded detector and a
+tiny random GroundingDINO (as if a local copy were there).
 
 Outbound network is refused while the app is built and launched: the test `test_no_outbound_network`
 checks that nothing tried."""
@@ -27,8 +28,8 @@ def _free_port() -> int:
 def app(tmp_path_factory):
     """(url, loaded model, demo) of a running app (its Gradio cache: tests/conftest.py sets GRADIO_TEMP_DIR)."""
     from demo.app import build_demo, launch_options
+    from demo.boxes import Detectors, load_embedded_detector
     from demo.model import load_model
-    from demo.tabs.wild import load_local_detector
     from kptllm.detection import tiny_random_detector
 
     real_connect = socket.socket.connect
@@ -43,8 +44,9 @@ def app(tmp_path_factory):
     socket.socket.connect = guarded
     try:
         loaded = load_model(None, device="cpu")
-        _, note = load_local_detector("no-such/detector")  # what an offline start finds
-        demo = build_demo(loaded, tiny_random_detector(seed=0), note)
+        embedded, _ = load_embedded_detector("cpu")
+        detectors = Detectors(embedded, tiny_random_detector(seed=0), "a tiny random GroundingDINO (tests)", "tiny")
+        demo = build_demo(loaded, detectors)
         port = _free_port()
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
     finally:

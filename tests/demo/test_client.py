@@ -49,8 +49,8 @@ def test_page_names_the_model(app):
 
 def test_detect_text_matches_predictor_and_exports(app, client):
     names = ["nose", "left shoulder", "right knee"]
-    image, table, png, js = client.predict(handle_file(PERSON), PRESET, "\n".join(names), False, PERSON_BOX, 0.0,
-                                           api_name="/detect_text")
+    image, table, png, js, box, shown = client.predict(handle_file(PERSON), PRESET, "\n".join(names), False, PERSON_BOX,
+                                                       0.0, api_name="/detect_text")
     direct = _direct(app[1], Image.open(PERSON), (63, 136, 84, 96), names)
     rows = _table(table)
     assert [r[2] for r in rows] == names
@@ -71,7 +71,7 @@ def test_downloads_outlive_the_staging_folder(app, demo_exports):
     from demo.export import prune_exports
 
     raw = Client(app[0], verbose=False, download_files=False)
-    _, _, png, js = raw.predict(handle_file(PERSON), PRESET, "nose", False, PERSON_BOX, 0.0, api_name="/detect_text")
+    _, _, png, js, *_ = raw.predict(handle_file(PERSON), PRESET, "nose", False, PERSON_BOX, 0.0, api_name="/detect_text")
     served = Path(png["path"])
     assert demo_exports not in served.parents and served.name == "kptllm-text-keypointworld_person.png"
     staged = list(demo_exports.glob("request-*/kptllm-text-keypointworld_person.png"))
@@ -85,7 +85,7 @@ def test_downloads_outlive_the_staging_folder(app, demo_exports):
 
 def test_describe(client, examples):
     x, y, _ = examples[0]["keypointworld_person.jpg"]["keypoints"][5]
-    image, answer, png, js = client.predict(handle_file(PERSON), x, y, PERSON_BOX, api_name="/describe")
+    image, answer, png, js, *_ = client.predict(handle_file(PERSON), x, y, PERSON_BOX, api_name="/describe")
     payload = json.loads(open(js).read())
     assert payload["task"] == "semantic" and payload["prompt"]["point"] == [x, y]
     assert answer.startswith("### ")
@@ -108,9 +108,9 @@ def test_detect_visual(client, examples):
 def test_wild_tiny_detector_end_to_end(app, client):
     """boxes (tiny random GroundingDINO) -> crops -> keypoints in pixels of the original image."""
     image, table, png, js = client.predict(handle_file(PERSON), "person.", PRESET, "nose\nleft knee", 0.0, 0.0, "",
-                                           0.0, api_name="/detect_wild")
+                                           0.0, "GroundingDINO", api_name="/detect_wild")
     payload = json.loads(open(js).read())
-    assert payload["prompt"]["boxes_from"].startswith("GroundingDINO")
+    assert payload["prompt"]["boxes_from"].startswith("GroundingDINO detector")
     assert payload["prompt"]["objects"] == "person." and payload["prompt"]["box_threshold"] == 0.0
     loaded = app[1]
     for instance in payload["results"][:2]:
@@ -146,7 +146,10 @@ BAD = [
                                 "", "", 0.0), "no points"),
     ("/detect_wild", lambda: (handle_file(PERSON), "", PRESET, "nose", 0.3, 0.25, "", 0.0), "objects"),
     # under the 2,000-character limit but past the detector's text length (32 tokens for the tiny one, 256 for GroundingDINO)
-    ("/detect_wild", lambda: (handle_file(PERSON), "person. " * 40, PRESET, "nose", 0.3, 0.25, "", 0.0), "reads at most 32"),
+    ("/detect_wild", lambda: (handle_file(PERSON), "person. " * 40, PRESET, "nose", 0.3, 0.25, "", 0.0, "GroundingDINO"),
+     "reads at most 32"),
+    ("/detect_wild", lambda: (handle_file(PERSON), "giraffe.", PRESET, "nose", 0.3, 0.25, "", 0.0, "embedded"),
+     "does not know 'giraffe'"),
 ]
 
 
@@ -167,7 +170,7 @@ def test_serving_after_errors_and_concurrent_requests_agree(app, client):
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, names))
-    for name, (_, table, _, _) in zip(names, answers):
+    for name, (_, table, *_) in zip(names, answers):
         (direct,) = _direct(app[1], Image.open(PERSON), (63, 136, 84, 96), [name])
         row = _table(table)[0]
         assert row[2] == name and row[3] == pytest.approx(round(direct.xy[0], 1))
@@ -191,7 +194,7 @@ def test_odd_images(client, tmp_path):
     for name, image in files.items():
         path = tmp_path / name
         image.save(path)
-        _, table, _, _ = client.predict(handle_file(str(path)), PRESET, "nose", False, "", 0.0, api_name="/detect_text")
+        _, table, *_ = client.predict(handle_file(str(path)), PRESET, "nose", False, "", 0.0, api_name="/detect_text")
         assert len(_table(table)) == 1, name
 
 
@@ -276,8 +279,8 @@ def test_parameters_have_names_and_take_keywords(client):
     assert names["/detect_visual"] == ["query", "support_1", "support_2", "support_3", "support_4", "support_5", "points",
                                        "support_boxes", "query_box", "min_score"]
     assert names["/detect_wild"] == ["image", "objects", "preset", "keypoints", "box_threshold", "text_threshold",
-                                     "boxes", "min_score"]
-    _, table, _, js = client.predict(image=handle_file(PERSON), keypoints="nose", box=PERSON_BOX, api_name="/detect_text")
+                                     "boxes", "min_score", "detector"]
+    _, table, _, js, *_ = client.predict(image=handle_file(PERSON), keypoints="nose", box=PERSON_BOX, api_name="/detect_text")
     payload = json.loads(open(js).read())
     assert _table(table)[0][2] == "nose" and payload["prompt"]["bbox"] == [63, 136, 84, 96]
 
@@ -336,7 +339,7 @@ def test_no_server_path_reaches_a_visitor(app, client):
     text = open(csv).read() + json.dumps(rows)
     assert str(ROOT) not in text and "/tmp/" not in text
     assert all(not str(r).startswith("/") for r in pd_column(rows, "record"))
-    _, _, _, js = client.predict(image=handle_file(PERSON), keypoints="nose", box=PERSON_BOX, api_name="/detect_text")
+    _, _, _, js, *_ = client.predict(image=handle_file(PERSON), keypoints="nose", box=PERSON_BOX, api_name="/detect_text")
     assert json.loads(open(js).read())["model"] == "kptllm-keypointworld (embedded)"
 
 

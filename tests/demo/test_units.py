@@ -126,6 +126,7 @@ def test_refused_image_files_are_closed(tmp_path, monkeypatch):
 
 def test_download_detector_fetches_the_detector_the_app_was_asked_for(monkeypatch):
     """`python app.py --detector other/id` with no local copy: *Download detector* must fetch other/id, not the default."""
+    from demo.boxes import Detectors
     from demo.tabs import wild
 
     asked = []
@@ -136,10 +137,12 @@ def test_download_detector_fetches_the_detector_the_app_was_asked_for(monkeypatc
 
     monkeypatch.setattr(wild.GroundingDinoDetector, "from_pretrained", staticmethod(fake_from_pretrained))
     monkeypatch.setattr(wild, "hub_reachable", lambda: True)
-    holder = wild.DetectorHolder(None, "unavailable", "other/id")
-    assert "`other/id`" in wild.download_detector(holder, "cpu") and holder.detector == "detector"
+    detectors = Detectors(None, None, "unavailable", "other/id")
+    assert "`other/id`" in wild.download_detector(detectors, "cpu") and detectors.open == "detector"
     assert asked == [("other/id", False)]
-    assert wild.DetectorHolder(None, "unavailable").source == wild.DEFAULT_DETECTOR
+    default = Detectors(None, None, "unavailable")
+    wild.download_detector(default, "cpu")
+    assert asked[-1] == (wild.DEFAULT_DETECTOR, False)
 
 
 def test_download_detector_offline_fails_at_once_with_one_sentence(monkeypatch):
@@ -147,13 +150,14 @@ def test_download_detector_offline_fails_at_once_with_one_sentence(monkeypatch):
     decides, and the hub is never asked."""
     import socket
 
+    from demo.boxes import Detectors
     from demo.tabs import wild
 
     def never(*args, **kwargs):
         raise AssertionError("the hub was asked although it cannot be reached")
 
     monkeypatch.setattr(wild.GroundingDinoDetector, "from_pretrained", staticmethod(never))
-    holder = wild.DetectorHolder(None, "unavailable", "other/id")
+    holder = Detectors(None, None, "unavailable", "other/id")
     with pytest.raises(gr.Error, match="cannot reach the Hugging Face hub"):  # HF_HUB_OFFLINE=1 (tests set it)
         wild.download_detector(holder, "cpu")
     # online as far as the environment says, but nothing answers: a closed local port stands for the hub

@@ -480,7 +480,9 @@ def test_the_demo_serves_the_converted_model(fake, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = build_demo(load_model(str(fake["out"]), device="cpu"), None, "no detector in this test")
+    from demo.boxes import Detectors
+
+    demo = build_demo(load_model(str(fake["out"]), device="cpu"), Detectors(None))
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
