@@ -122,10 +122,12 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR, public: bool = Tr
 
 
 def sample_size(record: dict) -> str:
-    """What a measured number averages over, from the record's counts: e.g. "108 instances · 1283 keypoints"."""
+    """What a measured number averages over, from the record's counts: e.g. "108 instances · 1283 keypoints",
+    "60 images · 108 objects" (box AP)."""
     counts = record.get("counts") or {}
     parts = []
-    for keys, label in ((("instances", "queries"), None), (("keypoints", "prompted_keypoints"), "keypoints")):
+    for keys, label in ((("instances", "queries"), None), (("keypoints", "prompted_keypoints"), "keypoints"),
+                        (("images",), None), (("objects",), None)):
         key = next((k for k in keys if isinstance(counts.get(k), int)), None)
         if key:
             parts.append(f"{counts[key]} {label or key}")

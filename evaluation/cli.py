@@ -204,13 +204,18 @@ def _train_detector(args) -> None:
 
 
 def _synth(args) -> None:
-    from .data.keypointworld import write_dataset
+    from .data.keypointworld import DEFAULT_VERSION, write_dataset
 
+    if args.world_version is None:
+        args.world_version = DEFAULT_VERSION
     if args.n < 1:
         raise UserError("--n must be >= 1")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, not {args.seed}")
-    path = write_dataset(args.out, args.n, args.seed, offcentre=args.offcentre)
+    try:
+        path = write_dataset(args.out, args.n, args.seed, offcentre=args.offcentre, version=args.world_version)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     print(json.dumps({"annotations": str(path), "images": str(path.parent / "images"), "n": args.n, "seed": args.seed}))
 
 
@@ -337,6 +342,9 @@ def build_full_parser():
     synth.add_argument("--seed", type=int, required=True)
     synth.add_argument("--offcentre", action="store_true",
                        help="the same scenes pasted off-centre into larger non-square canvases")
+    synth.add_argument("--world-version", type=int, default=None,
+                       help="KeypointWorld version (default: keypointworld.DEFAULT_VERSION; 2 draws quadrupeds' hind legs "
+                            "as a real animal's)")
     synth.set_defaults(run=_synth)
     return parser
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checks import cache_dir, file_sha256
-from .data.keypointworld import parse_description, write_dataset
+from .data.keypointworld import description_version, parse_description, write_dataset
 
 _LOCK = threading.Lock()  # one regeneration at a time in this process (the demo serves requests in threads)
 
@@ -55,20 +55,22 @@ def locate(record: dict, annotations=None, images=None, cache: Path | None = Non
         return RecordFiles(named, Path(root), False)
     spec = parse_description(record.get("annotations_description"))
     if record.get("benchmark") == "keypointworld" and spec:
-        return _regenerate(*spec, expected, Path(cache) if cache else cache_dir())
+        return _regenerate(*spec, expected, Path(cache) if cache else cache_dir(),
+                           version=description_version(record.get("annotations_description")))
     where = record.get("annotations") or "(none named)"
     raise ValueError(f"the record's annotation file {where} is not here (or has changed) and cannot be made again "
                      "(only KeypointWorld records can); pass the file and its image folder (--annotations, --images)")
 
 
-def _regenerate(n: int, seed: int, offcentre: bool, expected: str | None, cache: Path) -> RecordFiles:
-    folder = cache / "keypointworld" / f"n{n}-seed{seed}{'-offcentre' if offcentre else ''}"
+def _regenerate(n: int, seed: int, offcentre: bool, expected: str | None, cache: Path, version: int = 1) -> RecordFiles:
+    world = "keypointworld" if version == 1 else f"keypointworld-v{version}"
+    folder = cache / world / f"n{n}-seed{seed}{'-offcentre' if offcentre else ''}"
     path = folder / "annotations.json"
     with _LOCK:
         if not (path.is_file() and _sha_matches(path, expected)):
             # written beside, then moved in: a reader never sees half a folder (another process may race us)
             partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
-            write_dataset(partial, n, seed, offcentre=offcentre)
+            write_dataset(partial, n, seed, offcentre=offcentre, version=version)
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
             try:

@@ -110,7 +110,9 @@ def keypointworld_dataset(record: dict) -> str:
     seed = re.search(r"seed (\d+)", description)
     if not seed:
         return f"KeypointWorld {record.get('annotations_label') or Path(record.get('annotations', '')).name}".strip()
-    return f"KeypointWorld seed {seed.group(1)}" + (", off-centre" if "off-centre" in description else "")
+    version = re.match(r"KeypointWorld v(\d+),", description)
+    world = f"KeypointWorld v{version.group(1)}" if version else "KeypointWorld"
+    return f"{world} seed {seed.group(1)}" + (", off-centre" if "off-centre" in description else "")
 
 
 def _record_rows(path: Path, record: dict) -> list[dict]:

@@ -28,6 +28,7 @@ from .benchmarks import (GENERIC, Benchmark, build_benchmark, categories_covered
 from .checks import cached_file_sha256, check_keypoint_names, check_metric_libraries, check_model, file_sha256
 from .checks import missing_images_message
 from .data import KeypointDataset
+from .data.keypointworld import description_version
 from .data.semantic_labels import load as load_semantic_labels
 from .detected_boxes import BOX_THRESHOLD, cached_detections, detector_label, detector_sha256, match_objects
 
@@ -326,6 +327,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "annotations_sha256": settings["annotations_sha256"],
         "annotations_label": annotations_label(annotations, dataset, annotations_sha256),
         "annotations_description": dataset.description or None,
+        **({"world_version": description_version(dataset.description)}
+           if benchmark == "keypointworld" and description_version(dataset.description) else {}),
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
         **({"detector": settings["detector"], "detector_sha256": settings["detector_sha256"],

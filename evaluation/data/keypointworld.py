@@ -15,6 +15,14 @@ and the background use any colour. So left and right can be told apart from one 
 does from a face or a car's shape. A mirrored *image* breaks that rule, which is why training on
 KeypointWorld uses no horizontal-flip augmentation (mirrored *objects* are drawn with the rule kept).
 
+Versions (`version=`; files and records say which): **1**, the world every shipped model and record so far
+was made with; **2** (issue 28) draws a quadruped's hind legs as a real animal's (a thick thigh, the stifle
+forward and the hock back) and its tail thicker at the root, so that front and back legs differ in the
+picture itself and not only by which end the head is at: with v1, a quadruped whose head is cut off or
+covered has front and back legs that nothing tells apart. Everything else, and every random draw before
+the first quadruped, is the same in both. `DEFAULT_VERSION` is what files, training and the benchmarks render
+unless told otherwise (1 until a model trained on v2 ships).
+
 Coordinates: continuous pixels, pixel (i, j) covers [i, i+1) x [j, j+1); boxes are COCO xywh.
 Visibility follows COCO: 2 visible, 1 labelled but occluded, 0 not labelled (outside the image, or the
 face of a person seen from behind; stored as 0, 0, 0). Occluded means covered by another object or an
@@ -200,8 +208,11 @@ def make_person(rng) -> ObjectSpec:
     return ObjectSpec(CATEGORIES["person"], np.array([kp[n] for n in PERSON]), labelled, _mark_sides(shapes, left, right))
 
 
-def make_quadruped(rng) -> ObjectSpec:
-    """Side view facing +x; the left side is the far side when facing +x (drawn behind)."""
+def make_quadruped(rng, version: int = 1) -> ObjectSpec:
+    """Side view facing +x; the left side is the far side when facing +x (drawn behind).
+
+    v2 (see the module docstring): hind legs with a thigh and a backward hock, a tapered tail; v1 draws front
+    and back legs alike."""
     length, depth = rng.uniform(0.55, 0.8), rng.uniform(0.18, 0.26)
     leg1, leg2 = rng.uniform(0.14, 0.2), rng.uniform(0.13, 0.19)
     kp = {}
@@ -216,18 +227,41 @@ def make_quadruped(rng) -> ObjectSpec:
         upper, knee = ("shoulder", "elbow") if end == "front" else ("hip", "knee")
         for side, dx in (("left", -0.03), ("right", 0.02)):
             top = (xs + dx, depth * 0.1)
-            a1 = rng.uniform(-0.5, 0.5)
+            if version >= 2 and end == "back":  # stifle forward (+x), hock back: a hind leg's zig-zag
+                a1 = rng.uniform(0.15, 0.6)
+                a2 = a1 - rng.uniform(0.6, 1.1)
+            elif version >= 2:  # a foreleg stands nearly straight under the shoulder
+                a1 = rng.uniform(-0.35, 0.2)
+                a2 = a1 + rng.uniform(-0.15, 0.35)
+            else:
+                a1 = rng.uniform(-0.5, 0.5)
+                a2 = a1 + rng.uniform(-0.5, 0.5)
             kp[f"{side} {upper}"] = top
             kp[f"{side} {knee}"] = _limb(top, a1, leg1)
-            kp[f"{side} {end} paw"] = _limb(kp[f"{side} {knee}"], a1 + rng.uniform(-0.5, 0.5), leg2)
+            kp[f"{side} {end} paw"] = _limb(kp[f"{side} {knee}"], a2, leg2)
     body, left, right = neutral(rng), warm(rng), cool(rng)
     legw = rng.uniform(0.03, 0.045)
-    shapes = []
-    for side, colour in (("left", left),):
-        shapes += [Shape("line", [kp[f"{side} shoulder"], kp[f"{side} elbow"], kp[f"{side} front paw"]], colour, legw),
-                   Shape("line", [kp[f"{side} hip"], kp[f"{side} knee"], kp[f"{side} back paw"]], colour, legw)]
+
+    def legs(side, colour) -> list[Shape]:
+        front = Shape("line", [kp[f"{side} shoulder"], kp[f"{side} elbow"], kp[f"{side} front paw"]], colour, legw)
+        back = Shape("line", [kp[f"{side} hip"], kp[f"{side} knee"], kp[f"{side} back paw"]], colour, legw)
+        if version < 2:
+            return [front, back]
+        hip, knee = np.array(kp[f"{side} hip"]), np.array(kp[f"{side} knee"])
+        across = np.array([-(knee - hip)[1], (knee - hip)[0]]) / max(np.hypot(*(knee - hip)), 1e-6)
+        thigh = Shape("poly", [tuple(hip + 1.6 * legw * across), tuple(hip - 1.6 * legw * across),
+                               tuple(knee - 0.5 * legw * across), tuple(knee + 0.5 * legw * across)], colour)
+        return [front, back, thigh]
+
+    shapes = legs("left", left)
     tail_end = (kp["root of tail"][0] - rng.uniform(0.1, 0.25), kp["root of tail"][1] + rng.uniform(-0.15, 0.2))
-    shapes.append(Shape("line", [kp["root of tail"], tail_end], body, 0.025))
+    if version >= 2:  # thick at the root, thin at the tip
+        root, end = np.array(kp["root of tail"]), np.array(tail_end)
+        across = np.array([-(end - root)[1], (end - root)[0]]) / max(np.hypot(*(end - root)), 1e-6)
+        shapes.append(Shape("poly", [tuple(root + 0.035 * across), tuple(root - 0.035 * across), tuple(end)], body,
+                            outline=(20, 20, 20)))
+    else:
+        shapes.append(Shape("line", [kp["root of tail"], tail_end], body, 0.025))
     ring = [(length / 2 * math.cos(t) * 1.08, -depth * 0.25 + depth * 0.55 * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 20)]
     shapes.append(Shape("poly", ring, body, outline=(20, 20, 20)))
     shapes.append(Shape("line", [kp["neck"], head], body, 0.07))
@@ -235,9 +269,7 @@ def make_quadruped(rng) -> ObjectSpec:
     shapes.append(Shape("disc", [kp["nose"]], (25, 25, 25), 0.3 * head_r))
     shapes.append(Shape("disc", [kp["left eye"]], left, 0.22 * head_r))
     shapes.append(Shape("disc", [kp["right eye"]], right, 0.22 * head_r))
-    for side, colour in (("right", right),):
-        shapes += [Shape("line", [kp[f"{side} shoulder"], kp[f"{side} elbow"], kp[f"{side} front paw"]], colour, legw),
-                   Shape("line", [kp[f"{side} hip"], kp[f"{side} knee"], kp[f"{side} back paw"]], colour, legw)]
+    shapes += legs("right", right)
     return ObjectSpec(CATEGORIES["quadruped"], np.array([kp[n] for n in QUADRUPED]), np.ones(len(QUADRUPED), bool), _mark_sides(shapes, left, right))
 
 
@@ -360,6 +392,15 @@ def make_chair(rng) -> ObjectSpec:
 
 
 MAKERS = {"person": make_person, "quadruped": make_quadruped, "face": make_face, "car": make_car, "chair": make_chair}
+VERSIONS = (1, 2)
+DEFAULT_VERSION = 1  # what files, training and the benchmarks render unless told otherwise (module docstring)
+
+
+def make_object(name: str, rng, version: int = DEFAULT_VERSION) -> ObjectSpec:
+    """An object of category `name` as world `version` draws it."""
+    if version not in VERSIONS:
+        raise ValueError(f"KeypointWorld has versions {', '.join(map(str, VERSIONS))}, not {version!r}")
+    return MAKERS[name](rng, version) if version != 1 and name == "quadruped" else MAKERS[name](rng)
 
 
 # ----------------------------------------------------------------------------------------- scenes
@@ -446,12 +487,13 @@ def _draw(draw: ImageDraw.ImageDraw, shape: Shape, transform, scale: float, colo
 
 def render_scene(rng: np.random.Generator, width: int | None = None, height: int | None = None,
                  categories=None, num_objects: int | None = None, min_size: float = 0.3, max_size: float = 0.85,
-                 required: str | None = None) -> Scene:
+                 required: str | None = None, version: int = DEFAULT_VERSION) -> Scene:
     """One image with 1-3 objects. Object size (its keypoints' extent) is `min_size..max_size` x min(w, h).
 
     `required`: one object (at a random place in the drawing order) is of this category, the others are
     drawn from `categories` as usual; training asks for it instead of re-rendering until one appears.
-    Without it the random stream is the one the benchmark files were made with."""
+    Without it the random stream is the one the benchmark files were made with. `version`: the world's
+    version (module docstring)."""
     if width is None:
         width = int(rng.integers(160, 321))
     if height is None:
@@ -465,7 +507,7 @@ def render_scene(rng: np.random.Generator, width: int | None = None, height: int
     placed = []
     forced = int(rng.integers(count)) if required is not None else -1
     for k in range(count):
-        spec = MAKERS[required if k == forced else names[int(rng.integers(len(names)))]](rng)
+        spec = make_object(required if k == forced else names[int(rng.integers(len(names)))], rng, version)
         size = rng.uniform(min_size, max_size) * min(width, height) / (1 + 0.25 * (count - 1))
         transform, scale = _place(spec, rng, width, height, size)
         parts = Image.new("L", (width, height), 0)  # which of its shapes (index + 1) is on top at each pixel
@@ -536,10 +578,11 @@ def off_centre(scene: Scene, rng, fill=None) -> Scene:
     return moved
 
 
-def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = False) -> Path:
+def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = False,
+                  version: int = DEFAULT_VERSION) -> Path:
     """Render `n` images with seed `seed` to `out/images/` and write `out/annotations.json` (COCO keypoints).
 
-    Deterministic: the same (n, seed) gives the same files. With `offcentre`, the same scenes pasted
+    Deterministic: the same (n, seed, version) gives the same files. With `offcentre`, the same scenes pasted
     off-centre into larger canvases (`off_centre`). Returns the annotation file's path.
     """
     if n < 1:
@@ -548,7 +591,7 @@ def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = F
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(n):
-        scene = render_scene(np.random.default_rng([seed, i]))
+        scene = render_scene(np.random.default_rng([seed, i]), version=version)
         if offcentre:
             scene = off_centre(scene, np.random.default_rng([seed, i, 1]))
         name = f"kw_{seed}_{i:06d}.jpg"
@@ -559,7 +602,7 @@ def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = F
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": obj.category.id,
                                 "bbox": [round(v, 2) for v in obj.bbox], "area": obj.area, "iscrowd": 0,
                                 "num_keypoints": int((obj.keypoints[:, 2] > 0).sum()), "keypoints": flat})
-    data = {"info": {"description": describe(n, seed, offcentre)}, "images": images,
+    data = {"info": {"description": describe(n, seed, offcentre, version)}, "images": images,
             "annotations": annotations, "categories": coco_categories()}
     path = out / "annotations.json"
     path.write_text(json.dumps(data))
@@ -569,13 +612,24 @@ def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = F
 OFFCENTRE_NOTE = ", off-centre in larger canvases"
 
 
-def describe(n: int, seed: int, offcentre: bool = False) -> str:
-    """The annotation file's `info.description` (records keep it as `annotations_description`)."""
-    return f"KeypointWorld, {n} images, seed {seed}" + (OFFCENTRE_NOTE if offcentre else "")
+def describe(n: int, seed: int, offcentre: bool = False, version: int = 1) -> str:
+    """The annotation file's `info.description` (records keep it as `annotations_description`); version 1 is
+    unnamed, as in every file made before versions existed."""
+    world = "KeypointWorld" if version == 1 else f"KeypointWorld v{version}"
+    return f"{world}, {n} images, seed {seed}" + (OFFCENTRE_NOTE if offcentre else "")
 
 
 def parse_description(text) -> tuple[int, int, bool] | None:
     """(n, seed, offcentre) of a `describe` string; None for anything else: what `write_dataset` needs to
     make the same files again."""
-    match = re.fullmatch(r"KeypointWorld, (\d+) images, seed (\d+)(" + re.escape(OFFCENTRE_NOTE) + ")?", str(text or ""))
+    match = re.fullmatch(r"KeypointWorld(?: v\d+)?, (\d+) images, seed (\d+)(" + re.escape(OFFCENTRE_NOTE) + ")?",
+                         str(text or ""))
     return (int(match[1]), int(match[2]), bool(match[3])) if match else None
+
+
+def description_version(text) -> int | None:
+    """The world version a `describe` string names (1 when unnamed); None for anything else."""
+    if parse_description(text) is None:
+        return None
+    match = re.match(r"KeypointWorld v(\d+),", str(text))
+    return int(match[1]) if match else 1

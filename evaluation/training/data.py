@@ -36,7 +36,7 @@ from kptllm.image import load_image
 from kptllm.processor import KptLLMProcessor, PreparedImage
 from kptllm.protocols.protocol import Task
 
-from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, off_centre, render_scene
+from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, DEFAULT_VERSION, VERSIONS, off_centre, render_scene
 
 TASKS = (Task.TEXT, Task.VISUAL, Task.SEMANTIC, Task.VISUAL_TEXT)
 SUBJECTS = {"person": "person", "quadruped": "animal", "face": "person", "car": "car", "chair": "chair"}
@@ -71,19 +71,34 @@ class KeypointWorldSource:
 
     allows_flip = False  # a mirrored image breaks the world's left=warm / right=cool colour rule
 
-    def __init__(self, categories=CATEGORY_NAMES, off_centre_prob: float = 0.0):
+    def __init__(self, categories=CATEGORY_NAMES, off_centre_prob: float = 0.0, version: int = DEFAULT_VERSION,
+                 category_weights: dict | None = None):
         """`off_centre_prob`: the share of scenes pasted at a random offset into a larger canvas of fresh
         background (`keypointworld.off_centre`, what `validate --shift` scores), so crops near the old border
-        show real background instead of the crop's fill."""
+        show real background instead of the crop's fill. `version`: the world's version (`keypointworld`).
+        `category_weights`: {category: weight} for the query's category (default 1 each, e.g. {quadruped: 2}
+        asks about quadrupeds twice as often as about each other category)."""
         if not 0.0 <= off_centre_prob <= 1.0:
             raise ValueError(f"off_centre_prob must lie in [0, 1], not {off_centre_prob}")
+        if version not in VERSIONS:
+            raise ValueError(f"KeypointWorld has versions {', '.join(map(str, VERSIONS))}, not {version!r}")
         self.categories = tuple(categories)
         self.off_centre_prob = off_centre_prob
+        self.version = version
+        weights = dict(category_weights or {})
+        unknown = set(weights) - set(self.categories)
+        if unknown or any(float(w) < 0 for w in weights.values()):
+            raise ValueError(f"category_weights: categories {sorted(self.categories)} with weights >= 0, not {weights}")
+        raw = np.array([float(weights.get(c, 1.0)) for c in self.categories])
+        if raw.sum() <= 0:
+            raise ValueError("category_weights: at least one category needs a positive weight")
+        self.category_probs = None if not weights else raw / raw.sum()
 
     def _instance(self, rng, category: str) -> Instance | None:
         # half the scenes hold only this category, half mix it with others (one object is forced to it:
         # rejection sampling re-rendered ~3 scenes per instance, and rendering bounds GPU training)
-        scene = render_scene(rng, categories=[category]) if rng.random() < 0.5 else render_scene(rng, required=category)
+        scene = render_scene(rng, categories=[category], version=self.version) if rng.random() < 0.5 else \
+            render_scene(rng, required=category, version=self.version)
         if self.off_centre_prob and rng.random() < self.off_centre_prob:
             scene = off_centre(scene, rng)
         objects = [o for o in scene.objects if o.category.name == category]
@@ -94,7 +109,10 @@ class KeypointWorldSource:
         return Instance(scene.image, obj.bbox, obj.keypoints, cat.keypoints, cat.flip_pairs, SUBJECTS.get(category))
 
     def sample(self, rng, shots: int) -> tuple[Instance, list[Instance]]:
-        category = self.categories[int(rng.integers(len(self.categories)))]
+        if self.category_probs is None:  # the draw every earlier stage made
+            category = self.categories[int(rng.integers(len(self.categories)))]
+        else:
+            category = self.categories[int(rng.choice(len(self.categories), p=self.category_probs))]
         found = []
         while len(found) < 1 + shots:
             instance = self._instance(rng, category)
@@ -262,7 +280,7 @@ def tokenizer_corpus() -> list[str]:
 
 def list_sources(specs: list[dict], base: Path | None = None):
     """Sources and weights from config entries: `{type: keypointworld|coco, weight, categories, off_centre_prob,
-    annotations, images, catalog, labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for
+    version, category_weights, annotations, images, catalog, labels}` (`labels`: a semantic label set, `kptllm-mp100-v1` or a file, for
     the names a COCO file's keypoints are trained under: the ones `kptllm eval` asks about, "left eye" for
     MP-100's "eyeL")."""
     sources, weights = [], []
@@ -270,7 +288,8 @@ def list_sources(specs: list[dict], base: Path | None = None):
         kind = spec.get("type")
         if kind == "keypointworld":
             sources.append(KeypointWorldSource(spec.get("categories", CATEGORY_NAMES),
-                                               float(spec.get("off_centre_prob", 0.0))))
+                                               float(spec.get("off_centre_prob", 0.0)),
+                                               int(spec.get("version", DEFAULT_VERSION)), spec.get("category_weights")))
         elif kind == "coco":
             root = Path(base or ".")
             labels = spec.get("labels")

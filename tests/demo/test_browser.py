@@ -324,3 +324,27 @@ def test_dragging_on_a_support_boxes_it_without_marking_a_keypoint(page):
     page.wait_for_function("() => (document.querySelector('#vis-support-2 img')?.src || '').includes('support-2-marked')")
     _wait_rows(page, "vis-points", 0)  # a drag is not a click: no keypoint was marked
     page.locator("#vis-support-boxes textarea").fill("")
+
+
+def test_a_click_without_a_box_gets_the_detectors_box_drawn_and_written(page, examples):
+    """Tab (a): upload, click on the person's left shoulder with no box: the embedded detector's box around the
+    click appears in the box field and on the image, and the answer says where it came from."""
+    meta = examples[0]["keypointworld_person.jpg"]
+    _tab(page, "Keypoint semantics (a)")
+    _upload(page, "sem-image", EXAMPLES / "keypointworld_person.jpg")
+    field = page.locator("#sem-bbox textarea, #sem-bbox input").first
+    assert field.input_value() == ""
+    image = page.locator("#sem-image img").first
+    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    shown = image.bounding_box()
+    scale = min(shown["width"] / natural[0], shown["height"] / natural[1])  # the picture is letterboxed (contain)
+    left = (shown["width"] - natural[0] * scale) / 2
+    top = (shown["height"] - natural[1] * scale) / 2
+    x, y, _ = meta["keypoints"][5]
+    image.click(position={"x": left + x * scale, "y": top + y * scale})
+    _wait_text(page, "sem-answer", "No box was given")
+    page.wait_for_function("() => document.querySelector('#sem-bbox textarea, #sem-bbox input').value.split(',').length === 4")
+    bx, by, bw, bh = (float(v) for v in field.input_value().split(","))
+    assert bx <= x <= bx + bw and by <= y <= by + bh
+    page.wait_for_function("() => (document.querySelector('#sem-image img')?.src || '').includes('semantic-box')")
+    page.screenshot(path=str(page.shots / "semantic-no-box.png"), full_page=True)
