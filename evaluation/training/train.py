@@ -45,6 +45,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch.utils.data import DataLoader, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
+from ..data.keypointworld import DEFAULT_VERSION
 from .data import TrainingMixture, list_sources, tokenizer_corpus
 from .model import build_model, check_model_spec, count_parameters
 
@@ -225,7 +226,7 @@ def _save(accelerator, model, processor, output: Path, step: int, trained_second
         plot_loss(output / "metrics.jsonl", output / "loss.png")
 
 
-def validation_row(model, processor, step: int, objects: int, elapsed: float) -> dict:
+def validation_row(model, processor, step: int, objects: int, elapsed: float, version: int | None = None) -> dict:
     """One metrics.jsonl row of held-out numbers (`validate.validate`: text / visual PCK@0.2, semantic
     accuracy on KeypointWorld scenes of a seed training never draws). The model is left in train mode."""
     from kptllm import KeypointPredictor
@@ -233,14 +234,24 @@ def validation_row(model, processor, step: int, objects: int, elapsed: float) ->
     from .validate import HELD_OUT_SEED, validate
 
     with torch.no_grad():
-        scores = validate(KeypointPredictor(model, processor), objects)  # the predictor puts the model in eval mode
+        scores = validate(KeypointPredictor(model, processor), objects, version=version)  # puts the model in eval mode
     model.train()
     return {"step": step, "elapsed": round(elapsed, 2), "validation": {
-        "seed": HELD_OUT_SEED, "objects": objects, **{k: v for k, v in scores.items() if k != "keypoints"},
+        "seed": HELD_OUT_SEED, "objects": objects, **({"world_version": version} if version else {}),
+        **{k: v for k, v in scores.items() if k != "keypoints"},
         "keypoints": scores["keypoints"]}}
 
 
 SELECTION_KEYS = ("text_pck@0.2", "visual_pck@0.2", "semantic_accuracy")
+
+
+def world_version(data: dict) -> int | None:
+    """The KeypointWorld version the config's KeypointWorld sources draw (validation scenes are drawn the same
+    way); None without one. Sources of two versions in one config are refused."""
+    versions = {int(s.get("version", DEFAULT_VERSION)) for s in data.get("sources", []) if s.get("type") == "keypointworld"}
+    if len(versions) > 1:
+        raise ValueError(f"KeypointWorld sources of versions {sorted(versions)}: validation could match only one")
+    return versions.pop() if versions else None
 
 
 def selection_score(validation: dict) -> float:
@@ -445,7 +456,7 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
                 paused = clock()
                 if accelerator.is_main_process:  # held-out numbers into the curve: judge the run by them, not the loss
                     row = validation_row(accelerator.unwrap_model(model), processor, step, settings.validate_objects,
-                                         trained())
+                                         trained(), world_version(config.data))
                     with metrics.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     if selection_score(row["validation"]) > _best_so_far(output):

@@ -17,16 +17,16 @@ import json
 
 import numpy as np
 
-from ..data.keypointworld import Scene, render_scene
+from ..data.keypointworld import DEFAULT_VERSION, Scene, render_scene
 from ..data.keypointworld import off_centre as off_centre_scene
 
 HELD_OUT_SEED = 900_001
 
 
-def held_out_objects(count: int, seed: int):
+def held_out_objects(count: int, seed: int, version: int | None = None):
     found, i = [], 0
     while len(found) < count:
-        scene = render_scene(np.random.default_rng([seed, i]))
+        scene = render_scene(np.random.default_rng([seed, i]), version=version or DEFAULT_VERSION)
         found += [(scene.image, obj) for obj in scene.objects]
         i += 1
     return found[:count]
@@ -48,14 +48,15 @@ def off_centre(image, obj, rng, fill=None):
 
 
 def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold: float = 0.2,
-             shift: bool = False, neutral_canvas: bool = False) -> dict:
+             shift: bool = False, neutral_canvas: bool = False, version: int | None = None) -> dict:
     """PCK (text, visual) and semantic accuracy over `objects` held-out objects.
 
     `shift`: the same objects, each pasted off-centre into a larger non-square canvas (a crop or
     inverse-map bug shows up as a drop against `shift=False`); `neutral_canvas` fills the canvas with
-    the processor's fill colour, so only the frames change, not the pixels the model sees.
+    the processor's fill colour, so only the frames change, not the pixels the model sees. `version`: the
+    KeypointWorld version of the scenes (default `DEFAULT_VERSION`).
     """
-    pool = held_out_objects(objects * 2, seed)
+    pool = held_out_objects(objects * 2, seed, version)
     if shift:
         rng = np.random.default_rng([seed, 1])
         fill = predictor.processor.fill if neutral_canvas else None
@@ -97,6 +98,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--objects", type=int, default=40)
     parser.add_argument("--shift", action="store_true", help="objects off-centre in larger canvases")
+    parser.add_argument("--world-version", type=int, help="KeypointWorld version (default: DEFAULT_VERSION)")
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
@@ -104,7 +106,7 @@ def main(argv=None) -> None:
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     predictor = KeypointPredictor.from_pretrained(args.model, device=args.device, dtype=dtype)
-    print(json.dumps(validate(predictor, args.objects, shift=args.shift)))
+    print(json.dumps(validate(predictor, args.objects, shift=args.shift, version=args.world_version)))
 
 
 if __name__ == "__main__":
