@@ -103,10 +103,15 @@ def test_ctrl_c_saves_after_the_step_and_resume_continues_the_curve(tiny_config,
             signal.raise_signal(signal.SIGINT)
         return 1000.0 + readings["n"]
 
-    result = train(TrainConfig.load(tiny_config), stopped, progress=False, clock=clock)
+    # the test needs Python's own handler whatever the parent set (nohup and some CI runners ignore SIGINT)
+    parents = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = train(TrainConfig.load(tiny_config), stopped, progress=False, clock=clock)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, parents)
     assert 1 <= result["step"] < 6 and len(_losses(stopped)) == result["step"]
     assert json.loads((stopped / "checkpoint" / "step.json").read_text())["step"] == result["step"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     assert main(["train", "--config", str(tiny_config), "--output", str(stopped), "--resume", "--no-progress"]) == 0
     assert _losses(stopped) == pytest.approx(_losses(straight), rel=1e-5)
 
