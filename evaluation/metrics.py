@@ -155,12 +155,7 @@ def keypoint_ap(ground_truth, results: list[dict], sigmas=None, use_area: bool =
         raise ImportError("keypoint_ap needs xtcocotools: pip install numpy cython && "
                           "pip install --no-binary xtcocotools --no-build-isolation xtcocotools") from err
     with contextlib.redirect_stdout(io.StringIO()):
-        if isinstance(ground_truth, Mapping):
-            coco = COCO()
-            coco.dataset = _copy_json(ground_truth)
-            coco.createIndex()
-        else:
-            coco = COCO(str(ground_truth))
+        coco = _coco(COCO, ground_truth)
         if not results:
             return {name: 0.0 for name in COCO_STATS}
         num_keypoints = len(results[0]["keypoints"]) // 3
@@ -198,12 +193,7 @@ def box_ap(ground_truth, detections: list[dict]) -> dict[str, float]:
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        if isinstance(ground_truth, Mapping):
-            coco = COCO()
-            coco.dataset = _copy_json(ground_truth)
-            coco.createIndex()
-        else:
-            coco = COCO(str(ground_truth))
+        coco = _coco(COCO, ground_truth)
         if not detections:
             return {name: 0.0 for name in BOX_STATS}
         if not all(np.isfinite(np.asarray(d["bbox"], dtype=np.float64)).all() for d in detections):
@@ -213,6 +203,17 @@ def box_ap(ground_truth, detections: list[dict]) -> dict[str, float]:
         evaluator.accumulate()
         evaluator.summarize()
     return {name: float(value) for name, value in zip(BOX_STATS, evaluator.stats)}
+
+
+def _coco(coco_class, ground_truth):
+    """A COCO object (xtcocotools' or pycocotools' class) of a json path or an already loaded dict (copied:
+    COCO's loaders mutate what they are given)."""
+    if not isinstance(ground_truth, Mapping):
+        return coco_class(str(ground_truth))
+    coco = coco_class()
+    coco.dataset = _copy_json(ground_truth)
+    coco.createIndex()
+    return coco
 
 
 def _copy_json(value):

@@ -19,20 +19,19 @@ EMBEDDED_DETECTOR_DIR = Path(__file__).resolve().parents[1] / "assets" / "kptllm
 
 def embedded_model_path() -> Path:
     """Folder of the embedded model; `KPTLLM_EMBEDDED_MODEL` overrides it. FileNotFoundError when absent."""
-    path = Path(os.environ.get("KPTLLM_EMBEDDED_MODEL") or EMBEDDED_MODEL_DIR)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the embedded model is not at {path} (it ships in the repository's assets/ folder; "
-            "an installed wheel without the repository has none): pass a model path or hub id")
-    return path
+    return _asset("KPTLLM_EMBEDDED_MODEL", EMBEDDED_MODEL_DIR, "model", "a model path or hub id")
 
 
 def embedded_detector_path() -> Path:
     """Folder of the embedded KeypointWorld detector (RT-DETR, beside the model); `KPTLLM_EMBEDDED_DETECTOR`
     overrides it. FileNotFoundError when absent."""
-    path = Path(os.environ.get("KPTLLM_EMBEDDED_DETECTOR") or EMBEDDED_DETECTOR_DIR)
+    return _asset("KPTLLM_EMBEDDED_DETECTOR", EMBEDDED_DETECTOR_DIR, "detector", "a detector path or hub id")
+
+
+def _asset(variable: str, default: Path, what: str, instead: str) -> Path:
+    path = Path(os.environ.get(variable) or default)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
-            f"the embedded detector is not at {path} (it ships in the repository's assets/ folder): "
-            "pass a detector path or hub id")
+            f"the embedded {what} is not at {path} (it ships in the repository's assets/ folder; "
+            f"an installed wheel without the repository has none): pass {instead}")
     return path
