@@ -28,9 +28,10 @@ from .benchmarks import (GENERIC, Benchmark, build_benchmark, categories_covered
 from .checks import cached_file_sha256, check_keypoint_names, check_metric_libraries, check_model, file_sha256
 from .checks import missing_images_message
 from .data import KeypointDataset
+from .data.keypointworld_sets import set_of
 from .data.semantic_labels import load as load_semantic_labels
 
-RECORD_VERSION = 3  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file (+ annotations_description, optional)
+RECORD_VERSION = 4  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file (+ annotations_description, optional); 4: set (KeypointWorld sets)
 
 
 def checkpoint_hash(model: str) -> str | None:
@@ -317,6 +318,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "annotations_sha256": settings["annotations_sha256"],
         "annotations_label": annotations_label(annotations, dataset, annotations_sha256),
         "annotations_description": dataset.description or None,
+        # which KeypointWorld set (validation / decision / test) the file is, None for other files
+        "set": set_of(dataset.description) if benchmark == "keypointworld" else None,
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
         # with the fields above, what `kptllm eval` needs to run this again (the dashboard rebuilds the command)
