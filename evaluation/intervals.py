@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import DEFAULT_SAMPLES, Run, bootstrap_metric, check_rescoring, resamples
+if TYPE_CHECKING:  # compare (benchmarks, datasets) is imported where a bootstrap runs: `read_interval` stays light
+    from .compare import Run
 
 INTERVAL_FILE = "interval.json"
 LEVEL = 95
@@ -41,13 +43,17 @@ def unit_category(run: Run, key: str) -> str:
 
 def percentile_interval(run: Run, keys: list[str], metric: str, samples: int, seed: int) -> tuple[float, float]:
     """(2.5, 97.5) percentiles of `metric` over `samples` bootstrap resamples of `keys`."""
+    from .compare import resamples
+
     values = np.array([run.metric(drawn, metric) for drawn in resamples(keys, samples, seed)])
     low, high = np.percentile(values, [(100 - LEVEL) / 2, 100 - (100 - LEVEL) / 2])
     return float(low), float(high)
 
 
-def interval(run: Run, metric: str | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
+def interval(run: Run, metric: str | None = None, samples: int = 1000, seed: int = 0) -> dict:
     """The 95 % bootstrap interval of `metric` (default: the record's headline) overall and per category."""
+    from .compare import bootstrap_metric, check_rescoring
+
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     metric = bootstrap_metric(run, metric)

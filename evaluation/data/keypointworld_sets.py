@@ -2,7 +2,7 @@
 
     from evaluation.data.keypointworld_sets import DECISION, TEST, VALIDATION, set_of
     TEST.write("/tmp/kw-test", offcentre=True)           # its files, rendered when missing (deterministic)
-    set_of("KeypointWorld, 300 images, seed 271828")     # "test"; None for a file of no set
+    set_of("KeypointWorld, 300 images, seed 271828")     # "test"; None for any other file
 
 validation  seed 900001, as many scenes as the objects asked for need (training's `validate_objects`):
             **chooses a checkpoint** during training (`evaluation.training.validate`, every few hundred
@@ -67,14 +67,15 @@ SETS = {s.name: s for s in (VALIDATION, DECISION, TEST)}
 
 
 def set_of(description) -> str | None:
-    """The set an annotation file belongs to, from its description (`info.description`, kept in records as
-    `annotations_description`): its name when the file's seed is a set's and its scenes are the set's (the
-    first n of them, n <= the set's images); None for any other file."""
+    """The set an annotation file is, from its description (`info.description`, kept in records as
+    `annotations_description`): a set's name when the file has the set's seed and its number of images (any
+    number for validation, drawn object by object); None for any other file (the 60 images of seed 424242
+    the records used before issue 28 are the decision set's first scenes, not the decision set)."""
     spec = parse_description(description)
     if spec is None:
         return None
     n, seed = spec[0], spec[1]  # later fields (off-centre, a world version) do not change the set
     for kw_set in SETS.values():
-        if seed == kw_set.seed and (kw_set.images is None or n <= kw_set.images):
+        if seed == kw_set.seed and kw_set.images in (None, n):
             return kw_set.name
     return None
