@@ -291,7 +291,7 @@ def build_full_parser():
     spread.add_argument("--json", action="store_true")
     spread.set_defaults(run=_interval)
     showing = commands.add_parser("show", help="the predictions behind a record, drawn: a PNG grid plus its JSON")
-    showing.add_argument("record", help="a `kptllm eval --out` folder (e.g. results/keypointworld-visual)")
+    showing.add_argument("record", help="a `kptllm eval --out` folder (e.g. results/decision/keypointworld-visual)")
     showing.add_argument("--out", required=True, help="the grid, a .png path; the JSON is written beside it")
     showing.add_argument("--worst", type=int, metavar="N", help="the N units with the lowest score (default 24)")
     showing.add_argument("--best", type=int, metavar="N", help="the N units with the highest score")

@@ -1,6 +1,6 @@
 """Is run B better than run A, or is the difference noise? A paired bootstrap over the units both ran.
 
-    kptllm compare results/keypointworld-visual results/keypointworld-offcentre-visual
+    kptllm compare results/decision/keypointworld-visual results/decision/keypointworld-offcentre-visual
 
 Both folders are `kptllm eval` outputs (`run.json`, `record.json`, `chunks/`) of the same benchmark, task
 and shots. Their annotation files may differ (the same objects off-centre, say): units are paired by
