@@ -143,3 +143,30 @@ def test_a_record_says_its_set(tiny_dir, tmp_path, monkeypatch):
     by_folder = table.set_index(table["record"].map(lambda p: Path(p).parent.name))
     assert by_folder.loc["rt", "set"] == "test" and by_folder.loc["rt", "dataset"] == f"KeypointWorld test set, seed {TEST.seed}"
     assert pd.isna(by_folder.loc["ro", "set"]) and by_folder.loc["ro", "dataset"] == "KeypointWorld seed 7"
+
+
+def test_one_command_scores_the_sets_with_intervals_and_keeps_the_test_set_for_last(tiny_dir, tmp_path, monkeypatch):
+    """score_records: each set's files rendered from the set's definition, six records per set in
+    OUT/<set>/keypointworld-<run>, each saying its set, each with a current interval; a candidate scores the
+    decision set only; a second call reuses every finished chunk."""
+    from evaluation.intervals import read_interval
+    from evaluation.training.score_records import RUNS, main, record_folder, score_records
+
+    for name in ("decision", "test"):  # 3-image stand-ins of the two sets (same seeds)
+        monkeypatch.setitem(SETS, name, KeypointWorldSet(name, SETS[name].seed, 3, SETS[name].job))
+    out, data = tmp_path / "out", tmp_path / "data"
+    main(["--model", str(tiny_dir), "--out", str(out), "--data", str(data), "--sets", "decision", "--samples", "20"])
+    assert sorted(p.name for p in out.iterdir()) == ["decision"]  # a candidate: no test-set record made
+    assert sorted(p.name for p in data.iterdir()) == ["decision", "decision-offcentre"]
+    done = score_records(str(tiny_dir), out, data=data, samples=20, progress=False)
+    folders = [record_folder(out, s, task, off) for s in ("decision", "test") for task, off in RUNS]
+    assert list(done) == [str(f) for f in folders]  # decision first: the test set comes after the decision
+    for folder in folders:
+        record = json.loads((folder / "record.json").read_text())
+        set_name = folder.parent.name
+        offcentre = "offcentre" in folder.name
+        assert record["set"] == set_name and record["task"] == folder.name.rsplit("-", 1)[1]
+        assert record["annotations_description"] == SETS[set_name].description(offcentre)
+        assert read_interval(folder, record) == done[str(folder)]
+        if set_name == "decision":
+            assert record["chunks_reused"] == record["chunks"]  # made by the first call, reused
