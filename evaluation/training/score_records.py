@@ -103,7 +103,8 @@ def main(argv=None) -> None:
                          args.samples)
     for folder, result in done.items():
         print(json.dumps({"record": folder, "set": result["set"], "metric": result["metric"],
-                          "value": round(result["value"], 4), "interval": [round(result["low"], 4), round(result["high"], 4)]}))
+                          "value": round(result["value"], 4),
+                          "interval": [round(result["low"], 4), round(result["high"], 4)]}))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,8 @@ def test_a_record_s_interval_is_compare_s_bootstrap_of_that_run(runs):
     hits = _hits(a, annotations)
     n = len(hits)
     rng = np.random.default_rng(3)
-    values = [sum(sum(hits[i]) for i in idx) / sum(len(hits[i]) for i in idx) for idx in (rng.integers(0, n, n) for _ in range(300))]
+    draws = [rng.integers(0, n, n) for _ in range(300)]
+    values = [sum(sum(hits[i]) for i in idx) / sum(len(hits[i]) for i in idx) for idx in draws]
     assert (got["low"], got["high"]) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
     assert got["low"] <= got["value"] <= got["high"] and got["low"] < got["high"]
 

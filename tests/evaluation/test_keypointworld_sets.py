@@ -141,7 +141,8 @@ def test_a_record_says_its_set(tiny_dir, tmp_path, monkeypatch):
     assert records["rt"]["set"] == "test" and records["ro"]["set"] is None
     table = load_records(tmp_path / "runs").drop_duplicates("record")
     by_folder = table.set_index(table["record"].map(lambda p: Path(p).parent.name))
-    assert by_folder.loc["rt", "set"] == "test" and by_folder.loc["rt", "dataset"] == f"KeypointWorld test set, seed {TEST.seed}"
+    assert by_folder.loc["rt", "set"] == "test"
+    assert by_folder.loc["rt", "dataset"] == f"KeypointWorld test set, seed {TEST.seed}"
     assert pd.isna(by_folder.loc["ro", "set"]) and by_folder.loc["ro", "dataset"] == "KeypointWorld seed 7"
 
 
