@@ -88,7 +88,9 @@ def _results(args) -> None:
                 units = f"{measured.units_evaluated} of {measured.units_total} units" if pd.notna(measured.units_total) else \
                     f"{measured.units_evaluated} units"
                 sha = measured.checkpoint_sha256[:12] if isinstance(measured.checkpoint_sha256, str) else "-"
-                print(f"  {measured.method}: {measured.date}  checkpoint {sha}  {measured.annotations_label}  {units}  {measured.record}")
+                kw_set = f"  {measured.set} set" if isinstance(measured.set, str) else ""
+                print(f"  {measured.method}: {measured.date}  checkpoint {sha}  {measured.annotations_label}{kw_set}  {units}  "
+                      f"{measured.record}")
 
 
 def _compare(args) -> None:
