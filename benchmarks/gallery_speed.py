@@ -1,6 +1,6 @@
 """How long the Benchmarks tab's gallery takes to appear: 60 units of a shipped record through gradio_client.
 
-    PYTHONPATH=. python -m benchmarks.gallery_speed [--record keypointworld-visual] [--repeats 5]
+    PYTHONPATH=. python -m benchmarks.gallery_speed [--record decision/keypointworld-visual] [--repeats 5]
 
 Rows, all in one process, the app on 127.0.0.1 (embedded model loaded, as on Spaces):
   first view   a fresh cache: the record's KeypointWorld data made again, then the gallery (once)
@@ -35,7 +35,7 @@ def _timed(call, repeats: int) -> list[float]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--record", default="keypointworld-visual")
+    parser.add_argument("--record", default="decision/keypointworld-visual")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--units", type=int, default=60)
     args = parser.parse_args(argv)

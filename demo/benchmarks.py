@@ -20,7 +20,7 @@ RESULTS_DIR = ROOT / "results"
 METRICS_JSONL = ROOT / "assets" / "kptllm-keypointworld" / "metrics.jsonl"
 PROVENANCE = ["model", "checkpoint_sha256", "date", "command", "annotations", "annotations_sha256", "code_version",
               "hardware", "record"]
-COLUMNS = ["source", "task", "dataset", "setting", "method", "metric", "value", "n"] + PROVENANCE
+COLUMNS = ["source", "task", "dataset", "setting", "method", "metric", "value", "low", "high", "n", "set"] + PROVENANCE
 MATCH = ["task", "dataset", "setting", "metric"]  # a measured row and a paper row with these equal measure the same
 MEASURED_SUFFIX = " (measured)"
 # per-category entries that count things: shown as they are, not as percent
@@ -114,11 +114,33 @@ def load_results(results_dir: str | Path | None = RESULTS_DIR, public: bool = Tr
         if column not in table:
             table[column] = None
     table = table[COLUMNS].copy()
-    table["value"] = pd.to_numeric(table["value"], errors="coerce").round(2)
-    for column in ["task", "dataset", "setting", "method", "metric"]:
+    for column in ("value", "low", "high"):  # low / high: the stored 95 % interval (`kptllm interval`), percent
+        table[column] = pd.to_numeric(table[column], errors="coerce").round(2)
+    for column in ["task", "dataset", "setting", "method", "metric", "set"]:
         table[column] = table[column].fillna("").astype(str)
     table.loc[table["task"] == "", "task"] = "keypointworld"
     return table
+
+
+SET_NOTE = ("**Which KeypointWorld set a row is** (`evaluation/data/keypointworld_sets.py`): the **test set** "
+            "(seed {test.seed}, {test.images} images, plain and off-centre) reports a shipped model: scored once, after "
+            "the decision, never used to choose or decide; the **decision records** (seed {decision.seed}, "
+            "{decision.images} images) are what a candidate is compared with (`kptllm compare`) to decide whether it "
+            "ships; the **validation** seed ({validation.seed}) chooses checkpoints during training (the curve below).")
+
+
+def set_note() -> str:
+    from evaluation.data.keypointworld_sets import SETS
+
+    return SET_NOTE.format(**SETS)
+
+
+def reported_set_table(results_dir: str | Path | None = RESULTS_DIR, set_name: str = "test") -> pd.DataFrame:
+    """The reported set's records as stored (`evaluation.results.set_report_wide`): a row per record, a
+    column per category, 'value [95 % interval]' in percent; nothing recomputed here."""
+    if results_dir is None or not Path(results_dir).exists():
+        return ev.set_report_wide(pd.DataFrame())
+    return ev.set_report_wide(ev.set_report(results_dir, set_name))
 
 
 def sample_size(record: dict) -> str:
@@ -200,11 +222,17 @@ def headline(record) -> str | None:
     return read_record(record).get("headline_metric")
 
 
-def breakdowns(record) -> tuple[pd.DataFrame, pd.DataFrame]:
+def breakdowns(record, path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per category, per keypoint) of one record (path or dict), metric values in percent, counts as they
-    are; empty frames where it has none."""
+    are; empty frames where it has none. Per category, the stored 95 % interval of the headline (`low`,
+    `high`) when the record's folder (`path`, or the path given) has a current one."""
+    if path is None and isinstance(record, (str, Path)):
+        path = record
     record = read_record(record)
-    cats = [{"category": c, **{k: (v if _is_count(k, v) or v is None else round(v * 100, 2)) for k, v in m.items()}}
+    folder = Path(RESULTS_DIR / path).parent if path and record else None
+    spread = (ev.read_interval(folder, record) or {}).get("per_category", {}) if folder else {}
+    cats = [{"category": c, **{k: (v if _is_count(k, v) or v is None else round(v * 100, 2)) for k, v in m.items()},
+             **({"low": round(spread[c]["low"] * 100, 2), "high": round(spread[c]["high"] * 100, 2)} if c in spread else {})}
             for c, m in (record.get("per_category") or {}).items()]
     kpts = []
     for key, value in (record.get("per_keypoint") or {}).items():

@@ -7,6 +7,7 @@
     kptllm results [--benchmark NAME] [--results DIR] [--csv]
     kptllm train --config CONFIG --output DIR [--resume] [--dry-run]
     kptllm synth --out DIR --n N --seed S
+    kptllm interval RECORD_DIR [RECORD_DIR ...] [--samples N] [--seed X] [--no-write] [--json]
     kptllm show RECORD_DIR [--worst N | --best N] [--against RECORD_DIR] [--category C] [--keypoint NAME] --out grid.png
 """
 
@@ -100,7 +101,9 @@ def _results(args) -> None:
                 units = f"{measured.units_evaluated} of {measured.units_total} units" if pd.notna(measured.units_total) else \
                     f"{measured.units_evaluated} units"
                 sha = measured.checkpoint_sha256[:12] if isinstance(measured.checkpoint_sha256, str) else "-"
-                print(f"  {measured.method}: {measured.date}  checkpoint {sha}  {measured.annotations_label}  {units}  {measured.record}")
+                kw_set = f"  {measured.set} set" if isinstance(measured.set, str) else ""
+                print(f"  {measured.method}: {measured.date}  checkpoint {sha}  {measured.annotations_label}{kw_set}  {units}  "
+                      f"{measured.record}")
 
 
 def _compare(args) -> None:
@@ -110,6 +113,23 @@ def _compare(args) -> None:
     b = load_run(args.b, args.annotations_b, args.semantic_labels)
     result = compare(a, b, args.metric, args.samples, args.seed)
     print(as_json(result) if args.json else report(result, a, b))
+
+
+def _interval(args) -> None:
+    from .compare import load_run
+    from .intervals import interval, report, write_interval
+
+    results = []
+    for folder in args.records:
+        run = load_run(folder, args.annotations, args.semantic_labels)
+        result = interval(run, args.metric, args.samples, args.seed)
+        if not args.no_write:
+            write_interval(run, result)
+        results.append(result)
+        if not args.json:
+            print(report(result, folder))
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=1))
 
 
 def _show(args) -> None:
@@ -282,8 +302,20 @@ def build_full_parser():
     comparing.add_argument("--semantic-labels", help="mp100 semantic runs made with their own label file")
     comparing.add_argument("--json", action="store_true")
     comparing.set_defaults(run=_compare)
+    spread = commands.add_parser("interval", help="95 %% interval of a record's headline metric, overall and per "
+                                                  "category (bootstrap over its units, as compare resamples)")
+    spread.add_argument("records", nargs="+", metavar="RECORD_DIR", help="`kptllm eval --out` folders")
+    spread.add_argument("--metric", help="a metric of the records (default: the headline; not AP)")
+    spread.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    spread.add_argument("--seed", type=int, default=0)
+    spread.add_argument("--annotations", help="the annotation file, if not at the path the record names")
+    spread.add_argument("--semantic-labels", help="mp100 semantic runs made with their own label file")
+    spread.add_argument("--no-write", action="store_true", help="print only (default: also write interval.json "
+                                                                 "beside record.json, read by `kptllm results` and the dashboard)")
+    spread.add_argument("--json", action="store_true")
+    spread.set_defaults(run=_interval)
     showing = commands.add_parser("show", help="the predictions behind a record, drawn: a PNG grid plus its JSON")
-    showing.add_argument("record", help="a `kptllm eval --out` folder (e.g. results/keypointworld-visual)")
+    showing.add_argument("record", help="a `kptllm eval --out` folder (e.g. results/decision/keypointworld-visual)")
     showing.add_argument("--out", required=True, help="the grid, a .png path; the JSON is written beside it")
     showing.add_argument("--worst", type=int, metavar="N", help="the N units with the lowest score (default 24)")
     showing.add_argument("--best", type=int, metavar="N", help="the N units with the highest score")

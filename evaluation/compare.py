@@ -1,6 +1,6 @@
 """Is run B better than run A, or is the difference noise? A paired bootstrap over the units both ran.
 
-    kptllm compare results/keypointworld-visual results/keypointworld-offcentre-visual
+    kptllm compare results/decision/keypointworld-visual results/decision/keypointworld-offcentre-visual
 
 Both folders are `kptllm eval` outputs (`run.json`, `record.json`, `chunks/`) of the same benchmark, task
 and shots. Their annotation files may differ (the same objects off-centre, say): units are paired by
@@ -119,6 +119,36 @@ def load_run(folder, annotations: str | None = None, semantic_labels: str | None
     return Run(folder, record, bench, units, predictions)
 
 
+def bootstrap_metric(run: Run, metric: str | None = None) -> str:
+    """`metric`, else the run's headline metric; AP / AR refused (COCOeval cannot score an instance twice)."""
+    metric = metric or run.record.get("headline_metric") or "PCK@0.2"
+    if metric.upper().startswith(("AP", "AR")):
+        raise ValueError(f"{metric} is not offered: COCOeval cannot score a resampled instance twice; "
+                         "compare a PCK (e.g. --metric PCK@0.2)")
+    return metric
+
+
+def check_rescoring(run: Run, metric: str) -> float:
+    """The run's `metric` rescored on all its units, checked to be its record's own number (same data, same
+    code); a record from other code or edited chunks is refused."""
+    recorded = run.record.get("metrics", {}).get(metric)
+    if recorded is None:
+        raise ValueError(f"{run.folder} records no metric {metric!r}; it has {', '.join(run.record.get('metrics', {}))}")
+    rebuilt = run.metric(list(run.predictions), metric)
+    if not np.isclose(rebuilt, recorded, rtol=0, atol=1e-9):
+        raise ValueError(f"{run.folder}: rescoring gives {metric} {rebuilt:.6f}, its record says {recorded:.6f} "
+                         "(record from other code or edited chunks?)")
+    return rebuilt
+
+
+def resamples(keys: list[str], samples: int, seed: int):
+    """The bootstrap's resamples of `keys` (module docstring): `default_rng(seed)`, one `integers(0, n, n)`
+    draw per resample; `kptllm compare` and `evaluation.intervals` both draw here."""
+    rng = np.random.default_rng(seed)
+    for _ in range(samples):
+        yield [keys[i] for i in rng.integers(0, len(keys), len(keys))]
+
+
 def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Comparison:
     """Paired bootstrap of `metric` (default: A's headline metric) between two runs (module docstring)."""
     for field in ("benchmark", "task", "shots", "supercategory"):
@@ -126,27 +156,13 @@ def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SA
             raise ValueError(f"the runs differ in {field}: {a.record.get(field)!r} vs {b.record.get(field)!r}")
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
-    metric = metric or a.record.get("headline_metric") or "PCK@0.2"
-    if metric.upper().startswith(("AP", "AR")):
-        raise ValueError(f"{metric} is not offered: COCOeval cannot score a resampled instance twice; "
-                         "compare a PCK (e.g. --metric PCK@0.2)")
+    metric = bootstrap_metric(a, metric)
     keys = [k for k in a.predictions if k in b.predictions]
     if not keys:
         raise ValueError("the two runs share no work units")
     for run in (a, b):
-        # the rebuilt scoring must give the record's own number on the run's units (same data, same code)
-        recorded = run.record.get("metrics", {}).get(metric)
-        if recorded is None:
-            raise ValueError(f"{run.folder} records no metric {metric!r}; it has {', '.join(run.record.get('metrics', {}))}")
-        rebuilt = run.metric(list(run.predictions), metric)
-        if not np.isclose(rebuilt, recorded, rtol=0, atol=1e-9):
-            raise ValueError(f"{run.folder}: rescoring gives {metric} {rebuilt:.6f}, its record says {recorded:.6f} "
-                             "(record from other code or edited chunks?)")
-    rng = np.random.default_rng(seed)
-    differences = np.empty(samples)
-    for s in range(samples):
-        drawn = [keys[i] for i in rng.integers(0, len(keys), len(keys))]
-        differences[s] = b.metric(drawn, metric) - a.metric(drawn, metric)
+        check_rescoring(run, metric)
+    differences = np.array([b.metric(drawn, metric) - a.metric(drawn, metric) for drawn in resamples(keys, samples, seed)])
     value_a, value_b = a.metric(keys, metric), b.metric(keys, metric)
     low, high = np.percentile(differences, [2.5, 97.5])
     return Comparison(metric, value_a, value_b, value_b - value_a, float(low), float(high),

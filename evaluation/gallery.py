@@ -2,9 +2,9 @@
 ground truth, its answer and each keypoint's error; sorted, filtered and paired with a second record on the
 same units. `evaluation.gallery_render` draws them; `kptllm show` and the demo's Benchmarks tab use both.
 
-    gallery = load_gallery("results/keypointworld-visual")      # data found or made again (record_files)
+    gallery = load_gallery("results/decision/keypointworld-visual")      # data found or made again (record_files)
     shown = select(gallery, order="worst", category="person", limit=24)
-    pairs = select(gallery, order="gain", against=load_gallery("results/keypointworld-offcentre-visual"))
+    pairs = select(gallery, order="gain", against=load_gallery("results/decision/keypointworld-offcentre-visual"))
 
 Per keypoint, in the query image's pixels: `truth` and `predicted` `[K, 2]` (NaN where no answer parsed);
 `counted` `[K]` the keypoints the record's metric counts; `error` `[K]` the distance over the metric's

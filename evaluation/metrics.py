@@ -11,6 +11,7 @@ Shapes: N instances, K keypoints. Coordinates in pixels of the original images.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 from dataclasses import dataclass
@@ -239,6 +240,7 @@ DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.lru_cache(maxsize=8192)  # a bootstrap scores the same few hundred names thousands of times
 def normalize_keypoint_name(name: str) -> str:
     """Canonical form for comparing keypoint names.
 
@@ -254,6 +256,17 @@ def normalize_keypoint_name(name: str) -> str:
 
 
 def _canonical_map(synonyms: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
+    if not synonyms:
+        return dict(_default_canonical_map())
+    return _build_canonical_map(synonyms)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_canonical_map() -> tuple[tuple[str, str], ...]:
+    return tuple(_build_canonical_map(None).items())
+
+
+def _build_canonical_map(synonyms: Mapping[str, Sequence[str]] | None) -> dict[str, str]:
     table = {**DEFAULT_SYNONYMS, **(synonyms or {})}
     mapping = {}
     for canonical, alternatives in table.items():
@@ -308,13 +321,17 @@ def semantic_errors(predicted: Sequence[str | None], expected: Sequence[str],
         raise ValueError(f"{len(predicted)} predictions for {len(expected)} expected names"
                          + ("" if groups is None else f" and {len(groups)} groups"))
     mapping = _canonical_map(synonyms)
+    canonical: dict[str, str] = {}  # each distinct name resolved once per call
     counts = dict.fromkeys(SEMANTIC_ERROR_KINDS, 0)
     pairs: dict[tuple[str, str, str], int] = {}
     for i, (p, e) in enumerate(zip(predicted, expected)):
         if p is None:
             counts["unparsed"] += 1
             continue
-        answer, truth = _canonical(p, mapping), _canonical(e, mapping)
+        for name in (p, e):
+            if name not in canonical:
+                canonical[name] = _canonical(name, mapping)
+        answer, truth = canonical[p], canonical[e]
         if answer == truth:
             counts["correct"] += 1
             continue

@@ -5,8 +5,8 @@ the result).
     files = locate(record)          # RecordFiles(annotations, images, regenerated)
     files = locate(record, annotations="my/val.json", images="my/images")   # a user's own copy
 
-Regenerated files go to `<cache>/keypointworld/n60-seed424242[-offcentre]` (the cache: `$KPTLLM_CACHE_DIR`,
-else `$XDG_CACHE_HOME/kptllm`, else `~/.cache/kptllm`, as for checkpoint hashes), made once (about 1 s for 60
+Regenerated files go to `<cache>/keypointworld/n300-seed424242[-offcentre]` (the cache: `$KPTLLM_CACHE_DIR`,
+else `$XDG_CACHE_HOME/kptllm`, else `~/.cache/kptllm`, as for checkpoint hashes), made once (a few seconds for 300
 images on a 2-core CPU) and reused while their hash matches.
 """
 

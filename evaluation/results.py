@@ -14,7 +14,8 @@ Long-table columns (`paper_results`, `load_records`, `results_table`):
     task                paper task: visual_prompt, semantic_understanding, generic_detection, text_prompt
                         (measured KeypointWorld records too: text -> text_prompt, visual -> visual_prompt, ...)
     dataset, setting    the paper's names ("MP-100", "1-shot split1"); KeypointWorld records name their data
-                        "KeypointWorld seed 424242[, off-centre]"; free (unconstrained) decoding adds
+                        "KeypointWorld seed 424242[, off-centre]", and their set when the file is one
+                        ("KeypointWorld test set, seed 271828", `evaluation.data.keypointworld_sets`); free (unconstrained) decoding adds
                         ", free decoding" to the setting; measured rows get the names of the
                         paper rows they are comparable with; a run of part of a file (--limit, --allow-missing)
                         gets "(N of M units)" appended, so it never lines up with a full-protocol number
@@ -23,6 +24,8 @@ Long-table columns (`paper_results`, `load_records`, `results_table`):
     model_type          "vision-only" / "vision-language"
     metric, value       e.g. "PCK@0.2", 91.66 (percent, as the paper prints them; -1, COCOeval's
                         'not computable', is kept as it is)
+    low, high           the 95 % interval of `value` (percent), on the headline metric's row of a record that
+                        has a current `interval.json` beside it (`kptllm interval`); NaN elsewhere
   measured rows only (NaN / None on paper rows):
     name                the record's name (`kptllm eval --name`; default: model folder name + short hash)
     benchmark           the `kptllm eval` benchmark; `benchmark_task` its task
@@ -34,6 +37,11 @@ Long-table columns (`paper_results`, `load_records`, `results_table`):
                         so the label says which file it really was
     units_evaluated, units_total   work units scored / units the benchmark has in the file
     limit, boxes, supercategory, code_version, hardware
+    set                 the KeypointWorld set the record is (validation / decision / test), None for others
+
+    set_report(root, "test")          # one row per (task, variant, category): value and 95 % interval (percent)
+    set_report_wide(report)           # a row per record, a column per category: "95.9 [94.8, 96.9]"
+    set_report_markdown(report)       # the same as the Markdown table the docs carry
 
 Records that cannot be read are skipped with a warning naming the file. A record's alias keys
 (`pck@0.2` next to `PCK@0.2`) are not repeated as rows.
@@ -48,12 +56,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from .data.keypointworld import CATEGORY_NAMES
+from .data.keypointworld_sets import set_of
+from .intervals import read_interval  # noqa: F401  (the dashboard reads stored intervals through here)
+
 PAPER_CSV = Path(__file__).with_name("reference") / "paper_results.csv"
 COLUMNS = ["source", "table", "task", "dataset", "setting", "method", "model_type", "metric", "value"]
+INTERVAL = ["low", "high"]
 PROVENANCE = ["name", "benchmark", "benchmark_task", "model", "checkpoint_sha256", "date", "record", "annotations",
               "annotations_sha256", "annotations_label", "units_evaluated", "units_total", "limit", "boxes",
-              "supercategory", "code_version", "hardware"]
-RECORD_COLUMNS = COLUMNS + PROVENANCE
+              "supercategory", "code_version", "hardware", "set"]
+RECORD_COLUMNS = COLUMNS + INTERVAL + PROVENANCE
 
 # the paper CSV spells some names in two ways
 METHOD_ALIASES = {"Finetune": "Fine-tune", "Fine tune": "Fine-tune", "fine-tune": "Fine-tune"}
@@ -105,14 +118,24 @@ def _default_name(record: dict) -> str:
 
 def keypointworld_dataset(record: dict) -> str:
     """'KeypointWorld seed 424242' (', off-centre' for the shifted copies), from the description the
-    synthesised file carries; the annotation file's label for files without one."""
+    synthesised file carries, with its set when it is one ('KeypointWorld test set, seed 271828'); the
+    annotation file's label for files without one."""
     description = record.get("annotations_description") or ""
     seed = re.search(r"seed (\d+)", description)
     if not seed:
         return f"KeypointWorld {record.get('annotations_label') or Path(record.get('annotations', '')).name}".strip()
     version = re.match(r"KeypointWorld v(\d+),", description)
     world = f"KeypointWorld v{version.group(1)}" if version else "KeypointWorld"
-    return f"{world} seed {seed.group(1)}" + (", off-centre" if "off-centre" in description else "")
+    named = record_set(record)
+    return (f"{world} {named} set, seed {seed.group(1)}" if named else f"{world} seed {seed.group(1)}") + \
+        (", off-centre" if "off-centre" in description else "")
+
+
+def record_set(record: dict) -> str | None:
+    """The KeypointWorld set a record is: its `set` field, or (records before the field) its file's description."""
+    if record.get("benchmark") != "keypointworld":
+        return None
+    return record.get("set") or set_of(record.get("annotations_description"))
 
 
 def _record_rows(path: Path, record: dict) -> list[dict]:
@@ -150,15 +173,18 @@ def _record_rows(path: Path, record: dict) -> list[dict]:
                   "units_evaluated": evaluated, "units_total": total, "limit": record.get("limit"),
                   "boxes": record.get("boxes") or (f"detector {record['detector']}" if record.get("detector") else None),
                   "supercategory": record.get("supercategory"),
-                  "code_version": record.get("code_version"), "hardware": record.get("hardware")}
+                  "code_version": record.get("code_version"), "hardware": record.get("hardware"),
+                  "set": record_set(record)}
+    spread = read_interval(path.parent, record) or {}
     rows = []
     for metric, value in record["metrics"].items():
         if ALIASES.get(metric) in record["metrics"]:
             continue
         scaled = float(value) * 100 if value is not None and value >= 0 else value
+        low, high = (spread["low"] * 100, spread["high"] * 100) if spread.get("metric") == metric else (None, None)
         rows.append({"source": "measured", "table": "", "task": paper_task, "dataset": dataset, "setting": setting,
                      "method": provenance["name"], "model_type": "vision-language", "metric": metric,
-                     "value": scaled, **provenance})
+                     "value": scaled, "low": low, "high": high, **provenance})
     return rows
 
 
@@ -184,6 +210,8 @@ def load_records(root: str | Path) -> pd.DataFrame:
 def _integers(table: pd.DataFrame) -> pd.DataFrame:
     for column in ("units_evaluated", "units_total", "limit"):
         table[column] = pd.to_numeric(table[column]).astype("Int64")
+    for column in INTERVAL:
+        table[column] = pd.to_numeric(table[column]).astype(float)
     return table
 
 
@@ -240,3 +268,74 @@ def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
     wide = wide[order].astype(float).round(2)
     wide.attrs["provenance"] = provenance(table)
     return wide
+
+
+# ----------------------------------------------------------------------------------------- a set's report
+REPORT = ["set", "task", "variant", "category", "metric", "value", "low", "high", "units", "record"]
+TASK_LABELS = {"text": "text", "visual": "visual 1-shot", "semantic": "semantic"}
+
+
+def set_report(root: str | Path, set_name: str = "test") -> pd.DataFrame:
+    """The records of one KeypointWorld set under `root` with their stored 95 % intervals: one row per (task,
+    variant plain / off-centre, category "all" or a category name), values in percent. Records without a
+    current `interval.json` give their value and no interval."""
+    rows = []
+    for path in sorted(Path(root).rglob("record.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record_set(record) != set_name:
+            continue
+        spread = read_interval(path.parent, record)
+        metric = record.get("headline_metric")
+        variant = "off-centre" if "off-centre" in (record.get("annotations_description") or "") else "plain"
+        task = TASK_LABELS.get(record.get("task"), record.get("task"))
+        base = {"set": set_name, "task": task, "variant": variant, "metric": metric, "record": str(path)}
+        if spread:
+            parts = [("all", spread)] + list(spread["per_category"].items())
+        else:
+            parts = [("all", {"value": record["metrics"][metric], "units": record.get("units")})] + \
+                [(name, {"value": c.get(metric)}) for name, c in sorted((record.get("per_category") or {}).items())]
+        for category, c in parts:
+            percent = {k: (c[k] * 100 if c.get(k) is not None else None) for k in ("value", "low", "high")}
+            rows.append({**base, "category": category, **percent, "units": c.get("units")})
+    table = pd.DataFrame(rows, columns=REPORT)
+    order = {label: i for i, label in enumerate(["plain", "off-centre", *TASK_LABELS.values(), "all", *CATEGORY_NAMES])}
+    return table.sort_values(["variant", "task", "category"], key=lambda col: col.map(lambda v: order.get(v, len(order))),
+                             kind="stable").reset_index(drop=True)
+
+
+def set_report_wide(report: pd.DataFrame) -> pd.DataFrame:
+    """`set_report` as one table: a row per record (task, variant, metric, objects), a column per category
+    ("all" first, then the world's order), cells 'value [low, high]' in percent with one decimal."""
+    if report.empty:
+        return pd.DataFrame(columns=["record", "all"])
+    present = set(report["category"])
+    categories = ["all"] + [c for c in CATEGORY_NAMES if c in present] + \
+        sorted(c for c in present if c not in CATEGORY_NAMES and c != "all")
+    rows = []
+    for (variant, task, metric), part in report.groupby(["variant", "task", "metric"], sort=False):
+        cells = part.set_index("category")
+        units = cells.loc["all", "units"] if "all" in cells.index else None
+        label = f"{task}{', off-centre' if variant == 'off-centre' else ''} ({metric}" + \
+            (f", {int(units)} objects)" if pd.notna(units) else ")")
+        row = {"record": label}
+        for category in categories:
+            if category not in cells.index:
+                row[category] = "-"
+                continue
+            c = cells.loc[category]
+            row[category] = f"{c['value']:.1f}" + (f" [{c['low']:.1f}, {c['high']:.1f}]" if pd.notna(c["low"]) else "")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["record", *categories])
+
+
+def set_report_markdown(report: pd.DataFrame) -> str:
+    """`set_report_wide` as the Markdown table the docs carry (tests check the docs hold it as it is)."""
+    wide = set_report_wide(report)
+    if report.empty:
+        return ""
+    lines = ["| " + " | ".join(wide.columns) + " |", "|---|" + "---|" * (len(wide.columns) - 1)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in wide.itertuples(index=False)]
+    return "\n".join(lines)

@@ -29,10 +29,11 @@ from .checks import cached_file_sha256, check_keypoint_names, check_metric_libra
 from .checks import missing_images_message
 from .data import KeypointDataset
 from .data.keypointworld import description_version
+from .data.keypointworld_sets import set_of
 from .data.semantic_labels import load as load_semantic_labels
 from .detected_boxes import BOX_THRESHOLD, cached_detections, detector_label, detector_sha256, match_objects
 
-RECORD_VERSION = 3  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file (+ annotations_description, optional)
+RECORD_VERSION = 4  # 2: name, units_evaluated/units_total, images_missing, annotations_label; 3: images, episodes, seed, constrained, semantic_labels_file (+ annotations_description, optional); 4: set (KeypointWorld sets)
 
 
 def checkpoint_hash(model: str) -> str | None:
@@ -329,6 +330,8 @@ def run_benchmark(model: str, benchmark: str, annotations: str, images: str, out
         "annotations_description": dataset.description or None,
         **({"world_version": description_version(dataset.description)}
            if benchmark == "keypointworld" and description_version(dataset.description) else {}),
+        # which KeypointWorld set (validation / decision / test) the file is, None for other files
+        "set": set_of(dataset.description) if benchmark == "keypointworld" else None,
         "supercategory": supercategory, "boxes": str(boxes) if boxes else None,
         "boxes_sha256": settings.get("boxes_sha256"),
         **({"detector": settings["detector"], "detector_sha256": settings["detector_sha256"],

@@ -20,7 +20,7 @@ def _choices(table: pd.DataFrame, column: str) -> list[str]:
 
 LEGEND_CHARS = 28  # longer method names are cut in the legend (the full name is in the hover)
 # the table's columns, values first, so that they show at 1280 px without scrolling sideways
-TABLE_ORDER = ["method", "metric", "value", "n", "dataset", "setting", "task", "source", "record"]
+TABLE_ORDER = ["method", "metric", "value", "low", "high", "n", "set", "dataset", "setting", "task", "source", "record"]
 
 
 def short_name(name: str, limit: int = LEGEND_CHARS) -> str:
@@ -102,13 +102,17 @@ def provenance() -> pd.DataFrame:
 
 def breakdown(path: str | None):
     record = data.read_record(path)  # read once for the tables, the chart and the error kinds
-    categories, keypoints = data.breakdowns(record)
+    categories, keypoints = data.breakdowns(record, path)
     chart = px.bar(title="No per-category numbers in this record")
     if not categories.empty:
-        metrics = [c for c in categories.columns if c != "category" and c not in data.COUNT_KEYS]
+        metrics = [c for c in categories.columns if c not in ("category", "low", "high") and c not in data.COUNT_KEYS]
         wanted = data.headline(record)
         metric = wanted if wanted in metrics else metrics[0]
-        chart = px.bar(categories, x="category", y=metric, title=f"{metric} per category (%)", hover_data=categories.columns)
+        bars = {}
+        if metric == wanted and "low" in categories:  # the stored 95 % interval of the headline, as error bars
+            bars = {"error_y": categories["high"] - categories[metric], "error_y_minus": categories[metric] - categories["low"]}
+        chart = px.bar(categories, x="category", y=metric, title=f"{metric} per category (%)" +
+                       (", 95 % intervals" if bars else ""), hover_data=categories.columns, **bars)
         chart.update_layout(height=360)
     kinds, confusions = data.semantic_errors(record)
     return categories, keypoints, chart, kinds, confusions
@@ -120,6 +124,10 @@ def build() -> None:
     gr.Markdown("Paper numbers (KptLLM++ paper, Tables 1-16) next to the numbers measured with `kptllm eval` "
                 "(records under `results/`). Values in percent. Measured KeypointWorld numbers are **not** "
                 "comparable to the paper's benchmarks: different data and a 8.7 M-parameter model.")
+    with gr.Accordion("Test set: the reported numbers (95 % intervals, per category)", open=True):
+        gr.Markdown(data.set_note() + " Cells: value [95 % interval], percent; the interval is a bootstrap over "
+                    "objects (`kptllm interval`, the resampling of `kptllm compare`).")
+        gr.Dataframe(data.reported_set_table(), interactive=False, wrap=True, elem_id="bench-test-set")
     view = data.default_view(table)
     if view["methods"]:
         gr.Markdown("Opens on the measured records beside the paper's own methods (KptLLM, KptLLM++) on the same tasks "

@@ -162,7 +162,7 @@ def export_selection(record, against=NONE, order="worst", category=None, keypoin
     gallery, other, pairs = _select(record, against, order, category, keypoint, count)
     if not pairs:
         raise refuse("No units match the filters: nothing to export.")
-    stem = f"kptllm-gallery-{Path(record).name}" + (f"-vs-{Path(against).name}" if other else "")
+    stem = "kptllm-gallery-" + "-".join(Path(record).parts) + ("-vs-" + "-".join(Path(against).parts) if other else "")
     selection = {"order": order, "category": category or None, "keypoint": keypoint or None, "count": len(pairs)}
     png, js = export(pairs, gallery, request_folder() / f"{stem}.png", other, TILE_PX, 6, keypoint or None, selection)
     info = json.loads(js.read_text())
@@ -182,7 +182,7 @@ def _categories_in(name: str | None) -> list[str]:
 def build(accordion: gr.Accordion | None = None) -> None:
     """The gallery's controls; with `accordion`, opening it the first time shows the default view."""
     folders = record_folders()
-    first = "keypointworld-visual" if "keypointworld-visual" in folders else (folders[0] if folders else None)
+    first = "decision/keypointworld-visual" if "decision/keypointworld-visual" in folders else (folders[0] if folders else None)
     gr.Markdown("Every unit behind a measured number: the query object with its ground truth (white ring) and the "
                 "model's answer (green within PCK@0.2, red beyond, the line is the error; semantic records write a "
                 "wrong name beside the point). Pick a second record (B) to see both on the same units, with their "

@@ -3,7 +3,8 @@
     python -m evaluation.training.validate --model runs/kw/model --objects 40
 
 Training draws item i from `default_rng([train_seed, i])`; this check draws scene i from
-`default_rng([HELD_OUT_SEED, i])` (HELD_OUT_SEED is far from any training seed). Metrics: PCK@0.2 of
+`default_rng([HELD_OUT_SEED, i])`: the validation set of `evaluation.data.keypointworld_sets`, the one set
+that chooses checkpoints (how many objects: training's `validate_objects`). Metrics: PCK@0.2 of
 max(w, h) of the object box for text- and visual-prompt detection (support = the same category in
 another held-out scene), accuracy of the named keypoint for semantic understanding (visible keypoints:
 an occluded one's pixel shows something else, as in the benchmark). The benchmark
@@ -19,8 +20,9 @@ import numpy as np
 
 from ..data.keypointworld import DEFAULT_VERSION, Scene, render_scene
 from ..data.keypointworld import off_centre as off_centre_scene
+from ..data.keypointworld_sets import VALIDATION
 
-HELD_OUT_SEED = 900_001
+HELD_OUT_SEED = VALIDATION.seed  # the checkpoint-choosing seed (900001)
 
 
 def held_out_objects(count: int, seed: int, version: int | None = None):

@@ -273,7 +273,7 @@ def test_gallery_opens_sorts_and_exports(page):
     finally:
         page.screenshot(path=str(page.shots / "gallery_export.png"), full_page=True)
     names = page.locator("#gal-files").inner_text().replace("\n", "")  # Gradio shows the extension apart
-    assert "kptllm-gallery-keypointworld-visual.png" in names and "kptllm-gallery-keypointworld-visual.json" in names
+    assert "kptllm-gallery-decision-keypointworld-visual.png" in names and "kptllm-gallery-decision-keypointworld-visual.json" in names
 
 
 def _drag(page, image, start, end):

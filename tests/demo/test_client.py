@@ -209,7 +209,7 @@ def test_benchmarks_endpoints(client):
 
 
 def test_benchmarks_breakdown_of_a_semantic_record(client):
-    record = "keypointworld-semantic/record.json"  # records are named relative to results/ (no server paths)
+    record = "decision/keypointworld-semantic/record.json"  # records are named relative to results/ (no server paths)
     categories, keypoints, _, kinds, confusions = client.predict(record, api_name="/benchmarks_breakdown")
     assert {row[0] for row in _table(categories)} >= {"person", "quadruped", "face"}
     assert len(_table(keypoints)) > 17
@@ -224,7 +224,7 @@ def test_breakdown_of_a_visual_record_keeps_counts_and_charts_the_headline():
     """Counts (`queries`) stay counts, metric values become percent, and the chart shows the record's headline."""
     from demo.tabs.benchmarks import breakdown
 
-    path = RESULTS_DIR / "keypointworld-visual" / "record.json"
+    path = RESULTS_DIR / "decision/keypointworld-visual" / "record.json"
     record = json.loads(path.read_text())
     categories, *_ = breakdowns(str(path))
     for row in categories.to_dict("records"):
@@ -241,7 +241,7 @@ def test_a_run_named_like_a_paper_method_is_not_merged_with_it(tmp_path):
 
     run = tmp_path / "coco-run"
     run.mkdir()
-    record = json.loads((RESULTS_DIR / "keypointworld-text" / "record.json").read_text())
+    record = json.loads((RESULTS_DIR / "decision/keypointworld-text" / "record.json").read_text())
     record.update(name="KptLLM++", benchmark="coco", metrics={"AP": 0.123}, headline_metric="AP", per_category={},
                   per_keypoint={})
     (run / "record.json").write_text(json.dumps(record))
@@ -258,17 +258,17 @@ def test_a_run_named_like_a_paper_method_is_not_merged_with_it(tmp_path):
 def test_breakdowns_read_only_records_under_results(tmp_path):
     """The breakdown endpoint takes a path from the client: nothing but results/**/record.json is read."""
     outside = tmp_path / "record.json"
-    outside.write_text((RESULTS_DIR / "keypointworld-semantic" / "record.json").read_text())
-    linked = RESULTS_DIR / "keypointworld-semantic" / "linked-outside"
+    outside.write_text((RESULTS_DIR / "decision/keypointworld-semantic" / "record.json").read_text())
+    linked = RESULTS_DIR / "decision/keypointworld-semantic" / "linked-outside"
     linked.symlink_to(tmp_path, target_is_directory=True)
     try:
         for path in (outside, RESULTS_DIR.joinpath(*[".."] * (len(RESULTS_DIR.parts) - 1), *outside.parts[1:]), linked / "record.json",
-                     RESULTS_DIR / "keypointworld-semantic" / "run.json",
+                     RESULTS_DIR / "decision/keypointworld-semantic" / "run.json",
                      RESULTS_DIR.parent / "assets" / "kptllm-keypointworld" / "config.json"):
             assert all(frame.empty for frame in (*breakdowns(str(path)), *semantic_errors(str(path)))), path
     finally:
         linked.unlink()
-    assert not semantic_errors(str(RESULTS_DIR / "keypointworld-semantic" / "record.json"))[0].empty
+    assert not semantic_errors(str(RESULTS_DIR / "decision/keypointworld-semantic" / "record.json"))[0].empty
 
 
 def test_parameters_have_names_and_take_keywords(client):
@@ -366,7 +366,7 @@ def test_a_measured_number_sits_next_to_the_paper_s_on_the_same_protocol(tmp_pat
 
     run = tmp_path / "coco-run"
     run.mkdir()
-    record = json.loads((RESULTS_DIR / "keypointworld-text" / "record.json").read_text())
+    record = json.loads((RESULTS_DIR / "decision/keypointworld-text" / "record.json").read_text())
     record.update(name="my-model", benchmark="coco", metrics={"AP": 0.123}, headline_metric="AP", per_category={},
                   per_keypoint={}, counts={"instances": 6352, "keypoints": 50000, "unparsed": 3})
     (run / "record.json").write_text(json.dumps(record))
@@ -385,27 +385,27 @@ def test_gallery_endpoints(client):
     of `kptllm compare`, and export the selection as a PNG grid plus JSON."""
     from evaluation.compare import compare, load_run
 
-    items, status = client.predict("keypointworld-visual", "(none)", "worst", None, None, 12,
+    items, status = client.predict("decision/keypointworld-visual", "(none)", "worst", None, None, 12,
                                    api_name="/benchmarks_gallery")[:2]
-    assert len(items) == 12 and "12 of 108 units" in status
+    assert len(items) == 12 and "12 of 523 units" in status
     scores = [float(re.search(r"PCK@0\.2 ([0-9.]+)", item["caption"])[1]) for item in items]
     assert scores == sorted(scores)
-    items = client.predict("keypointworld-visual", "keypointworld-offcentre-visual", "loss", "person",
+    items = client.predict("decision/keypointworld-visual", "decision/keypointworld-offcentre-visual", "loss", "person",
                            None, 60, api_name="/benchmarks_gallery")[0]
     assert items and all(item["caption"].startswith("person") for item in items)
     differences = [float(re.search(r"B - A ([-+0-9.]+)", item["caption"])[1]) for item in items]
     assert differences == sorted(differences)
-    line = client.predict("keypointworld-visual", "keypointworld-offcentre-visual", api_name="/benchmarks_paired_difference")
-    c = compare(load_run(RESULTS_DIR / "keypointworld-visual"), load_run(RESULTS_DIR / "keypointworld-offcentre-visual"))
+    line = client.predict("decision/keypointworld-visual", "decision/keypointworld-offcentre-visual", api_name="/benchmarks_paired_difference")
+    c = compare(load_run(RESULTS_DIR / "decision/keypointworld-visual"), load_run(RESULTS_DIR / "decision/keypointworld-offcentre-visual"))
     assert f"{100 * c.difference:+.2f}" in line and f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}]" in line
-    assert "108 paired units" in line
-    files = client.predict("keypointworld-semantic", "(none)", "worst", "quadruped", None, 8,
+    assert "523 paired units" in line
+    files = client.predict("decision/keypointworld-semantic", "(none)", "worst", "quadruped", None, 8,
                            api_name="/benchmarks_gallery_export")
     png = next(f for f in files if f.endswith(".png"))
     info = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
-    assert Path(png).name == "kptllm-gallery-keypointworld-semantic.png" and info["grid"] == Path(png).name
+    assert Path(png).name == "kptllm-gallery-decision-keypointworld-semantic.png" and info["grid"] == Path(png).name
     assert len(info["entries"]) == 8 and {e["category"] for e in info["entries"]} == {"quadruped"}
     with pytest.raises(Exception, match="pick a second record"):
-        client.predict("keypointworld-visual", "(none)", "gain", None, None, 12, api_name="/benchmarks_gallery")
+        client.predict("decision/keypointworld-visual", "(none)", "gain", None, None, 12, api_name="/benchmarks_gallery")
     with pytest.raises(Exception, match="not in the list of choices|No record named"):  # Gradio's check, then ours
         client.predict("../../etc", "(none)", "worst", None, None, 12, api_name="/benchmarks_gallery")

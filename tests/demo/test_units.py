@@ -446,7 +446,7 @@ def test_the_benchmarks_tab_opens_on_the_measured_records_beside_the_paper_s_own
     rows = filter_table(table, view["tasks"], [], view["metrics"], view["methods"])
     measured = rows[rows["source"] == "measured"]
     assert set(measured["task"]) == {"text_prompt", "visual_prompt", "semantic_understanding"}
-    assert len(measured) == len(list((ROOT / "results").glob("keypointworld-*/record.json"))) and len(rows) <= MAX_BARS
+    assert len(measured) == len(list((ROOT / "results").glob("*/keypointworld-*/record.json"))) and len(rows) <= MAX_BARS
     assert {"KptLLM", "KptLLM++"} == set(rows.loc[rows["source"] == "paper", "method"])
     assert set(rows["metric"]) == {"PCK@0.2", "accuracy"}
 
@@ -494,7 +494,7 @@ def test_a_record_whose_data_is_gone_is_refused_without_server_paths(tmp_path, m
     from demo import benchmarks
     from demo.tabs import gallery
 
-    shipped = ROOT_RESULTS / "keypointworld-text"
+    shipped = ROOT_RESULTS / "decision" / "keypointworld-text"
     mine = tmp_path / "results" / "mp100-mine"
     shutil.copytree(shipped, mine)
     record = json.loads((mine / "record.json").read_text())

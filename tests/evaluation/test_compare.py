@@ -9,6 +9,7 @@ import pytest
 
 from evaluation.cli import main
 from evaluation.compare import compare, load_run
+from evaluation.intervals import interval, read_interval, write_interval
 from evaluation.runner import run_benchmark
 
 
@@ -128,7 +129,66 @@ def test_the_shipped_records_carry_their_chunks():
     """README and model card show `kptllm compare` on results/: a clone needs the chunks of every shipped record
     (CI runs on a copy of the tracked files only, so there this fails if they are not in git)."""
     root = Path(__file__).resolve().parents[2]
-    records = list(root.glob("results/*/record.json"))
+    records = list(root.glob("results/**/record.json"))
     assert records
     for record in records:
         assert any((record.parent / "chunks").glob("*.json")), record.parent
+
+
+def test_a_record_s_interval_is_compare_s_bootstrap_of_that_run(runs):
+    """On the same units, samples and seed, one record's percentile interval is what compare's resampling gives
+    for that run: against B = every answer right (PCK 1 on any resample), compare's B - A is 1 - A per
+    resample, so its interval is 1 - A's, mirrored; and both equal an independent transcription."""
+    a, _, b_all, annotations = runs
+    run = load_run(a)
+    got = interval(run, samples=300, seed=3)
+    against_truth = compare(run, load_run(b_all), samples=300, seed=3)
+    assert (got["low"], got["high"]) == pytest.approx((1 - against_truth.high, 1 - against_truth.low), abs=1e-12)
+    assert got["value"] == pytest.approx(against_truth.a) and got["units"] == against_truth.units
+    hits = _hits(a, annotations)
+    n = len(hits)
+    rng = np.random.default_rng(3)
+    draws = [rng.integers(0, n, n) for _ in range(300)]
+    values = [sum(sum(hits[i]) for i in idx) / sum(len(hits[i]) for i in idx) for idx in draws]
+    assert (got["low"], got["high"]) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+    assert got["low"] <= got["value"] <= got["high"] and got["low"] < got["high"]
+
+
+def test_per_category_intervals_resample_each_category_s_units(runs):
+    a, _, _, annotations = runs
+    run = load_run(a)
+    got = interval(run, samples=200, seed=5)
+    anns = {x["id"]: x for x in json.loads(annotations.read_text())["annotations"]}
+    names = {c["id"]: c["name"] for c in json.loads(annotations.read_text())["categories"]}
+    counts = {}
+    for key in run.predictions:
+        counts[names[anns[int(key)]["category_id"]]] = counts.get(names[anns[int(key)]["category_id"]], 0) + 1
+    assert {c: v["units"] for c, v in got["per_category"].items()} == counts
+    for name, c in got["per_category"].items():
+        assert c["value"] == pytest.approx(run.record["per_category"][name]["PCK@0.2"])  # the record's own breakdown
+        assert c["low"] <= c["value"] <= c["high"]
+    one = next(iter(got["per_category"]))  # a category's interval: that category's units alone, compare's draw
+    keys = [k for k in run.predictions if names[anns[int(k)]["category_id"]] == one]
+    rng = np.random.default_rng(5)
+    values = [run.metric([keys[i] for i in rng.integers(0, len(keys), len(keys))], "PCK@0.2") for _ in range(200)]
+    assert (got["per_category"][one]["low"], got["per_category"][one]["high"]) == pytest.approx(
+        tuple(np.percentile(values, [2.5, 97.5])))
+
+
+def test_an_interval_is_stored_beside_its_record_and_goes_stale_with_it(runs, tmp_path, capsys):
+    a, *_ = runs
+    mine = tmp_path / "a"
+    shutil.copytree(a, mine)
+    assert read_interval(mine) is None
+    assert main(["interval", str(mine), "--samples", "40"]) == 0
+    printed = capsys.readouterr().out
+    stored = read_interval(mine)
+    assert stored and stored["samples"] == 40 and stored == interval(load_run(mine), samples=40)
+    assert f"[{stored['low']:.4f}, {stored['high']:.4f}]" in printed
+    record = json.loads((mine / "record.json").read_text())
+    (mine / "record.json").write_text(json.dumps({**record, "date": "2030-01-01T00:00:00+00:00"}))  # scored again
+    assert read_interval(mine) is None
+    write_interval(load_run(mine), interval(load_run(mine), samples=10))
+    assert read_interval(mine)["samples"] == 10
+    assert main(["interval", str(mine), "--metric", "AP"]) == 2
+    assert "not offered" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from evaluation.gallery import Entry, Gallery, load_gallery, select
 from evaluation.gallery_render import GOOD, TRUTH, draw, export
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-SHIPPED = sorted(p.parent.name for p in RESULTS.glob("keypointworld-*/record.json"))
+SHIPPED = sorted(p.parent.relative_to(RESULTS).as_posix() for p in RESULTS.glob("*/keypointworld-*/record.json"))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -77,7 +77,7 @@ def test_a_missing_image_is_drawn_grey_and_listed(tmp_path):
 
 
 def test_selection_sorts_filters_and_pairs():
-    visual, offcentre = load_gallery(RESULTS / "keypointworld-visual"), load_gallery(RESULTS / "keypointworld-offcentre-visual")
+    visual, offcentre = load_gallery(RESULTS / "decision/keypointworld-visual"), load_gallery(RESULTS / "decision/keypointworld-offcentre-visual")
     worst = [a.score for a, _ in select(visual, "worst")]
     assert worst == sorted(worst) and len(worst) == len(visual.entries)
     assert [a.score for a, _ in select(visual, "best", limit=5)] == sorted(worst, reverse=True)[:5]
@@ -95,20 +95,20 @@ def test_selection_sorts_filters_and_pairs():
     with pytest.raises(ValueError, match="pick a second record"):
         select(visual, "gain")
     with pytest.raises(ValueError, match="differ in task"):
-        select(visual, against=load_gallery(RESULTS / "keypointworld-semantic"))
+        select(visual, against=load_gallery(RESULTS / "decision/keypointworld-semantic"))
     with pytest.raises(ValueError, match="unknown order"):
         select(visual, "random")
 
 
 def test_semantic_entries_name_their_answers():
-    gallery = load_gallery(RESULTS / "keypointworld-semantic")
+    gallery = load_gallery(RESULTS / "decision/keypointworld-semantic")
     wrong = [(e, k) for e in gallery.entries for k in range(len(e.names)) if e.counted[k] and not e.correct[k]]
     assert wrong and all(e.answers[k] != e.expected[k] for e, k in wrong)
     assert all(e.counted.any() for e, _ in select(gallery, "worst"))  # units with nothing asked are left out
 
 
 def test_export_writes_the_grid_and_the_same_entries_as_json(tmp_path):
-    visual, offcentre = load_gallery(RESULTS / "keypointworld-visual"), load_gallery(RESULTS / "keypointworld-offcentre-visual")
+    visual, offcentre = load_gallery(RESULTS / "decision/keypointworld-visual"), load_gallery(RESULTS / "decision/keypointworld-offcentre-visual")
     pairs = select(visual, "worst", limit=7)
     png, js = export(pairs, visual, tmp_path / "worst.png", size=64, columns=3, selection={"order": "worst"})
     assert Image.open(png).size == (3 * 70 + 6, 3 * (64 + 34 + 6) + 6)
@@ -127,13 +127,13 @@ def test_export_writes_the_grid_and_the_same_entries_as_json(tmp_path):
 
 def test_show_command(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert main(["show", str(RESULTS / "keypointworld-text"), "--worst", "5", "--category", "quadruped",
+    assert main(["show", str(RESULTS / "decision/keypointworld-text"), "--worst", "5", "--category", "quadruped",
                  "--out", str(out), "--size", "96"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["entries"] == 5 and out.is_file() and out.with_suffix(".json").is_file()
     entries = json.loads(out.with_suffix(".json").read_text())["entries"]
     assert {e["category"] for e in entries} == {"quadruped"}
-    assert main(["show", str(RESULTS / "keypointworld-text"), "--keypoint", "beak", "--out", str(out)]) == 2
+    assert main(["show", str(RESULTS / "decision/keypointworld-text"), "--keypoint", "beak", "--out", str(out)]) == 2
     assert "no counted keypoint 'beak'" in capsys.readouterr().err
     assert main(["show", str(tmp_path), "--out", str(out)]) == 2
     assert "not a finished" in capsys.readouterr().err
@@ -142,8 +142,8 @@ def test_show_command(tmp_path, capsys):
 def test_a_visual_unit_keeps_its_supports_marked_where_the_query_is_scored():
     from evaluation.gallery_render import MARK, draw_support
 
-    gallery = load_gallery(RESULTS / "keypointworld-visual")
-    run = load_run(RESULTS / "keypointworld-visual")
+    gallery = load_gallery(RESULTS / "decision/keypointworld-visual")
+    run = load_run(RESULTS / "decision/keypointworld-visual")
     entry = gallery.entries[0]
     unit = run.units[entry.key]
     assert [s.ann_id for s in entry.supports] == unit["support_ids"] and entry.supports[0].image is not None

@@ -21,7 +21,7 @@ def _sha(path) -> str:
 
 
 def test_version_1_files_are_the_ones_the_records_were_scored_on(tmp_path):
-    record = json.loads((RESULTS / "keypointworld-text" / "record.json").read_text())
+    record = json.loads((RESULTS / "decision" / "keypointworld-text" / "record.json").read_text())
     n, seed, offcentre = parse_description(record["annotations_description"])
     assert description_version(record["annotations_description"]) == 1  # records made before versions existed
     path = write_dataset(tmp_path / "v1", n, seed, offcentre=offcentre)
