@@ -21,6 +21,8 @@ from pathlib import Path
 from kptllm.detection import box_iou, load_detector
 
 from .data import KeypointDataset
+from .data.keypointworld import description_version
+from .data.keypointworld_sets import set_of
 from .metrics import box_ap
 
 MATCH_IOU = 0.5
@@ -137,6 +139,7 @@ def run_detection_benchmark(detector: str | None, annotations: str, images: str,
         "task": "detection", "shots": None, "limit": None, "annotations": str(annotations), "annotations_sha256": sha,
         "annotations_label": annotations_label(annotations, dataset, sha),
         "annotations_description": dataset.description or None, "images": str(images),
+        "set": set_of(dataset.description), "world_version": description_version(dataset.description),
         "metrics": {k: stats[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")},
         "counts": {"images": len(dataset.images), "objects": len(ground_truth["annotations"]), "detections": len(detections)},
         "per_category": per_category_ap(ground_truth, detections), "headline_metric": "AP",

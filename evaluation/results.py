@@ -287,6 +287,8 @@ def set_report(root: str | Path, set_name: str = "test") -> pd.DataFrame:
             continue
         if not isinstance(record, dict) or record_set(record) != set_name:
             continue
+        if record.get("detector") or record.get("task") == "detection":  # the detector's records: a table of their own
+            continue
         spread = read_interval(path.parent, record)
         metric = record.get("headline_metric")
         variant = "off-centre" if "off-centre" in (record.get("annotations_description") or "") else "plain"

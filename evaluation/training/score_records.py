@@ -15,6 +15,12 @@ offcentre-semantic). Each record says its set (`set` field, from the file's desc
 A candidate is scored on the decision set only (`--sets decision`); the test set is scored once, for the
 model that shipped, after the decision (the rule in keypointworld_sets). Finished records are reused
 (`kptllm eval` resumes), so a second call only fills what is missing.
+
+`--detector NAME_OR_PATH` ("embedded": the detector shipped in assets/) adds, per set, the detector's box AP
+(OUT/detector/<set>/keypointworld-detection and keypointworld-offcentre-detection) and the whole chain's three
+records, every box from that detector (OUT/detector/<set>/keypointworld-<task>, `evaluation.detected_boxes`),
+each with its interval like the others; the ratio to the same task with ground-truth boxes is what issue 27
+asks. They live apart from the set's own six records, which the set's report (`results.set_report`) is.
 """
 
 from __future__ import annotations
@@ -50,10 +56,18 @@ def _model_path(model: str | None) -> str:
     return model
 
 
+def detector_folder(out, set_name: str, task: str, offcentre: bool = False) -> Path:
+    """Where a detector record goes: OUT/detector/<set>/keypointworld-[offcentre-]detection for its box AP,
+    OUT/detector/<set>/keypointworld-<task> for the chain."""
+    return record_folder(Path(out) / "detector", set_name, task, offcentre)
+
+
 def score_records(model: str | None, out, sets=SCORED_SETS, data=DEFAULT_DATA, samples: int = 1000, batch: int = 16,
-                  limit: int | None = None, predictor=None, progress: bool = True) -> dict[str, dict]:
-    """Render (when missing) and score the named sets; {record folder: its interval} (module docstring).
-    `limit`: only the first N units of each record (tests); `predictor`: an already loaded one."""
+                  limit: int | None = None, predictor=None, progress: bool = True,
+                  detector: str | None = None) -> dict[str, dict]:
+    """Render (when missing) and score the named sets; {record folder: its interval} (module docstring; a
+    detector's box-AP records have no interval). `limit`: only the first N units of each record (tests);
+    `predictor`: an already loaded one; `detector`: add the detector's records."""
     from ..compare import load_run
     from ..intervals import interval, write_interval
     from ..runner import run_benchmark
@@ -73,14 +87,25 @@ def score_records(model: str | None, out, sets=SCORED_SETS, data=DEFAULT_DATA, s
         kw_set = SETS[set_name]
         files = {off: kw_set.write(Path(data) / f"{set_name}{'-offcentre' if off else ''}", offcentre=off)
                  for off in (False, True)}
-        for task, off in RUNS:
-            folder = record_folder(out, set_name, task, off)
+        chain = [(task, False, detector) for task in TASKS] if detector is not None else []
+        for task, off, boxes_from in [(task, off, None) for task, off in RUNS] + chain:
+            folder = record_folder(out, set_name, task, off) if boxes_from is None else \
+                detector_folder(out, set_name, task, off)
             run_benchmark(model, "keypointworld", str(files[off]), str(files[off].parent / "images"), str(folder),
-                          task=task, shots=1, predictor=predictor, batch=batch, limit=limit, progress=progress)
+                          task=task, shots=1, predictor=predictor, batch=batch, limit=limit, progress=progress,
+                          detector=boxes_from)
             run = load_run(folder)
             result = interval(run, samples=samples)
             write_interval(run, result)
             done[str(folder)] = result
+        if detector is not None:
+            from ..detected_boxes import run_detection_benchmark
+
+            for off in (False, True):
+                folder = detector_folder(out, set_name, "detection", off)
+                record = run_detection_benchmark(detector, str(files[off]), str(files[off].parent / "images"), str(folder))
+                done[str(folder)] = {"set": set_name, "metric": "AP", "value": record["metrics"]["AP"],
+                                     "low": None, "high": None}
     return done
 
 
@@ -95,16 +120,17 @@ def main(argv=None) -> None:
     parser.add_argument("--sets", nargs="+", default=list(SCORED_SETS), choices=SCORED_SETS,
                         help="which sets (default: decision test; a candidate: decision)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples of the intervals")
+    parser.add_argument("--detector", help="also the detector's box AP and the chain with its boxes ('embedded' or a folder)")
     args = parser.parse_args(argv)
     out = args.out or args.out_arg
     if not out:
         parser.error("give the output folder (OUT or --out)")
     done = score_records(args.model or args.model_arg, out, args.sets, args.data or args.data_arg or DEFAULT_DATA,
-                         args.samples)
+                         args.samples, detector=args.detector)
     for folder, result in done.items():
+        spread = [round(result["low"], 4), round(result["high"], 4)] if result["low"] is not None else None
         print(json.dumps({"record": folder, "set": result["set"], "metric": result["metric"],
-                          "value": round(result["value"], 4),
-                          "interval": [round(result["low"], 4), round(result["high"], 4)]}))
+                          "value": round(result["value"], 4), "interval": spread}))
 
 
 if __name__ == "__main__":

@@ -141,3 +141,26 @@ def test_task_detection_writes_a_box_ap_record(scenes, tmp_path, monkeypatch):
 
     table = load_records(tmp_path)
     assert set(table[table["metric"] == "AP"]["setting"]) == {"box AP"}
+
+
+def test_the_scoring_command_adds_the_detectors_records_apart_from_the_sets_report(tiny_dir, tmp_path, monkeypatch):
+    from evaluation.data.keypointworld_sets import SETS, KeypointWorldSet
+    from evaluation.results import set_report
+    from evaluation.training.detector import DetectorSpec, build_detector
+    from evaluation.training.score_records import TASKS, detector_folder, score_records
+
+    monkeypatch.setitem(SETS, "decision", KeypointWorldSet("decision", SETS["decision"].seed, 3, SETS["decision"].job))
+    folder = tmp_path / "det"
+    build_detector(DetectorSpec(image_size=64, embedding_size=8, hidden_sizes=[8, 16, 16, 32], d_model=16, ffn_dim=32,
+                                heads=2, decoder_layers=1, num_queries=10, num_denoising=0)).save_pretrained(folder)
+    out = tmp_path / "out"
+    done = score_records(str(tiny_dir), out, sets=["decision"], data=tmp_path / "data", samples=20, progress=False,
+                         detector=str(folder))
+    for task in TASKS:
+        record = json.loads((detector_folder(out, "decision", task) / "record.json").read_text())
+        assert record["detector"] == "det" and record["set"] == "decision" and str(detector_folder(out, "decision", task)) in done
+    for off in (False, True):
+        record = json.loads((detector_folder(out, "decision", "detection", off) / "record.json").read_text())
+        assert record["task"] == "detection" and record["set"] == "decision"
+    report = set_report(out, "decision")
+    assert len(report[report["category"] == "all"]) == 6  # the set's own six records only
