@@ -43,6 +43,9 @@ def build_demo(loaded: LoadedModel, detectors: Detectors | None = None, share_bu
             if share_button:  # deep links need a public URL (Spaces or --share)
                 gr.DeepLinkButton(size="sm", scale=0, min_width=160)
         gr.Markdown(loaded.summary, elem_id="model-summary")
+        if loaded.card:  # the header's "model card" link lands here
+            with gr.Accordion("Model card", open=False, elem_id="model-card"):
+                gr.Markdown(loaded.card)
         with gr.Tabs(elem_id="tabs"):
             pages = []
             with gr.Tab("Keypoint semantics (a)", id="semantic") as page:

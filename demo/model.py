@@ -35,6 +35,7 @@ class LoadedModel:
     summary: str  # markdown: which model and what it was trained on
     name: str = ""  # what visitors see and exports carry: never a server path (`public_model_name`)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    card: str = ""  # the model card (markdown) shown folded under the header; "" when there is none
 
 
 def resolve_model(model: str | None) -> str | None:
@@ -58,6 +59,13 @@ def is_embedded(loaded: LoadedModel) -> bool:
         return False
 
 
+def model_card_text(path: str | Path | None) -> str:
+    """The model card (README.md beside the weights) as markdown, "" when there is none."""
+    folder = Path(path) if path is not None else EMBEDDED_MODEL_DIR
+    card = folder / "README.md" if folder.is_dir() else None
+    return card.read_text(encoding="utf-8") if card is not None and card.is_file() else ""
+
+
 def model_card_summary(path: str | Path | None) -> str:
     """One paragraph: the model's name and what it was trained on, from its model card (README.md)."""
     folder = Path(path) if path is not None else EMBEDDED_MODEL_DIR
@@ -70,7 +78,7 @@ def model_card_summary(path: str | Path | None) -> str:
     title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("# ")), name)
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip() and not p.lstrip().startswith(("#", "|", "```"))]
     first = " ".join(paragraphs[0].split()) if paragraphs else ""
-    return f"**Model:** `{title}` — {first}"
+    return f"**Model:** `{title}` — {first} ([model card](#model-card))"
 
 
 def load_model(model: str | None = None, device: str | None = None) -> LoadedModel:
@@ -79,7 +87,8 @@ def load_model(model: str | None = None, device: str | None = None) -> LoadedMod
     predictor = KeypointPredictor.from_pretrained(source, device=device)
     summary = model_card_summary(source)
     summary += f"  \n*Running on {predictor.device.type.upper()}, {str(predictor.model.dtype).replace('torch.', '')}.*"
-    return LoadedModel(predictor, source or str(EMBEDDED_MODEL_DIR), summary, name=public_model_name(source))
+    return LoadedModel(predictor, source or str(EMBEDDED_MODEL_DIR), summary, name=public_model_name(source),
+                       card=model_card_text(source))
 
 
 def file_sha256(path: Path, limit: int = 1 << 30) -> str | None:

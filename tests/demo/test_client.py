@@ -45,6 +45,13 @@ def test_no_outbound_network(app):
 def test_page_names_the_model(app):
     _, loaded, _ = app
     assert "KeypointWorld" in loaded.summary and "not real photographs" in loaded.summary
+    # the header is the card's first paragraph, one or two sentences, and links the card folded under it
+    first = loaded.summary.split(" — ", 1)[1].split(" ([model card]")[0]
+    assert first.count(". ") + 1 <= 2 and len(first) < 400, first
+    assert "([model card](#model-card))" in loaded.summary
+    config = httpx.get(app[0] + "config", timeout=30).json()
+    assert any(c.get("props", {}).get("elem_id") == "model-card" for c in config["components"])
+    assert "## History" in loaded.card
 
 
 def test_detect_text_matches_predictor_and_exports(app, client):
