@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -16,6 +17,12 @@ from .inputs import xywh_to_xyxy
 from .render import annotate
 
 MIN_SCORE = 0.05  # results below this confidence are hidden unless the user moves the slider
+
+
+def image_buttons() -> list[str]:
+    """The buttons on a shown image: sharing works only on Hugging Face Spaces (elsewhere Gradio's share icon
+    answers "Must be on Spaces to share"), so it is offered only there."""
+    return ["download", "share", "fullscreen"] if os.environ.get("SPACE_ID") else ["download", "fullscreen"]
 TABLE_COLUMNS = ["object", "#", "keypoint", "x", "y", "score", "model says", "shown"]
 
 

@@ -14,7 +14,7 @@ from .. import clickbox
 from ..boxes import Detectors, as_box, box_holding, found_note
 from ..inputs import BOX_LABEL, ImageInput, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_describe
-from ..views import Outcome, box_note, escape_markdown, present
+from ..views import Outcome, box_note, escape_markdown, image_buttons, present
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
@@ -96,7 +96,8 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
                             value=POINT, label="A click on the image sets", elem_id="sem-mode")
             run = gr.Button("What keypoint is this?", variant="primary", elem_id="sem-run")
         with gr.Column():
-            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="sem-result")
+            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="sem-result",
+                                 buttons=image_buttons())
             answer = gr.Markdown(elem_id="sem-answer")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="sem-png")
@@ -107,6 +108,7 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     def describe_point(mode, image, x, y, box):
         return describe(loaded, detectors, image, x, y, box) if mode == POINT else (gr.skip(),) * len(outputs)
 
+    run.click(lambda: "", None, answer, queue=False, api_visibility="private")  # an error must not leave the last answer
     run.click(fn, [image, x, y, bbox], outputs, api_name="describe", concurrency_id="model")
     corner = clickbox.wire(image, bbox, name="semantic-box.png", clicks=False)
     image.select(clicked, [mode, image, bbox, corner], [x, y, bbox, corner, image], queue=False,

@@ -13,7 +13,7 @@ from ..boxes import MAX_FOUND, Detectors, boxes_for_names
 from ..inputs import ImageInput, image_name, load_image, parse_box, parse_names, refuse
 from ..model import LoadedModel, run_detect, run_detect_boxes
 from ..presets import category_of, preset_used, presets, skeleton_for
-from ..views import MIN_SCORE, Outcome, box_note, looked_at, present, redraw
+from ..views import MIN_SCORE, Outcome, box_note, image_buttons, looked_at, present, redraw
 
 CUSTOM = "Custom (type below)"
 BOXES_LABEL = ("Object box x, y, width, height in pixels; one line per object (empty: the detector finds the "
@@ -95,7 +95,8 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
                                elem_id="text-names")
             run = gr.Button("Find keypoints", variant="primary", elem_id="text-run")
         with gr.Column():
-            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="text-result")
+            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="text-result",
+                                 buttons=image_buttons())
             note = gr.Markdown(elem_id="text-note")
             min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
@@ -105,6 +106,7 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     state = gr.State(None)
     preset.change(preset_text, [preset, use_desc], names, api_name="text_preset")
     use_desc.change(preset_text, [preset, use_desc], names, api_name="text_preset_descriptions")
+    run.click(lambda: "", None, note, queue=False, api_visibility="private")  # an error must not leave the last note
     run.click(partial(detect_text, loaded, detectors), [image, preset, names, use_desc, bbox, min_score],
               [out_image, table, png, js, state, bbox, image], api_name="detect_text", concurrency_id="model").then(
         looked_at, state, note, queue=False, api_visibility="private")

@@ -16,7 +16,7 @@ from ..inputs import BOX_LABEL, MAX_SUPPORTS, ImageInput, check_count, check_poi
 from ..model import LoadedModel, run_example
 from ..presets import skeleton_for
 from ..shown import marked_copy, original_of
-from ..views import MIN_SCORE, Outcome, looked_at, present, redraw
+from ..views import MIN_SCORE, Outcome, image_buttons, looked_at, present, redraw
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 POINT_COLUMNS = ["support", "keypoint", "x", "y", "name"]
@@ -288,7 +288,8 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
                                elem_id="vis-query")
             bbox = gr.Textbox("", label=BOX_LABEL, elem_id="vis-bbox")
             run = gr.Button("Find these keypoints", variant="primary", elem_id="vis-run")
-            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="vis-result")
+            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="vis-result",
+                                 buttons=image_buttons())
             note = gr.Markdown(elem_id="vis-note")
             min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
@@ -307,6 +308,7 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     support_boxes.blur(show_marks, [*slots, points, support_boxes], slots, api_visibility="private", concurrency_id="marks")
     for k, slot in enumerate(slots):  # a drag on support n draws its box into line n (clicks still mark keypoints)
         clickbox.allow_drag(slot, support_boxes, line=k + 1)
+    run.click(lambda: "", None, note, queue=False, api_visibility="private")  # an error must not leave the last note
     run.click(partial(detect_visual, loaded, detectors), [query, *slots, points, support_boxes, bbox, min_score],
               [out_image, table, png, js, state, support_boxes, bbox, query], api_name="detect_visual",
               concurrency_id="model").then(looked_at, state, note, queue=False, api_visibility="private").then(
@@ -315,4 +317,5 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     clickbox.wire(query, bbox, name="query-box.png")
     gr.Examples(examples(), [query, slots[0], points, support_boxes, bbox],
                 label="Examples (support: another drawing of the same category, first keypoints marked)",
-                cache_examples=False)
+                cache_examples=False, outputs=query, run_on_click=True, api_visibility="private",
+                fn=lambda value, _support, _points, _boxes, box: clickbox.show_typed(value, box, "query-box.png")[0])

@@ -16,9 +16,9 @@ from kptllm.detection import DEFAULT_DETECTOR, GroundingDinoDetector
 from .. import clickbox
 from ..boxes import EMBEDDED, OPEN, Detectors
 from ..inputs import MAX_QUERY_TEXT, ImageInput, image_name, load_image, parse_box, parse_names, refuse
-from ..model import LoadedModel, gpu, run_detect_boxes
+from ..model import LoadedModel, gpu, is_embedded, run_detect_boxes
 from ..presets import category_of, preset_used, presets, skeleton_for
-from ..views import MIN_SCORE, Outcome, present, redraw
+from ..views import MIN_SCORE, Outcome, image_buttons, present, redraw
 from .text import preset_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -163,6 +163,10 @@ def build(loaded: LoadedModel, detectors: Detectors) -> None:
     with gr.Row():
         with gr.Column():
             image = ImageInput(label="Photo — click two opposite corners of an object to box it by hand", elem_id="wild-image")
+            if is_embedded(loaded):
+                gr.Markdown("*The embedded model knows drawn KeypointWorld scenes: on a photograph the boxes may be "
+                            "found, but its keypoints are not meaningful (photographs are outside what it knows).*",
+                            elem_id="wild-scope")
             which = gr.Radio([(f"embedded KeypointWorld detector (drawn scenes)", EMBEDDED),
                               (f"GroundingDINO (photographs; needs a local copy or Download)", OPEN)],
                              value=detectors.choose(), label="Detector", elem_id="wild-detector")
@@ -178,7 +182,8 @@ def build(loaded: LoadedModel, detectors: Detectors) -> None:
                 run = gr.Button("Find objects and keypoints", variant="primary", elem_id="wild-run")
                 fetch = gr.Button("Download GroundingDINO", size="sm", visible=detectors.open is None)
         with gr.Column():
-            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="wild-result")
+            out_image = gr.Image(type="pil", format="png", label="Result", interactive=False, elem_id="wild-result",
+                                 buttons=image_buttons())
             min_score = gr.Slider(0, 1, value=MIN_SCORE, step=0.01, label="Hide keypoints below this confidence")
             with gr.Row():
                 png = gr.DownloadButton("Annotated PNG", elem_id="wild-png")

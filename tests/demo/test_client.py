@@ -52,6 +52,9 @@ def test_page_names_the_model(app):
     config = httpx.get(app[0] + "config", timeout=30).json()
     assert any(c.get("props", {}).get("elem_id") == "model-card" for c in config["components"])
     assert "## History" in loaded.card
+    props = {c.get("props", {}).get("elem_id"): c.get("props", {}) for c in config["components"]}
+    assert all("share" not in props[e]["buttons"] for e in ("sem-result", "text-result", "vis-result", "wild-result"))
+    assert "outside what it knows" in props["wild-scope"]["value"]  # In the wild says it under the image
 
 
 def test_detect_text_matches_predictor_and_exports(app, client):

@@ -506,3 +506,12 @@ def test_a_record_whose_data_is_gone_is_refused_without_server_paths(tmp_path, m
         gallery.show("mp100-mine")
     assert "data/mp100_split1_test.json is not here" in refused.value.message
     assert "/srv" not in refused.value.message
+
+
+def test_the_share_icon_is_offered_only_on_spaces(monkeypatch):
+    from demo.views import image_buttons
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert "share" not in image_buttons() and "download" in image_buttons()
+    monkeypatch.setenv("SPACE_ID", "someone/kptllm")
+    assert "share" in image_buttons()
