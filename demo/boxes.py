@@ -176,8 +176,9 @@ def boxes_for_names(detectors: Detectors | None, image, preset: str | None, name
             unknown.append(phrase)
     if len(phrases) == 1:
         chosen = [best_of(found[0][1], None)] if found and found[0][1] else []
-    else:  # the names fit several kinds of object: each one found
-        chosen = sorted((d for _, ds in found for d in ds), key=lambda d: -d.score)[:MAX_FOUND]
+    else:  # the names fit several kinds of object: each one found, once (two phrases may name one category)
+        unique = {(d.label, d.xyxy): d for _, ds in found for d in ds}
+        chosen = sorted(unique.values(), key=lambda d: -d.score)[:MAX_FOUND]
     said = " or ".join(f"'{p}'" for p in phrases)
     if not chosen:
         why = f" ({by} does not know {', '.join(repr(p) for p in unknown)})" if unknown else ""

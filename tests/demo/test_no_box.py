@@ -91,3 +91,69 @@ def test_typed_names_are_matched_to_the_categories_they_fit():
     assert categories_for_names(["left front paw"]) == ["quadruped", "animal"]
     assert "person" in categories_for_names(["nose", "left eye"]) and "face" not in categories_for_names(["nose"])
     assert categories_for_names(["tip of the tail"]) == []
+
+
+class _FakeDetector:
+    """A closed-set detector that returns fixed detections (what the tab logic does with them is under test)."""
+
+    def __init__(self, detections):
+        self.detections, self.categories, self.asked = detections, ("person", "quadruped", "face", "car", "chair"), []
+
+    def detect(self, image, text=None, box_threshold=0.3, max_detections=20, **_):
+        self.asked.append(text)
+        from kptllm.detection import split_phrases
+
+        aliases = {"animal": "quadruped"}
+        wanted = [aliases.get(p, p) for p in split_phrases(text)] or list(self.categories)
+        if any(w not in self.categories for w in wanted):
+            raise ValueError(f"it does not know {wanted}")
+        return [d for d in self.detections if d.label in wanted][:max_detections]
+
+
+def _det(label, xyxy, score=0.9):
+    from kptllm.detection import Detection
+
+    return Detection(tuple(float(v) for v in xyxy), score, label)
+
+
+def test_the_smallest_box_holding_the_click_wins_and_a_margin_takes_edge_clicks():
+    from demo.boxes import box_holding
+
+    big, small, other = _det("person", (0, 0, 100, 100)), _det("face", (40, 10, 60, 30)), _det("car", (150, 0, 200, 50))
+    assert box_holding([big, small, other], [(50, 20)]) is small
+    assert box_holding([big, small, other], [(50, 60)]) is big
+    assert box_holding([big, small, other], [(61, 20)]) is small  # within 10 % of the face box's width
+    assert box_holding([big, small, other], [(130, 20)]) is None
+    assert box_holding([big, small], [(50, 20), (90, 90)]) is big  # all the points: a support's marks
+
+
+def test_typed_names_that_fit_several_categories_give_each_object_found():
+    from demo.boxes import Detectors, boxes_for_names
+
+    person, dog, car = _det("person", (0, 0, 50, 100), 0.9), _det("quadruped", (60, 40, 160, 100), 0.8), _det("car", (0, 0, 9, 9))
+    detectors = Detectors(_FakeDetector([person, dog, car]))
+    boxes, labels, note = boxes_for_names(detectors, None, "KeypointWorld person (17)", ["nose"])
+    assert boxes == [(0.0, 0.0, 50.0, 100.0)] and "person" in note  # the preset's category: its best box
+    boxes, labels, _ = boxes_for_names(detectors, None, None, ["nose", "left eye"])  # person and quadruped names
+    assert sorted(boxes) == [(0.0, 0.0, 50.0, 100.0), (60.0, 40.0, 100.0, 60.0)] and len(labels) == 2
+    boxes, _, note = boxes_for_names(detectors, None, "MacaquePose monkey (17)", ["nose"])
+    assert boxes == [] and "does not know 'monkey'" in note and "whole image" in note
+    boxes, _, note = boxes_for_names(detectors, None, None, ["tip of the tail"])
+    assert boxes == [] and "belong to no preset" in note
+
+
+def test_visual_boxes_the_supports_around_their_points_and_the_query_by_their_category():
+    from demo.boxes import Detectors
+    from demo.tabs.visual import find_boxes
+
+    fake = _FakeDetector([_det("quadruped", (10, 10, 90, 70), 0.7), _det("person", (100, 0, 140, 80), 0.95)])
+    detectors = Detectors(fake)
+    boxes, bbox, note, found = find_boxes(detectors, ["support"], [1], [[(20, 20), (80, 60), None]], [None], "query", None)
+    assert boxes == [(10.0, 10.0, 80.0, 60.0)] and found["supports"] == {1: (10.0, 10.0, 80.0, 60.0)}
+    assert bbox == (10.0, 10.0, 80.0, 60.0) and fake.asked[-1] == "quadruped"  # the query asked for the support's category
+    # a support box the visitor gave stays; its category still comes from the detection holding its points
+    boxes, bbox, _, found = find_boxes(detectors, ["support"], [1], [[(110, 10)]], [(95, 0, 50, 90)], "query", None)
+    assert boxes == [(95, 0, 50, 90)] and found["supports"] == {} and fake.asked[-1] == "person"
+    # nothing holds the points: the whole support, and no category for the query
+    boxes, bbox, note, _ = find_boxes(detectors, ["support"], [1], [[(5, 95)]], [None], "query", None)
+    assert boxes == [None] and bbox is None and "whole" in note
