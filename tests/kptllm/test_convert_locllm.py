@@ -487,8 +487,8 @@ def test_the_demo_serves_the_converted_model(fake, tmp_path):
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
         image = str(Path(__file__).resolve().parents[1] / "data" / "real" / "coco" / "000000000785.jpg")
-        _, table, _, js = client.predict(handle_file(image), "COCO person (17)", "nose\nleft eye", False,
-                                         "280,44,218,346", 0.0, api_name="/detect_text")
+        _, table, _, js, *_ = client.predict(handle_file(image), "COCO person (17)", "nose\nleft eye", False,
+                                             "280,44,218,346", 0.0, api_name="/detect_text")
         rows = table["data"] if isinstance(table, dict) else table
         assert [row[2] for row in rows] == ["nose", "left eye"]
         with pytest.raises(Exception, match="(?i)locllm|support|task"):

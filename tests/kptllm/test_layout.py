@@ -63,12 +63,13 @@ def test_the_layout_shows_the_architecture():
     """The network, the decoding and the protocols live in their own sub-packages; the top level holds the
     user-facing parts. The network knows nothing of decoding, the protocols nothing of either."""
     top = {p.stem for p in (ROOT / "kptllm").glob("*.py")}
-    assert top == {"__init__", "__main__", "predictor", "processor", "image", "detection", "embedded", "inference",
+    assert top == {"__init__", "__main__", "predictor", "processor", "image", "embedded", "inference",
                    "build", "batch", "cli"}, top
     for package, members in {"modeling": {"configuration", "model", "prompt_encoder", "prompt_feature_extractor",
                                           "position", "lora", "shared_prefix"},
                              "decoding": {"engine", "generation", "static_decode", "decode_state", "constraints", "answers"},
-                             "protocols": {"protocol", "checkpoints"}}.items():
+                             "protocols": {"protocol", "checkpoints"},
+                             "detection": {"base", "closed_set", "grounding_dino"}}.items():
         assert {p.stem for p in (ROOT / "kptllm" / package).glob("*.py")} - {"__init__"} == members, package
     edges = _graph()[0]
     for module, targets in edges.items():
@@ -76,6 +77,9 @@ def test_the_layout_shows_the_architecture():
             assert not any(t.startswith(("kptllm.decoding", "kptllm.predictor")) for t in targets), (module, targets)
         if module.startswith("kptllm.protocols"):
             assert not any(t.startswith(("kptllm.modeling", "kptllm.decoding")) for t in targets), (module, targets)
+        if module.startswith("kptllm.detection"):  # boxes come before the keypoint model, never from it
+            assert not any(t.startswith(("kptllm.modeling", "kptllm.decoding", "kptllm.predictor")) for t in targets), \
+                (module, targets)
 
 
 def test_the_public_names_keep_working(tiny_dir):
