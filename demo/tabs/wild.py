@@ -198,9 +198,12 @@ def build(loaded: LoadedModel, detectors: Detectors) -> None:
                 api_name="wild_download_detector")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="wild_redraw")
     clickbox.wire(image, boxes, many=MAX_OBJECTS, name="wild-boxes.png")
-    gr.Examples([[str(EXAMPLES / "coco_000000000785.jpg"), "person.", coco, "280,44,218,346"],
-                 [str(EXAMPLES / "keypointworld_person.jpg"), "person.",
-                  next(k for k in choices if k.startswith("KeypointWorld person")), "63,136,84,96"]],
-                [image, objects, preset, boxes], label="Examples (typed boxes work offline; clear them to use the detector)",
+    kw_person = next(k for k in choices if k.startswith("KeypointWorld person"))
+    kw_quadruped = next(k for k in choices if k.startswith("KeypointWorld quadruped"))
+    gr.Examples([[str(EXAMPLES / "keypointworld_person.jpg"), "person.", kw_person, ""],
+                 [str(EXAMPLES / "keypointworld_quadruped.jpg"), "quadruped.", kw_quadruped, ""],
+                 [str(EXAMPLES / "coco_000000000785.jpg"), "person.", coco, "280,44,218,346"]],
+                [image, objects, preset, boxes], label="Examples (the drawings: no box, the embedded detector finds the "
+                "object offline; the photo: a typed box, since the embedded detector knows drawings only)",
                 cache_examples=False, outputs=image, run_on_click=True, api_visibility="private",
                 fn=lambda value, _objects, _preset, box: clickbox.show_typed(value, box, "wild-boxes.png")[0])
