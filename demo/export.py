@@ -80,7 +80,9 @@ def coco_annotation(results: Sequence[dict], bbox=None, min_score: float = 0.0, 
 def export_json(task: str, prompt: dict, image: Image.Image, instances: Sequence[dict], names: Sequence[str],
                 skeleton: Sequence[tuple[int, int]], model: str, min_score: float = 0.0, file_name: str = "image.png",
                 annotated_size: tuple[int, int] | None = None) -> dict:
-    """The whole export as a dict. `instances`: [{"bbox": xywh | None, "results": [KeypointResult.to_dict()...]}].
+    """The whole export as a dict. `instances`: [{"bbox": xywh | None, "results": [KeypointResult.to_dict()...]}];
+    instances that carry their own "category", "names" and "skeleton" (In the wild, each object's own keypoints)
+    become one COCO category each, their annotations pointing at it; else one category of `names`.
 
     Coordinates are pixels of the source image (`images[0]`); `annotated_png` says how the PNG beside it was
     scaled (small images are enlarged so that labels stay readable): PNG pixel = `scale` x image pixel."""
@@ -97,6 +99,14 @@ def export_json(task: str, prompt: dict, image: Image.Image, instances: Sequence
                         for k, inst in enumerate(instances)],
         "results": [{"bbox": inst.get("bbox"), "keypoints": list(inst["results"])} for inst in instances],
     }
+    if any("category" in inst for inst in instances):  # objects of several categories, each with its own keypoints
+        categories: dict[str, dict] = {}
+        for inst, annotation in zip(instances, payload["annotations"]):
+            entry = categories.setdefault(inst["category"], {
+                "id": len(categories) + 1, "name": inst["category"], "keypoints": list(inst["names"]),
+                "skeleton": [[a + 1, b + 1] for a, b in inst.get("skeleton", ())]})
+            annotation["category_id"] = entry["id"]
+        payload["categories"] = list(categories.values())
     if annotated_size is not None:
         payload["annotated_png"] = {"width": annotated_size[0], "height": annotated_size[1],
                                     "scale": round(annotated_size[0] / image.width, 6)}

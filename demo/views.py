@@ -95,7 +95,7 @@ def draw(outcome: Outcome, min_score: float) -> Image.Image:
             keep = r.get("xy") is not None and r.get("score", 0.0) >= min_score
             points.append(tuple(r["xy"]) if keep else None)
             labels.append(f"{_number(r, k)} {_label(r, '')}".strip())  # the number alone where the name does not fit
-        skeleton += [(a + offset, b + offset) for a, b in outcome.skeleton]
+        skeleton += [(a + offset, b + offset) for a, b in inst.get("skeleton", outcome.skeleton)]
     boxes = [xywh_to_xyxy(inst["bbox"]) for inst in outcome.instances if inst.get("bbox") is not None]
     box_labels = [inst.get("label") or "" for inst in outcome.instances if inst.get("bbox") is not None]
     return annotate(outcome.image, points, labels, skeleton, boxes, box_labels if any(box_labels) else None)

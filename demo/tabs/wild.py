@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from evaluation.data.keypointworld import ALIASES, CATEGORIES
 from kptllm.detection import DEFAULT_DETECTOR, GroundingDinoDetector
 
 from .. import clickbox
@@ -23,6 +24,7 @@ from .text import preset_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 MAX_OBJECTS = 10
+EACH = "Each object's own (its KeypointWorld category)"  # the preset that gives every found object its keypoints
 BOX_THRESHOLD, TEXT_THRESHOLD = 0.35, 0.25  # GroundingDINO's usual thresholds
 
 
@@ -115,8 +117,12 @@ def detect_wild(loaded: LoadedModel, detectors: Detectors, image, objects="", pr
     app prefers for its model)."""
     source_file = image
     image = load_image(image)
-    names = parse_names(keypoints)
+    each = preset == EACH  # every object its own category's keypoints (the detector's label says which)
+    names = [] if each else parse_names(keypoints)
     lines = [line for line in str(boxes or "").splitlines() if line.strip()]
+    if each and lines:
+        raise refuse("Each object's own keypoints come from the detector's categories: clear the typed boxes, or "
+                     "pick a keypoint preset.")
     if lines:
         if len(lines) > MAX_OBJECTS:
             raise refuse(f"{len(lines)} boxes typed; the limit is {MAX_OBJECTS}.")
@@ -144,10 +150,17 @@ def detect_wild(loaded: LoadedModel, detectors: Detectors, image, objects="", pr
         object_boxes = [d.xywh for d in found]
         labels = [f"{d.label} {d.score:.2f}" for d in found]
         source = f"{which} detector: {objects!r}"
-    per_box = run_detect_boxes(loaded, image, object_boxes, names)
-    instances = [{"bbox": list(b), "label": lab, "results": res} for b, lab, res in zip(object_boxes, labels, per_box)]
+    if each:
+        instances = _each_own(loaded, image, found)
+        if not instances:
+            raise refuse("None of the objects found is a KeypointWorld category (person, quadruped, face, car, chair): "
+                         "pick a keypoint preset instead.")
+    else:
+        per_box = run_detect_boxes(loaded, image, object_boxes, names)
+        instances = [{"bbox": list(b), "label": lab, "results": res} for b, lab, res in zip(object_boxes, labels, per_box)]
     used = preset_used(preset, names)
-    prompt = {"task": "text", "boxes_from": source, "keypoints": names, "preset": used, "category": category_of(used)}
+    prompt = {"task": "text", "boxes_from": source, "keypoints": names, "preset": EACH if each else used,
+              "category": None if each else category_of(used)}
     if not lines:  # the detector's query and thresholds, only when it ran
         prompt.update(objects=objects, detector=which, box_threshold=box_threshold,
                       **({"text_threshold": text_threshold} if which == OPEN else {}))
@@ -155,9 +168,28 @@ def detect_wild(loaded: LoadedModel, detectors: Detectors, image, objects="", pr
     return (*present(outcome, float(min_score)), outcome)
 
 
+def _each_own(loaded: LoadedModel, image, found) -> list[dict]:
+    """Task (c) in every found box with its own category's KeypointWorld keypoints (one model call per category);
+    objects of other categories are left out. Instances in the order found, each with its names and skeleton."""
+    by_category: dict[str, list[int]] = {}
+    for k, det in enumerate(found):
+        category = ALIASES.get(det.label, det.label)
+        if category in CATEGORIES:
+            by_category.setdefault(category, []).append(k)
+    instances: dict[int, dict] = {}
+    for category, indices in by_category.items():
+        names = list(CATEGORIES[category].keypoints)
+        per_box = run_detect_boxes(loaded, image, [found[k].xywh for k in indices], names)
+        for k, results in zip(indices, per_box):
+            instances[k] = {"bbox": list(found[k].xywh), "label": f"{found[k].label} {found[k].score:.2f}",
+                            "results": results, "category": category, "names": names,
+                            "skeleton": tuple(CATEGORIES[category].skeleton)}
+    return [instances[k] for k in sorted(instances)]
+
+
 def build(loaded: LoadedModel, detectors: Detectors) -> None:
     """*Download detector* fetches `detectors.open_source` (default: DEFAULT_DETECTOR)."""
-    choices = list(presets())
+    choices = [EACH, *presets()]
     coco = next(k for k in choices if k.startswith("COCO person"))
     shown_status = gr.Markdown(status(detectors), elem_id="wild-status")
     with gr.Row():

@@ -96,6 +96,12 @@ CATEGORIES = {
                                           (7, 9), (8, 9))),
 }
 CATEGORY_NAMES = tuple(CATEGORIES)
+# Other words for the categories (a detector's phrases, another detector's labels): plurals are handled apart
+ALIASES = {
+    "people": "person", "human": "person", "man": "person", "woman": "person", "child": "person",
+    "animal": "quadruped", "dog": "quadruped", "cat": "quadruped", "horse": "quadruped", "cow": "quadruped",
+    "head": "face", "vehicle": "car", "automobile": "car", "seat": "chair",
+}
 
 
 # ----------------------------------------------------------------------------------------- colours

@@ -31,16 +31,11 @@ import yaml
 
 from kptllm.detection import ClosedSetDetector
 
+from ..data.keypointworld import ALIASES as KEYPOINTWORLD_ALIASES
 from ..data.keypointworld import CATEGORY_NAMES, coco_categories, off_centre, render_scene
 from ..metrics import box_ap
 from .validate import HELD_OUT_SEED
 
-# What a visitor may type for each KeypointWorld category (ClosedSetDetector.resolve; plurals are automatic).
-KEYPOINTWORLD_ALIASES = {
-    "people": "person", "human": "person", "man": "person", "woman": "person", "child": "person",
-    "animal": "quadruped", "dog": "quadruped", "cat": "quadruped", "horse": "quadruped", "cow": "quadruped",
-    "head": "face", "vehicle": "car", "automobile": "car", "seat": "chair",
-}
 
 
 @dataclass

@@ -10,7 +10,9 @@ In-the-wild tab work offline, where GroundingDINO would need the hub. Its phrase
 "quadruped"); any other phrase is refused with the list of what it knows, never silently dropped.
 
 Images are resized (stretched) to `image_size` squared by the model's image processor, as in training;
-boxes come back in pixels of the input image.
+boxes come back in pixels of the input image. Overlapping boxes (IoU > `NMS_IOU`) are reduced to the best one by
+supervision's non-maximum suppression: a small DETR still proposes one object more than once. Per category at IoU 0.7 for
+scoring (`detect_batch`), across categories at 0.5 for the demo (`detect`: one box per object).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..image import load_image
 from .base import Detection, clip_box, split_phrases
 
 ARTICLES = ("a ", "an ", "the ")
+NMS_IOU = 0.7  # per category, for scoring
+OBJECT_NMS_IOU = 0.5  # across categories, for the demo: one box per object
 
 
 class ClosedSetDetector:
@@ -93,11 +97,15 @@ class ClosedSetDetector:
         `image`: a path, PIL image or numpy array, read as the predictor reads it. `**_ignored` takes
         GroundingDINO-only options (`text_threshold`), so callers can hold either detector."""
         wanted = set(self.resolve(text))
-        return [d for d in self.detect_batch([image], box_threshold)[0] if d.label in wanted][:max_detections]
+        found = [d for d in self.detect_batch([image], box_threshold, OBJECT_NMS_IOU, per_category=False)[0]
+                 if d.label in wanted]
+        return found[:max_detections]
 
     @torch.no_grad()
-    def detect_batch(self, images, box_threshold: float = 0.0) -> list[list[Detection]]:
-        """All categories' boxes for several images in one forward pass; one best-first list per image."""
+    def detect_batch(self, images, box_threshold: float = 0.0, nms_iou: float | None = NMS_IOU,
+                     per_category: bool = True) -> list[list[Detection]]:
+        """All categories' boxes for several images in one forward pass; one best-first list per image, reduced by
+        non-maximum suppression at `nms_iou` (None: none) within each category (`per_category`) or across them."""
         images = [load_image(image) for image in images]
         inputs = self.image_processor(images=images, return_tensors="pt").to(self.device)
         outputs = self.model(pixel_values=inputs["pixel_values"].to(next(self.model.parameters()).dtype))
@@ -112,8 +120,21 @@ class ClosedSetDetector:
                 if xyxy is not None:
                     found.append(Detection(xyxy, float(score), names[int(label)]))
             found.sort(key=lambda d: -d.score)
-            found_per_image.append(found)
+            found_per_image.append(suppress_overlaps(found, nms_iou, per_category) if nms_iou is not None else found)
         return found_per_image
+
+
+def suppress_overlaps(found: list[Detection], iou: float, per_category: bool) -> list[Detection]:
+    """`found` (best first) without the boxes that overlap a better one by IoU > `iou` (supervision's NMS)."""
+    if len(found) < 2:
+        return found
+    import numpy as np
+    import supervision as sv
+
+    labels = {label: k for k, label in enumerate(dict.fromkeys(d.label for d in found))}
+    rows = np.array([[*d.xyxy, d.score] + ([labels[d.label]] if per_category else []) for d in found], dtype=np.float64)
+    keep = sv.box_non_max_suppression(rows, iou_threshold=iou)
+    return [d for d, kept in zip(found, keep) if kept]
 
 
 def _category_of(phrase: str, known: dict, aliases: dict) -> str | None:

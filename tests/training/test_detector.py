@@ -101,3 +101,16 @@ def test_boxes_are_in_the_exif_rotated_frame_and_only_of_the_asked_category(tiny
     assert [d.xyxy for d in tiny_detector.detect(path, None, box_threshold=0.0)] == [d.xyxy for d in every]
     cars = tiny_detector.detect(upright, "car", box_threshold=0.0, max_detections=100)
     assert cars == [d for d in every if d.label == "car"]
+
+
+def test_overlapping_boxes_of_one_object_are_reduced_to_the_best():
+    from kptllm.detection import Detection
+    from kptllm.detection.closed_set import suppress_overlaps
+
+    best, twin, other_kind = (Detection((0, 0, 100, 100), 0.9, "person"), Detection((2, 2, 100, 100), 0.8, "person"),
+                              Detection((1, 1, 100, 100), 0.7, "quadruped"))
+    apart = Detection((200, 0, 300, 100), 0.6, "person")
+    found = [best, twin, other_kind, apart]
+    assert suppress_overlaps(found, 0.7, per_category=True) == [best, other_kind, apart]  # scoring: per category
+    assert suppress_overlaps(found, 0.5, per_category=False) == [best, apart]  # the demo: one box per object
+    assert suppress_overlaps([best], 0.5, per_category=False) == [best]
