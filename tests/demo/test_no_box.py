@@ -157,3 +157,30 @@ def test_visual_boxes_the_supports_around_their_points_and_the_query_by_their_ca
     # nothing holds the points: the whole support, and no category for the query
     boxes, bbox, note, _ = find_boxes(detectors, ["support"], [1], [[(5, 95)]], [None], "query", None)
     assert boxes == [None] and bbox is None and "whole" in note
+
+
+def test_in_the_wild_gives_each_object_its_own_categorys_keypoints(client, tmp_path):
+    """'person. quadruped.' on a drawn scene of a person and a quadruped, keypoints 'each object's own': the person
+    is asked the 17 person keypoints, the quadruped the 17 AP-10K ones; the export has one category each."""
+    from demo.tabs.wild import EACH
+    from evaluation.data.keypointworld import CATEGORIES, render_scene
+
+    scene = render_scene(np.random.default_rng([8080, 44]), num_objects=2)
+    assert sorted(o.category.name for o in scene.objects) == ["person", "quadruped"]
+    path = tmp_path / "two.png"
+    scene.image.save(path)
+    _, table, _, js = client.predict(image=handle_file(str(path)), objects="person. quadruped.", preset=EACH,
+                                     keypoints="", boxes="", detector="embedded", api_name="/detect_wild")
+    payload = json.loads(open(js).read())
+    by_id = {c["id"]: c for c in payload["categories"]}
+    assert sorted(c["name"] for c in by_id.values()) == ["person", "quadruped"]
+    for annotation, result in zip(payload["annotations"], payload["results"]):
+        category = by_id[annotation["category_id"]]
+        assert category["keypoints"] == list(CATEGORIES[category["name"]].keypoints)
+        assert [k["query"] for k in result["keypoints"]] == category["keypoints"]
+    for truth in scene.objects:  # both objects found, each with its own category's keypoints
+        assert any(by_id[a["category_id"]]["name"] == truth.category.name and box_iou(a["bbox"], truth.bbox) >= 0.5
+                   for a in payload["annotations"]), truth.category.name
+    with pytest.raises(Exception, match="clear the typed boxes"):
+        client.predict(image=handle_file(str(path)), objects="", preset=EACH, keypoints="", boxes="1,1,20,20",
+                       api_name="/detect_wild")
