@@ -3,7 +3,8 @@
     kptllm train-detector --config configs/detector_keypointworld_cpu.yaml --output runs/det   # start or resume
     bash evaluation/training/cpu_run.sh runs/det detector      # the same in the background, restarted if it stops
 
-Read it top to bottom: build the detector from the config's `detector` section (`build_detector`), then for
+Read it top to bottom: build the detector from the config's `detector` section (`build_detector`; or load the
+weights named by `init:`, e.g. the shipped detector, to go on training it in a new run), then for
 each step render `batch_size` scenes (item i of the run is `render_scene(default_rng([seed, i]))`, pasted
 off-centre with probability `off_centre_prob`, so a resumed run sees the same data), the model's own loss
 (Hungarian matching, focal/VFL + L1 + GIoU, with RT-DETR's denoising queries), AdamW, warmup + cosine over
@@ -166,16 +167,18 @@ class DetectorTrainConfig:
     detector: DetectorSpec
     train: DetectorTrainSettings
     path: str | None = None
+    init: str | None = None  # start from these weights ("embedded" or a detector folder) instead of from scratch
 
     @classmethod
     def load(cls, path) -> "DetectorTrainConfig":
         raw = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(raw) - {"detector", "train"}
+        unknown = set(raw) - {"detector", "train", "init"}
         if unknown:
-            raise ValueError(f"{path}: unknown sections {sorted(unknown)} (a detector config has detector: and train:)")
+            raise ValueError(f"{path}: unknown sections {sorted(unknown)} (a detector config has detector:, train: "
+                             "and optionally init:)")
         try:
             return cls(DetectorSpec(**(raw.get("detector") or {})), DetectorTrainSettings(**(raw.get("train") or {})),
-                       str(path))
+                       str(path), raw.get("init"))
         except TypeError as err:
             raise ValueError(f"{path}: {err}") from None
 
@@ -229,12 +232,18 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
         detector = ClosedSetDetector.from_pretrained(checkpoint / "model", device=device)
         state = json.loads((checkpoint / "step.json").read_text())
         start, trained_before = int(state["step"]), float(state["trained_seconds"])
-    else:
-        detector = build_detector(config.detector)
-        detector.model.to(device)
-        detector.device = torch.device(device)
+    else:  # a new run: from scratch, or from shipped weights (`init`: runs/ does not outlive a session, assets/ does)
+        if config.init:
+            from kptllm.detection import load_detector
+
+            detector = load_detector(config.init, device=device)
+        else:
+            detector = build_detector(config.detector)
+            detector.model.to(device)
+            detector.device = torch.device(device)
         start, trained_before = 0, 0.0
-        (output / "run.json").write_text(json.dumps({"config": config.path, "detector": asdict(config.detector),
+        (output / "run.json").write_text(json.dumps({"config": config.path, "init": config.init,
+                                                     "detector": asdict(config.detector),
                                                      "train": asdict(settings), "parameters": sum(
                                                          p.numel() for p in detector.model.parameters())}, indent=1))
     model = detector.model

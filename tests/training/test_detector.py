@@ -114,3 +114,22 @@ def test_overlapping_boxes_of_one_object_are_reduced_to_the_best():
     assert suppress_overlaps(found, 0.7, per_category=True) == [best, other_kind, apart]  # scoring: per category
     assert suppress_overlaps(found, 0.5, per_category=False) == [best, apart]  # the demo: one box per object
     assert suppress_overlaps([best], 0.5, per_category=False) == [best]
+
+
+def test_a_new_run_can_start_from_shipped_weights(tmp_path):
+    """`init:` loads a saved detector instead of building one: with lr 0 the run's checkpoint has those weights
+    (its parameters; batch-norm running statistics move in a training step whatever the lr)."""
+    import torch
+
+    torch.manual_seed(1)
+    start = tmp_path / "start"
+    build_detector(DetectorSpec(**TINY)).save_pretrained(start)
+    config = _config(tmp_path, steps=1, lr=0.0, validate_every=0)
+    config.write_text(json.dumps({**json.loads(config.read_text()), "init": str(start)}))
+    assert main(["train-detector", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
+    trained = dict(ClosedSetDetector.from_pretrained(tmp_path / "run" / "checkpoint" / "model").model.named_parameters())
+    initial = dict(ClosedSetDetector.from_pretrained(start).model.named_parameters())
+    assert trained.keys() == initial.keys() and all(torch.equal(trained[k], initial[k]) for k in initial)
+    scratch = dict(build_detector(DetectorSpec(**TINY)).model.named_parameters())
+    assert not all(torch.equal(scratch[k], initial[k]) for k in initial)  # the check can tell other weights apart
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(start)
