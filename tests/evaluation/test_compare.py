@@ -132,6 +132,8 @@ def test_the_shipped_records_carry_their_chunks():
     records = list(root.glob("results/**/record.json"))
     assert records
     for record in records:
+        if json.loads(record.read_text()).get("task") == "detection":
+            continue  # a detector's box AP has no work units (its detections are made again by the same command)
         assert any((record.parent / "chunks").glob("*.json")), record.parent
 
 
