@@ -50,26 +50,32 @@ def detector_sha256(name_or_path: str | None) -> str | None:
     return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
 
 
-def detect_images(detector, dataset: KeypointDataset, batch: int = 16) -> list[dict]:
-    """COCO detection results of `detector` on every image of `dataset` that is on disk, all categories,
-    category ids from the dataset's category names. A detector that names a category the file lacks is an error."""
-    ids = {c.name: cid for cid, c in dataset.categories.items()}
-    images = [im for im in dataset.images.values() if im.path is not None]
+def coco_detections(detector, images, image_ids, category_ids: dict[str, int], batch: int = 16) -> list[dict]:
+    """COCO detection results of `detector` on `images` (paths or PIL images; `image_ids` alike), all categories,
+    at most MAX_DETECTIONS per image; `category_ids`: category name -> id. A detector that names a category not in
+    `category_ids` is an error."""
     results = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
         if hasattr(detector, "detect_batch"):
-            found = detector.detect_batch([im.path for im in chunk])
-        else:  # an open-vocabulary detector: ask for the file's categories by name
-            query = ". ".join(c.name for c in dataset.categories.values())
-            found = [detector.detect(im.path, query, box_threshold=0.05, max_detections=MAX_DETECTIONS) for im in chunk]
-        for image, detections in zip(chunk, found):
+            found = detector.detect_batch(chunk)
+        else:  # an open-vocabulary detector: ask for the categories by name
+            query = ". ".join(category_ids)
+            found = [detector.detect(image, query, box_threshold=0.05, max_detections=MAX_DETECTIONS) for image in chunk]
+        for image_id, detections in zip(image_ids[start:start + batch], found):
             for d in detections[:MAX_DETECTIONS]:
-                if d.label not in ids:
+                if d.label not in category_ids:
                     raise ValueError(f"the detector found '{d.label}', a category the annotation file does not have")
-                results.append({"image_id": image.id, "category_id": ids[d.label],
+                results.append({"image_id": image_id, "category_id": category_ids[d.label],
                                 "bbox": [round(v, 2) for v in d.xywh], "score": round(d.score, 5)})
     return results
+
+
+def detect_images(detector, dataset: KeypointDataset, batch: int = 16) -> list[dict]:
+    """`coco_detections` on every image of `dataset` that is on disk, category ids from the dataset's names."""
+    images = [im for im in dataset.images.values() if im.path is not None]
+    return coco_detections(detector, [im.path for im in images], [im.id for im in images],
+                           {c.name: cid for cid, c in dataset.categories.items()}, batch)
 
 
 def match_objects(dataset: KeypointDataset, detections: list[dict], iou: float = MATCH_IOU,
@@ -118,7 +124,7 @@ def per_category_ap(ground_truth: dict, detections: list[dict]) -> dict[str, dic
 
 def run_detection_benchmark(detector: str | None, annotations: str, images: str, out: str, name: str | None = None) -> dict:
     """Box AP of `detector` on a COCO file's images (pycocotools COCOeval, bbox): OUT/record.json + detections.json."""
-    from .runner import annotations_label, code_version, file_sha256, hardware
+    from .runner import RECORD_VERSION, annotations_label, code_version, file_sha256, hardware
 
     dataset = KeypointDataset.load(annotations, image_root=images)
     missing = [im.file_name for im in dataset.images.values() if im.path is None]
@@ -132,7 +138,7 @@ def run_detection_benchmark(detector: str | None, annotations: str, images: str,
     stats = box_ap(ground_truth, detections)
     sha = file_sha256(Path(annotations))
     record = {
-        "record_version": 3, "name": name or f"{label} detector", "model": label, "detector": label,
+        "record_version": RECORD_VERSION, "name": name or f"{label} detector", "model": label, "detector": label,
         "checkpoint_sha256": detector_sha256(detector), "benchmark": "keypointworld" if "KeypointWorld" in str(
             ground_truth.get("info", {}).get("description", "")) else Path(annotations).stem,
         "protocol": "box AP of every category's detections (pycocotools COCOeval, bbox, maxDets 100)",

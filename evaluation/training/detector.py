@@ -34,6 +34,7 @@ from kptllm.detection import ClosedSetDetector
 
 from ..data.keypointworld import ALIASES as KEYPOINTWORLD_ALIASES
 from ..data.keypointworld import CATEGORY_NAMES, coco_categories, off_centre, render_scene
+from ..detected_boxes import coco_detections
 from ..metrics import box_ap
 from .validate import HELD_OUT_SEED
 
@@ -133,26 +134,14 @@ def scenes_as_coco(scenes) -> dict:
     return {"images": images, "annotations": annotations, "categories": coco_categories()}
 
 
-def detections_as_coco(detector: ClosedSetDetector, images, image_ids, batch: int = 16, max_detections: int = 100) -> list[dict]:
-    """COCO detection results of `detector` on `images` (all categories; category ids from the COCO names)."""
-    ids = {c["name"]: c["id"] for c in coco_categories()}
-    results = []
-    for start in range(0, len(images), batch):
-        found = detector.detect_batch(images[start:start + batch], box_threshold=0.0)
-        for image_id, detections in zip(image_ids[start:start + batch], found):
-            for d in detections[:max_detections]:
-                results.append({"image_id": image_id, "category_id": ids[d.label],
-                                "bbox": [round(v, 2) for v in d.xywh], "score": round(d.score, 5)})
-    return results
-
-
 def validate_detector(detector: ClosedSetDetector, images: int, seed: int = HELD_OUT_SEED) -> dict:
     """Box AP / AP50 on `images` held-out scenes, plain and off-centre (the same scenes pasted)."""
     row = {}
     for kind, offcentre in (("plain", False), ("offcentre", True)):
         scenes = held_out_scenes(images, seed, offcentre)
-        stats = box_ap(scenes_as_coco(scenes), detections_as_coco(detector, [s.image for s in scenes],
-                                                                  list(range(1, len(scenes) + 1))))
+        ids = {c["name"]: c["id"] for c in coco_categories()}
+        found = coco_detections(detector, [s.image for s in scenes], list(range(1, len(scenes) + 1)), ids)
+        stats = box_ap(scenes_as_coco(scenes), found)
         row[kind] = {"AP": round(stats["AP"], 4), "AP50": round(stats["AP50"], 4)}
     return row
 
