@@ -17,8 +17,13 @@ from .export import export_root
 from .model import LoadedModel, is_embedded, load_model
 from .tabs import benchmarks, semantic, text, visual, wild
 
-QUEUE_SIZE = 64  # waiting requests beyond this are refused ("queue full") instead of piling up
-MODEL_CONCURRENCY = 1  # the model handles one request at a time (its lock makes that so anyway)
+# The queue, sized on purpose (docs/BENCHMARKS.md "A crowd"): one model worker answers the model's requests one at
+# a time (its lock makes that so anyway), in 0.05-0.6 s each on 2 CPU cores; at most QUEUE_SIZE wait, so the last
+# in line waits ~QUEUE_SIZE x the mean service time (~15 s at 64). Beyond it a request is answered at once with
+# Gradio's "This application is currently busy. Please try again." (HTTP 503; gradio_client raises QueueError
+# "Queue is full") instead of piling up. $KPTLLM_QUEUE_SIZE overrides it (a Space on a GPU can take more).
+QUEUE_SIZE = 64
+MODEL_CONCURRENCY = 1
 # Gradio keeps every output file (annotated images, downloads) in its cache: hourly, drop those older than a
 # day (a shared deep link older than that loses its images)
 GRADIO_CACHE_PRUNE = (3600, 86400)
@@ -30,9 +35,11 @@ tab puts the paper's numbers next to the numbers we measured."""
 
 
 
-def build_demo(loaded: LoadedModel, detectors: Detectors | None = None, share_button: bool | None = None) -> gr.Blocks:
+def build_demo(loaded: LoadedModel, detectors: Detectors | None = None, share_button: bool | None = None,
+               queue_size: int | None = None) -> gr.Blocks:
     """The whole app around one loaded model. `detectors`: the embedded detector and GroundingDINO (either may
-    be None; `default_detectors` when not given) — they find boxes for requests without one, and In the wild."""
+    be None; `default_detectors` when not given) — they find boxes for requests without one, and In the wild.
+    `queue_size`: requests that may wait (default `queue_size_from_env()`)."""
     if detectors is None:
         detectors = default_detectors(loaded)
     if share_button is None:
@@ -70,8 +77,18 @@ def build_demo(loaded: LoadedModel, detectors: Detectors | None = None, share_bu
             page.select(_opened(page.id), None, open_tab, queue=False, api_visibility="private")
         demo.load(None, open_tab, None, js=OPEN_TAB_JS)
         demo.load(None, None, None, js=clickbox.drag_script())  # boxes drawn by dragging on the images
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=MODEL_CONCURRENCY)
     return demo
+
+
+def queue_size_from_env() -> int:
+    """$KPTLLM_QUEUE_SIZE (a whole number >= 1), else QUEUE_SIZE."""
+    text = os.environ.get("KPTLLM_QUEUE_SIZE", "").strip()
+    if not text:
+        return QUEUE_SIZE
+    if not text.isdigit() or int(text) < 1:
+        raise SystemExit(f"KPTLLM_QUEUE_SIZE must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def default_detectors(loaded: LoadedModel, open_source: str | None = None) -> Detectors:
@@ -139,5 +156,6 @@ def launch_options() -> dict:
     """`Blocks.launch` settings the app needs wherever it runs (tests launch with these too).
 
     `allowed_paths`: Gradio only takes returned files from the working directory or the system temp
-    folder, and `$KPTLLM_EXPORT_DIR` may be neither."""
-    return {"show_error": True, "max_file_size": "50mb", "allowed_paths": [str(export_root())]}
+    folder, and `$KPTLLM_EXPORT_DIR` may be neither. `css`: input images fitted to their frames."""
+    return {"show_error": True, "max_file_size": "50mb", "allowed_paths": [str(export_root())],
+            "css": clickbox.INPUT_CSS}

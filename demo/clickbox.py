@@ -13,6 +13,12 @@ Why our own few lines of page script and not a component: gradio-image-annotatio
 component, 0.5.6, for Gradio >= 6.14) decodes every upload in full before any handler runs (our size limit is
 checked from the header) and has no click events, so a tab that needs both a point and a box would need two
 images of the same picture.
+
+Input images are shown fitted to their frame (`INPUT_CSS`: enlarged or reduced, `object-fit: contain`), and
+can be zoomed to their box (`zoom_controls`, a CSS transform). Gradio maps a click on an image to pixels
+as if it were never enlarged (its scale is capped at 1) and knows nothing of the zoom, so the page script maps
+every click on these images itself, from the drawn picture's rectangle on screen, and hands Gradio the
+click it needs to report that pixel (`select`'s `evt.index`, rounded to whole pixels as Gradio does).
 """
 
 from __future__ import annotations
@@ -21,10 +27,20 @@ import json
 
 import gradio as gr
 
-from .inputs import load_image, parse_box, refuse
+from .inputs import INPUT_CLASS, load_image, parse_box, refuse
 from .shown import marked_copy, original_of
 
 MIN_BOX_SIDE = 2.0  # pixels: a second click closer than this to the first starts over
+ZOOM_MARGIN = 0.1  # "Zoom to the box" shows the box and this share of its size around it
+MAX_ZOOM = 8.0
+
+# Input images fill their frame (enlarged or reduced, never cropped); the frame clips a zoomed picture.
+INPUT_CSS = f"""
+.{INPUT_CLASS} .upload-container, .{INPUT_CLASS} .image-frame {{ width: 100% !important; }}
+.{INPUT_CLASS} .image-frame {{ overflow: hidden; }}
+.{INPUT_CLASS} .image-frame img {{ width: 100% !important; height: 100% !important; max-width: none !important;
+  max-height: none !important; object-fit: contain !important; }}
+"""
 
 
 def _format(box) -> str:
@@ -104,17 +120,21 @@ def allow_drag(image, box_field, many: int = 1, line: int | None = None) -> None
 
 def drag_script() -> str:
     """The page script (`Blocks.load(js=...)`) that turns drags on the registered images into boxes."""
-    return DRAG_JS.replace("__CONFIG__", json.dumps(DRAGGABLE))
+    return (DRAG_JS.replace("__CONFIG__", json.dumps(DRAGGABLE)).replace("__ZOOM_MARGIN__", str(ZOOM_MARGIN))
+            .replace("__MAX_ZOOM__", str(MAX_ZOOM)))
 
 
 # Pixels: the image may be letterboxed in its <img> (object-fit: contain), so the drawn content's rectangle is
 # computed from natural size. The click that ends a drag is stopped before Gradio sees it (a drag is not a
-# click); the field is focused and left so that its blur handler draws the box, as for a typed box. The
-# pointerdown default (a native image drag) is prevented. No // comments inside: Gradio may join the lines.
+# click); the field is focused (without scrolling the page to it) and left so that its blur handler draws the
+# box, as for a typed box. The pointerdown default (a native image drag) is prevented. A plain click is mapped
+# the same way and given to Gradio again at the whole screen pixel (events carry whole pixels) that Gradio's own
+# mapping (`scale = min(shown / natural, 1)`, centred, rounded) turns into that pixel.
+# No // comments inside: Gradio may join the lines.
 DRAG_JS = """() => {
   if (window.__kptllmDragBoxes) return [];
   window.__kptllmDragBoxes = true;
-  const config = __CONFIG__, MIN_DRAG = 6;
+  const config = __CONFIG__, MIN_DRAG = 6, ZOOM_MARGIN = __ZOOM_MARGIN__, MAX_ZOOM = __MAX_ZOOM__;
   let drag = null, swallowClick = false;
   const hit = (target) => {
     const img = target && target.closest ? target.closest("img") : null;
@@ -125,10 +145,12 @@ DRAG_JS = """() => {
     }
     return null;
   };
-  const toImage = (img, cx, cy) => {
+  const toImage = (img, cx, cy, clamp = true) => {
     const r = img.getBoundingClientRect(), s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
     const left = r.left + (r.width - img.naturalWidth * s) / 2, top = r.top + (r.height - img.naturalHeight * s) / 2;
-    return [Math.min(Math.max((cx - left) / s, 0), img.naturalWidth), Math.min(Math.max((cy - top) / s, 0), img.naturalHeight)];
+    const x = (cx - left) / s, y = (cy - top) / s;
+    if (clamp) return [Math.min(Math.max(x, 0), img.naturalWidth), Math.min(Math.max(y, 0), img.naturalHeight)];
+    return x >= 0 && y >= 0 && x < img.naturalWidth && y < img.naturalHeight ? [x, y] : [null, null];
   };
   document.addEventListener("pointerdown", (e) => {
     const target = e.button === 0 ? hit(e.target) : null;
@@ -174,12 +196,50 @@ DRAG_JS = """() => {
     }
     field.value = value;
     field.dispatchEvent(new Event("input", {bubbles: true}));
-    field.focus();
+    field.focus({preventScroll: true});
     field.blur();
   }, true);
+  const remapped = new WeakSet();
   document.addEventListener("click", (e) => {
-    if (swallowClick && hit(e.target)) { e.stopPropagation(); e.preventDefault(); swallowClick = false; }
+    if (remapped.has(e)) return;
+    const target = hit(e.target);
+    if (!target) return;
+    e.stopPropagation();
+    e.preventDefault();
+    if (swallowClick) { swallowClick = false; return; }
+    const img = target.img, r = img.getBoundingClientRect();
+    const [x, y] = toImage(img, e.clientX, e.clientY, false);
+    if (x === null) return;
+    const g = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+    const screen = (origin, v, size) => {
+      const want = Math.min(Math.round(v), size - 1), lo = Math.ceil(origin + (want - 0.5) * g);
+      return lo < origin + (want + 0.5) * g ? lo : Math.round(origin + want * g);
+    };
+    const again = new MouseEvent("click", {bubbles: true, cancelable: true, composed: true, button: 0,
+      clientX: screen(r.left + (r.width - img.naturalWidth * g) / 2, x, img.naturalWidth),
+      clientY: screen(r.top + (r.height - img.naturalHeight * g) / 2, y, img.naturalHeight)});
+    remapped.add(again);
+    e.target.dispatchEvent(again);
   }, true);
+  window.__kptllmZoom = (imageId, fieldId, line) => {
+    const root = document.getElementById(imageId), img = root && root.querySelector("img");
+    let style = document.getElementById("kptllm-zoom-" + imageId);
+    if (style) style.remove();
+    if (!img || !img.naturalWidth || !fieldId) return;
+    const field = document.querySelector(`#${fieldId} textarea, #${fieldId} input`);
+    const lines = (field ? field.value : "").split("\\n");
+    const numbers = (lines[line ? line - 1 : 0] || "").split(",").map(Number);
+    const w = img.offsetWidth, h = img.offsetHeight, s = Math.min(w / img.naturalWidth, h / img.naturalHeight);
+    let [bx, by, bw, bh] = numbers.length === 4 && numbers.every(Number.isFinite) && numbers[2] > 0 && numbers[3] > 0
+      ? numbers : [img.naturalWidth / 4, img.naturalHeight / 4, img.naturalWidth / 2, img.naturalHeight / 2];
+    bx -= bw * ZOOM_MARGIN; by -= bh * ZOOM_MARGIN; bw *= 1 + 2 * ZOOM_MARGIN; bh *= 1 + 2 * ZOOM_MARGIN;
+    const zoom = Math.min(Math.max(Math.min(w / (bw * s), h / (bh * s)), 1), MAX_ZOOM);
+    const cx = (w - img.naturalWidth * s) / 2 + (bx + bw / 2) * s, cy = (h - img.naturalHeight * s) / 2 + (by + bh / 2) * s;
+    style = document.createElement("style");
+    style.id = "kptllm-zoom-" + imageId;
+    style.textContent = `#${imageId} img { transform-origin: 0 0; transform: translate(${w / 2 - zoom * cx}px, ${h / 2 - zoom * cy}px) scale(${zoom}); }`;
+    document.head.appendChild(style);
+  };
   return [];
 }"""
 
@@ -201,3 +261,19 @@ def wire(image, box_field, many: int = 1, name: str = "boxes.png", clicks: bool 
                    queue=False, api_visibility="private")
     image.upload(lambda: ("", None), None, [box_field, corner], queue=False, api_visibility="private")
     return corner
+
+
+def zoom_controls(image, box_field_id: str, line: int | None = None) -> None:
+    """Two small buttons (placed where this is called): "Zoom to the box" enlarges `image` around the box in
+    the field with elem_id `box_field_id` (line `line` of it; the centre half of the image when there is no
+    box), "Whole image" shows all of it again, as does a new upload. Clicks and drags keep mapping to the
+    original's pixels (the page script reads the zoomed picture's rectangle)."""
+    with gr.Row():
+        zoom = gr.Button("Zoom to the box", size="sm", elem_id=f"{image.elem_id}-zoom")
+        whole = gr.Button("Whole image", size="sm", elem_id=f"{image.elem_id}-whole")
+    zoom.click(None, js=f"() => {{ window.__kptllmZoom?.({json.dumps(image.elem_id)}, {json.dumps(box_field_id)}, "
+                        f"{int(line or 0)}); return []; }}")
+    unzoom = f"() => {{ window.__kptllmZoom?.({json.dumps(image.elem_id)}, null, 0); return []; }}"
+    whole.click(None, js=unzoom)
+    image.upload(None, js=unzoom)
+    image.clear(None, js=unzoom)

@@ -32,6 +32,10 @@ MAX_TEXT = MAX_TEXT_CHARS  # characters per keypoint name / description (the lib
 MAX_QUERY_TEXT = 2000  # characters of one text field
 MAX_KEYPOINTS = 50  # per request (the predictor allows 100; the demo keeps requests short)
 MAX_SUPPORTS = 5
+# Every input image is shown fitted to a frame of this height (small drawings enlarged, photos reduced: see
+# INPUT_CSS); the page script (`demo.clickbox`) maps clicks and drags on it to the original's pixels.
+INPUT_HEIGHT = 460
+INPUT_CLASS = "kptllm-input"
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2  # larger files are refused by PIL before decoding
 
@@ -63,7 +67,10 @@ class ImageInput(gr.Image):
     is_template = True  # served by the frontend's Image component
 
     def __init__(self, **kwargs):
-        super().__init__(type="filepath", image_mode=None, **kwargs)
+        kwargs.setdefault("height", INPUT_HEIGHT)
+        classes = kwargs.pop("elem_classes", None) or []
+        classes = [classes] if isinstance(classes, str) else list(classes)
+        super().__init__(type="filepath", image_mode=None, elem_classes=[*classes, INPUT_CLASS], **kwargs)
 
     def get_config(self, cls=None):
         return super().get_config(cls or gr.Image)  # the frontend's props are gr.Image's parameters

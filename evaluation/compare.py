@@ -15,6 +15,12 @@ keypoints, a CAPE PCK averaged per query and a semantic accuracy are all resampl
 and the difference B - A is taken on the same resample. The 2.5 and 97.5 percentiles of those
 differences are the 95 % interval. Units, not keypoints, are the resampled items: the keypoints of
 one object are not independent. OKS AP is not offered (COCOeval cannot score an instance twice).
+
+Fast path: where the metric of any multiset of units is a weighted mean of the units' own values (a PCK pooled
+over keypoints: weight = the unit's counted keypoints; a PCK averaged per query: weight 1; an accuracy over
+points), each unit is scored once and every resample is the same weighted mean of the same draws, in numpy. It is
+used only after it reproduces the slow scoring on all units and on the first resamples, for both runs; else every
+resample is scored the slow way.
 """
 
 from __future__ import annotations
@@ -149,8 +155,47 @@ def resamples(keys: list[str], samples: int, seed: int):
         yield [keys[i] for i in rng.integers(0, len(keys), len(keys))]
 
 
-def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Comparison:
-    """Paired bootstrap of `metric` (default: A's headline metric) between two runs (module docstring)."""
+CHECKED_RESAMPLES = 3  # resamples scored the slow way too before the fast path is trusted
+
+
+def unit_weights(run: Run, keys: list[str], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, weights) per unit such that `metric` on any multiset of `keys` is sum(w * v) / sum(w), checked
+    against the slow scoring on all keys and on the first resamples; None when no such form reproduces it."""
+    values, counted, scored_at_all = np.zeros(len(keys)), np.zeros(len(keys)), np.zeros(len(keys))
+    for n, key in enumerate(keys):
+        bench = copy.copy(run.bench)
+        bench.units = [run.units[key]]
+        scored = score(bench, [run.predictions[key]], with_ap=False)
+        value = scored["metrics"].get(metric)
+        if value is not None and np.isfinite(value):  # else nothing of this unit counts: weight 0 (checked below)
+            values[n], scored_at_all[n] = value, 1.0
+            counted[n] = scored.get("counts", {}).get("keypoints", 0)
+    checks = [list(range(len(keys)))]
+    rng = np.random.default_rng(0)
+    checks += [list(rng.integers(0, len(keys), len(keys))) for _ in range(CHECKED_RESAMPLES)]
+    for weights in (counted, scored_at_all):  # pooled over keypoints, or a mean per unit
+        if all(weights[idx].sum() > 0 and np.isclose((weights[idx] * values[idx]).sum() / weights[idx].sum(),
+                                                    run.metric([keys[i] for i in idx], metric), rtol=0, atol=1e-9)
+               for idx in checks):
+            return values, weights
+    return None
+
+
+def _fast_differences(a, b, keys: list[str], samples: int, seed: int) -> np.ndarray:
+    """B - A on each resample from (values, weights) pairs: the draws of `resamples`, as index counts."""
+    (va, wa), (vb, wb) = a, b
+    rng = np.random.default_rng(seed)
+    out = np.empty(samples)
+    for s in range(samples):
+        drawn = np.bincount(rng.integers(0, len(keys), len(keys)), minlength=len(keys))
+        out[s] = (drawn * wb * vb).sum() / (drawn * wb).sum() - (drawn * wa * va).sum() / (drawn * wa).sum()
+    return out
+
+
+def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0,
+            fast: bool = True) -> Comparison:
+    """Paired bootstrap of `metric` (default: A's headline metric) between two runs (module docstring);
+    `fast=False` scores every resample the slow way."""
     for field in ("benchmark", "task", "shots", "supercategory"):
         if a.record.get(field) != b.record.get(field):
             raise ValueError(f"the runs differ in {field}: {a.record.get(field)!r} vs {b.record.get(field)!r}")
@@ -162,7 +207,12 @@ def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SA
         raise ValueError("the two runs share no work units")
     for run in (a, b):
         check_rescoring(run, metric)
-    differences = np.array([b.metric(drawn, metric) - a.metric(drawn, metric) for drawn in resamples(keys, samples, seed)])
+    forms = [unit_weights(run, keys, metric) for run in (a, b)] if fast else [None]
+    if all(form is not None for form in forms):  # the same draws, scored as weighted means (module docstring)
+        differences = _fast_differences(*forms, keys, samples, seed)
+    else:
+        differences = np.array([b.metric(drawn, metric) - a.metric(drawn, metric)
+                                for drawn in resamples(keys, samples, seed)])
     value_a, value_b = a.metric(keys, metric), b.metric(keys, metric)
     low, high = np.percentile(differences, [2.5, 97.5])
     return Comparison(metric, value_a, value_b, value_b - value_a, float(low), float(high),

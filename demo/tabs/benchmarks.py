@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import gradio as gr
 import pandas as pd
 import plotly.express as px
@@ -19,26 +21,47 @@ def _choices(table: pd.DataFrame, column: str) -> list[str]:
 
 
 LEGEND_CHARS = 28  # longer method names are cut in the legend (the full name is in the hover)
-# the table's columns, values first, so that they show at 1280 px without scrolling sideways
-TABLE_ORDER = ["method", "metric", "value", "low", "high", "n", "set", "dataset", "setting", "task", "source", "record"]
+LABEL_CHARS = 46  # a bar's label: the method, then dataset · setting · metric on lines of about this many characters
+LINE_PX = 15  # the chart's height per line of a bar's label (and BAR_GAP_PX per bar)
+BAR_GAP_PX = 14
+# the table's columns: what tells rows apart first (two rows of one method may differ only in setting), then the
+# values; the widths fit 1280 px without scrolling sideways (long cells wrap), the method column stays pinned
+TABLE_ORDER = ["method", "setting", "metric", "value", "low", "high", "n", "set", "dataset", "task", "source", "record"]
+TABLE_WIDTHS = ["17%", "13%", "6%", "5%", "5%", "5%", "9%", "5%", "11%", "7%", "6%", "11%"]
 
 
 def short_name(name: str, limit: int = LEGEND_CHARS) -> str:
     return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
 
 
+def bar_label(method: str, dataset: str, setting: str, metric: str) -> str:
+    """The method (cut to LEGEND_CHARS), then 'dataset · setting · metric' on lines of about LABEL_CHARS
+    characters (Plotly breaks lines at <br>)."""
+    where = textwrap.wrap(" · ".join(v for v in (dataset, setting, metric) if v), LABEL_CHARS)
+    return "<br>".join([f"<b>{short_name(method)}</b>", *where])
+
+
 def bar_chart(rows: pd.DataFrame):
-    """At most `MAX_BARS` values; the title says when the rows were cut, and how many there are."""
+    """Horizontal bars, one per row in the table's order from the top (labels read level whatever their length),
+    one colour per method; at most `MAX_BARS` values, the title says when the rows were cut, and how many there are."""
     if rows.empty:
         return px.bar(title="No rows match the filters")
     shown = rows.head(MAX_BARS).copy()
-    shown["where"] = shown["dataset"] + " · " + shown["setting"] + " · " + shown["metric"]
+    labels = [bar_label(*row) for row in shown[["method", "dataset", "setting", "metric"]].itertuples(index=False)]
+    seen: dict[str, int] = {}
+    for k, label in enumerate(labels):  # one bar per label: a repeated one gets its row number
+        seen[label] = seen.get(label, 0) + 1
+        labels[k] = label if seen[label] == 1 else f"{label} ({seen[label]})"
+    shown["where"] = labels
     shown["legend"] = shown["method"].map(short_name)
     title = (f"All {len(shown)} values (percent)" if len(shown) == len(rows) else
              f"First {len(shown)} of {len(rows)} values (percent): narrow the filters to see the rest")
-    figure = px.bar(shown, x="where", y="value", color="legend", barmode="group", pattern_shape="source",
-                    hover_data=["method", "task", "source"], title=title)
-    figure.update_layout(xaxis_title="", yaxis_title="%", legend_title="method", height=460)
+    figure = px.bar(shown, y="where", x="value", color="legend", barmode="overlay", pattern_shape="source",
+                    orientation="h", hover_data=["method", "setting", "task", "source"], title=title,
+                    category_orders={"where": labels})
+    figure.update_yaxes(title="", automargin=True)
+    height = 160 + sum(LINE_PX * (label.count("<br>") + 1) + BAR_GAP_PX for label in labels)
+    figure.update_layout(xaxis_title="%", legend_title="method", height=height, bargap=0.3, showlegend=False)
     return figure
 
 
@@ -122,32 +145,33 @@ def build() -> None:
     table = data.load_results()
     records = sorted(table["record"].dropna().unique())
     gr.Markdown("Paper numbers (KptLLM++ paper, Tables 1-16) next to the numbers measured with `kptllm eval` "
-                "(records under `results/`). Values in percent. Measured KeypointWorld numbers are **not** "
-                "comparable to the paper's benchmarks: different data and a 8.7 M-parameter model.")
+                "(records under `results/`), in percent. Measured KeypointWorld numbers are **not** comparable to the "
+                "paper's benchmarks: different data and a 8.7 M-parameter model.")
+    view = data.default_view(table)
+    with gr.Accordion("Filters: task, dataset, metric, method, source" + (
+            " (opens on the measured records beside the paper's own methods on the same tasks and headline "
+            "metrics: clear the filters and apply for every row)" if view["methods"] else ""), open=False,
+            elem_id="bench-filters"):
+        with gr.Row():
+            tasks = gr.Dropdown(_choices(table, "task"), value=view["tasks"], multiselect=True, label="Task",
+                                elem_id="bench-task")
+            datasets = gr.Dropdown(_choices(table, "dataset"), multiselect=True, label="Dataset", elem_id="bench-dataset")
+            metrics = gr.Dropdown(_choices(table, "metric"), value=view["metrics"], multiselect=True, label="Metric",
+                                  elem_id="bench-metric")
+            methods = gr.Dropdown(_choices(table, "method"), value=view["methods"], multiselect=True, label="Method",
+                                  elem_id="bench-method")
+            sources = gr.CheckboxGroup(["paper", "measured"], value=["paper", "measured"], label="Source")
+        with gr.Row():
+            apply = gr.Button("Apply filters", variant="primary", elem_id="bench-apply")
+    first_rows, first_chart, first_csv = filtered(view["tasks"], [], view["metrics"], view["methods"], ["paper", "measured"])
+    rows = gr.Dataframe(first_rows, label="Results (search / filter in the header)", show_search="filter", interactive=False,
+                        max_height=420, wrap=True, column_widths=TABLE_WIDTHS, pinned_columns=1, elem_id="bench-table")
+    csv = gr.DownloadButton("Download these rows (CSV)", value=first_csv, size="sm", elem_id="bench-csv")
+    chart = gr.Plot(first_chart, label="Chart", elem_id="bench-chart")
     with gr.Accordion("Test set: the reported numbers (95 % intervals, per category)", open=True):
         gr.Markdown(data.set_note() + " Cells: value [95 % interval], percent; the interval is a bootstrap over "
                     "objects (`kptllm interval`, the resampling of `kptllm compare`).")
         gr.Dataframe(data.reported_set_table(), interactive=False, wrap=True, elem_id="bench-test-set")
-    view = data.default_view(table)
-    if view["methods"]:
-        gr.Markdown("Opens on the measured records beside the paper's own methods (KptLLM, KptLLM++) on the same tasks "
-                    "and headline metrics: clear the filters and apply for every row.")
-    with gr.Row():
-        tasks = gr.Dropdown(_choices(table, "task"), value=view["tasks"], multiselect=True, label="Task",
-                            elem_id="bench-task")
-        datasets = gr.Dropdown(_choices(table, "dataset"), multiselect=True, label="Dataset", elem_id="bench-dataset")
-        metrics = gr.Dropdown(_choices(table, "metric"), value=view["metrics"], multiselect=True, label="Metric",
-                              elem_id="bench-metric")
-        methods = gr.Dropdown(_choices(table, "method"), value=view["methods"], multiselect=True, label="Method",
-                              elem_id="bench-method")
-        sources = gr.CheckboxGroup(["paper", "measured"], value=["paper", "measured"], label="Source")
-    first_rows, first_chart, first_csv = filtered(view["tasks"], [], view["metrics"], view["methods"], ["paper", "measured"])
-    with gr.Row():
-        apply = gr.Button("Apply filters", variant="primary", elem_id="bench-apply")
-        csv = gr.DownloadButton("Download CSV", value=first_csv, elem_id="bench-csv")
-    chart = gr.Plot(first_chart, label="Chart", elem_id="bench-chart")
-    rows = gr.Dataframe(first_rows, label="Results (search / filter in the header)", show_search="filter", interactive=False,
-                        max_height=420, elem_id="bench-table")
     with gr.Accordion("Side by side (2-3 methods)", open=False):
         pick = gr.Dropdown(_choices(table, "method"), value=["KptLLM", "KptLLM++"], multiselect=True, max_choices=3,
                            label="Methods")

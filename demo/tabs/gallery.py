@@ -60,26 +60,45 @@ def _load(name: str | None):
 
 
 @functools.lru_cache(maxsize=32)
-def _paired(a: str, b: str, stamp: tuple) -> str:
-    """`kptllm compare a b` (1000 resamples, seed 0) as one line of Markdown."""
+def _paired(a: str, b: str, stamp: tuple):
+    """`kptllm compare a b` (1000 resamples, seed 0): the comparison, or the reason there is none (str)."""
     try:
-        run_a, run_b = load_run(data.RESULTS_DIR / a), load_run(data.RESULTS_DIR / b)
-        c = paired_bootstrap(run_a, run_b)
+        return paired_bootstrap(load_run(data.RESULTS_DIR / a), load_run(data.RESULTS_DIR / b))
     except ValueError as err:
         return data.public_text(f"Paired difference not available: {err}")
+
+
+def _comparison(record: str | None, against: str | None):
+    """The paired bootstrap of B against A (cached while both record.json files stay as they are); None without
+    a second record."""
+    if not against or against == NONE:
+        return None
+    for name in (record, against):
+        _folder(name)
+    stamp = tuple((data.RESULTS_DIR / n / "record.json").stat().st_mtime for n in (record, against))
+    return _paired(record, against, stamp)
+
+
+def paired_difference(record: str | None, against: str | None) -> str:
+    """The paired bootstrap of B against A as one line of Markdown, or "" without a second record."""
+    c = _comparison(record, against)
+    if c is None or isinstance(c, str):
+        return c or ""
     return (f"**B - A = {100 * c.difference:+.2f}** points of {c.metric} (A {100 * c.a:.2f}, B {100 * c.b:.2f}), "
             f"95 % interval [{100 * c.low:+.2f}, {100 * c.high:+.2f}] over {c.units} paired units "
             f"({c.samples} bootstrap resamples, seed {c.seed}; as `kptllm compare`): {c.verdict}.")
 
 
-def paired_difference(record: str | None, against: str | None) -> str:
-    """The paired bootstrap of B against A, or "" without a second record."""
-    if not against or against == NONE:
-        return ""
-    for name in (record, against):
-        _folder(name)
-    stamp = tuple((data.RESULTS_DIR / n / "record.json").stat().st_mtime for n in (record, against))
-    return _paired(record, against, stamp)
+def paired_summary(record: str | None, against: str | None) -> dict | None:
+    """What the export's JSON says of the paired difference (fractions, as the records keep them)."""
+    c = _comparison(record, against)
+    if c is None:
+        return None
+    if isinstance(c, str):
+        return {"error": c}
+    return {"metric": c.metric, "a": c.a, "b": c.b, "difference": c.difference, "low": c.low, "high": c.high,
+            "units": c.units, "resamples": c.samples, "seed": c.seed, "verdict": c.verdict,
+            "how": "B - A, paired bootstrap over units, 95 % interval (kptllm compare)"}
 
 
 def filters(record: str | None, category: str | None = None):
@@ -169,6 +188,8 @@ def export_selection(record, against=NONE, order="worst", category=None, keypoin
     for side in ("record", "against"):  # a user's record may name its model by a server path
         if side in info:
             info[side]["model"] = data.public_path(info[side].get("model"))
+    if other is not None:  # what the page shows above the A | B tiles goes with them
+        info["paired_difference"] = paired_summary(record, against)
     js.write_text(json.dumps(info, indent=1))
     return [str(png), str(js)]
 

@@ -91,6 +91,7 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
             with gr.Row():
                 x = gr.Number(label="x", elem_id="sem-x")
                 y = gr.Number(label="y", elem_id="sem-y")
+            clickbox.zoom_controls(image, "sem-bbox")
             bbox = gr.Textbox("", label=BOX_LABEL, elem_id="sem-bbox")
             mode = gr.Radio([("the point to ask about", POINT), ("the object's box (click two opposite corners)", BOX)],
                             value=POINT, label="A click on the image sets", elem_id="sem-mode")
@@ -109,11 +110,12 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
         return describe(loaded, detectors, image, x, y, box) if mode == POINT else (gr.skip(),) * len(outputs)
 
     run.click(lambda: "", None, answer, queue=False, api_visibility="private")  # an error must not leave the last answer
-    run.click(fn, [image, x, y, bbox], outputs, api_name="describe", concurrency_id="model")
+    run.click(fn, [image, x, y, bbox], outputs, api_name="describe", concurrency_id="model", show_progress_on=out_image)
     corner = clickbox.wire(image, bbox, name="semantic-box.png", clicks=False)
     image.select(clicked, [mode, image, bbox, corner], [x, y, bbox, corner, image], queue=False,
                  api_visibility="private").then(describe_point, [mode, image, x, y, bbox], outputs,
-                                                api_visibility="private", concurrency_id="model")
+                                                api_visibility="private", concurrency_id="model",
+                                                show_progress_on=out_image)
     gr.Examples(examples(), [image, x, y, bbox], label="Examples (the first labelled keypoint of each drawing)",
                 cache_examples=False, fn=lambda value, _x, _y, box: clickbox.show_typed(value, box, "semantic-box.png")[0],
                 outputs=image, run_on_click=True, api_visibility="private")

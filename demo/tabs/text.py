@@ -108,7 +108,8 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     use_desc.change(preset_text, [preset, use_desc], names, api_name="text_preset_descriptions")
     run.click(lambda: "", None, note, queue=False, api_visibility="private")  # an error must not leave the last note
     run.click(partial(detect_text, loaded, detectors), [image, preset, names, use_desc, bbox, min_score],
-              [out_image, table, png, js, state, bbox, image], api_name="detect_text", concurrency_id="model").then(
+              [out_image, table, png, js, state, bbox, image], api_name="detect_text", concurrency_id="model",
+              show_progress_on=out_image).then(
         looked_at, state, note, queue=False, api_visibility="private")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="text_redraw")
     clickbox.wire(image, bbox, name="text-box.png")

@@ -272,8 +272,8 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
             with gr.Tabs():
                 for k in range(MAX_SUPPORTS):
                     with gr.Tab(f"Support {k + 1}", id=f"support-{k + 1}"):
-                        slots.append(ImageInput(label=f"Support {k + 1}",
-                                              elem_id=f"vis-support-{k + 1}"))
+                        slots.append(ImageInput(label=f"Support {k + 1}", elem_id=f"vis-support-{k + 1}"))
+                        clickbox.zoom_controls(slots[-1], "vis-support-boxes", line=k + 1)
             points = gr.Dataframe(empty_points(), headers=POINT_COLUMNS, datatype=["number", "number", "number", "number", "str"],
                                   interactive=True, label="Marked points (editable)", elem_id="vis-points")
             with gr.Row():
@@ -311,7 +311,8 @@ def build(loaded: LoadedModel, detectors: Detectors | None = None) -> None:
     run.click(lambda: "", None, note, queue=False, api_visibility="private")  # an error must not leave the last note
     run.click(partial(detect_visual, loaded, detectors), [query, *slots, points, support_boxes, bbox, min_score],
               [out_image, table, png, js, state, support_boxes, bbox, query], api_name="detect_visual",
-              concurrency_id="model").then(looked_at, state, note, queue=False, api_visibility="private").then(
+              concurrency_id="model", show_progress_on=out_image).then(
+        looked_at, state, note, queue=False, api_visibility="private").then(
         show_marks, [*slots, points, support_boxes], slots, api_visibility="private", concurrency_id="marks")
     min_score.release(redraw, [state, min_score], [out_image, table, png, js], api_name="visual_redraw")
     clickbox.wire(query, bbox, name="query-box.png")

@@ -415,6 +415,12 @@ def test_gallery_endpoints(client):
     info = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
     assert Path(png).name == "kptllm-gallery-decision-keypointworld-semantic.png" and info["grid"] == Path(png).name
     assert len(info["entries"]) == 8 and {e["category"] for e in info["entries"]} == {"quadruped"}
+    assert "paired_difference" not in info  # one record: nothing paired
+    files = client.predict("decision/keypointworld-visual", "decision/keypointworld-offcentre-visual", "loss", None,
+                           None, 6, api_name="/benchmarks_gallery_export")
+    paired = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())["paired_difference"]
+    assert (paired["difference"], paired["low"], paired["high"], paired["units"]) == (c.difference, c.low, c.high, 523)
+    assert paired["verdict"] == c.verdict and paired["low"] <= paired["difference"] <= paired["high"]
     with pytest.raises(Exception, match="pick a second record"):
         client.predict("decision/keypointworld-visual", "(none)", "gain", None, None, 12, api_name="/benchmarks_gallery")
     with pytest.raises(Exception, match="not in the list of choices|No record named"):  # Gradio's check, then ours

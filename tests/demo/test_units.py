@@ -436,6 +436,29 @@ def test_the_chart_says_when_it_is_cut_and_keeps_legends_short():
     assert bar_chart(rows.head(5)).layout.title.text.startswith("All 5 values")
 
 
+def test_the_chart_has_one_level_readable_bar_per_row_in_the_table_s_order():
+    """Horizontal bars (labels never rotated), a label per row that names the method and what tells rows apart
+    (two rows of one method on one dataset that differ only in setting get their own bars), lines not longer
+    than about LABEL_CHARS, and a height that grows with the rows."""
+    import pandas as pd
+
+    from demo.tabs.benchmarks import LABEL_CHARS, bar_chart
+
+    rows = pd.DataFrame({"method": ["KptLLM"] * 3 + ["kptllm-keypointworld 0c0f864f (decision/keypointworld-text)"],
+                         "dataset": ["MP-100", "MP-100", "MP-100", "KeypointWorld test set, seed 271828, off-centre"],
+                         "setting": ["1-shot split1", "5-shot split1", "5-shot split1", "1-shot, boxes by the embedded detector"],
+                         "metric": "PCK@0.2", "value": [70.0, 75.0, 76.0, 80.0], "source": "paper", "task": "t"})
+    figure = bar_chart(rows)
+    assert {trace.orientation for trace in figure.data} == {"h"}
+    labels = list(figure.layout.yaxis.categoryarray)[::-1]  # Plotly lists them from the bottom: the table's order from the top
+    assert sorted(labels) == sorted(y for trace in figure.data for y in trace.y) and len(set(labels)) == 4
+    assert "1-shot split1" in labels[0] and "5-shot split1" in labels[1] and labels[2].endswith("(2)")
+    assert "PCK@0.2" in labels[3] and "boxes by the embedded detector" in labels[3].replace("<br>", " ")
+    lines = [line.replace("<b>", "").replace("</b>", "") for label in labels for line in label.split("<br>")]
+    assert max(len(line) for line in lines) <= LABEL_CHARS + 2
+    assert bar_chart(rows).layout.height < bar_chart(pd.concat([rows] * 5)).layout.height
+
+
 def test_the_benchmarks_tab_opens_on_the_measured_records_beside_the_paper_s_own_methods():
     """Not the first 60 paper rows: every shipped record's headline next to KptLLM / KptLLM++ on its task."""
     from demo.benchmarks import ROOT, default_view, filter_table, load_results

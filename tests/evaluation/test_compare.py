@@ -194,3 +194,41 @@ def test_an_interval_is_stored_beside_its_record_and_goes_stale_with_it(runs, tm
     assert read_interval(mine)["samples"] == 10
     assert main(["interval", str(mine), "--metric", "AP"]) == 2
     assert "not offered" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["text", "visual", "semantic"])
+def test_the_fast_bootstrap_draws_and_scores_as_the_slow_one(task):
+    """On the shipped decision records (pooled PCK, per-query PCK, accuracy): the weighted-mean fast path gives
+    the slow path's numbers, resample for resample (same draws, same scores)."""
+    from evaluation.compare import compare, load_run, unit_weights
+
+    root = Path(__file__).resolve().parents[2] / "results" / "decision"
+    a, b = load_run(root / f"keypointworld-{task}"), load_run(root / f"keypointworld-offcentre-{task}")
+    keys = [k for k in a.predictions if k in b.predictions]
+    assert unit_weights(a, keys, "accuracy" if task == "semantic" else "PCK@0.2") is not None
+    fast, slow = compare(a, b, samples=40), compare(a, b, samples=40, fast=False)
+    for field in ("difference", "low", "high", "b_better_share"):
+        assert getattr(fast, field) == pytest.approx(getattr(slow, field), abs=1e-12), field
+
+
+def test_no_weighted_form_means_the_slow_path(runs):
+    """A metric that is no weighted mean of per-unit values (a unit's value made up here) is refused by the
+    check, and compare then scores every resample itself."""
+    from evaluation import compare as module
+
+    a = load_run(runs[0])
+    keys = list(a.predictions)
+    metric = module.bootstrap_metric(a)
+    real = module.score
+
+    def skewed(bench, predictions, with_ap=True):
+        scored = real(bench, predictions, with_ap)
+        if len(predictions) == 1:  # one unit alone: a value the full scoring never averages
+            scored["metrics"][metric] = scored["metrics"][metric] * 0.5 + 0.25
+        return scored
+
+    module.score, saved = skewed, module.score
+    try:
+        assert module.unit_weights(a, keys, metric) is None
+    finally:
+        module.score = saved
