@@ -13,7 +13,8 @@ Kinds: (a) /describe with a box; (b) /detect_visual, one support with 3 marked p
 keypoints; In the wild /detect_wild, 2 typed boxes x 17 keypoints; Benchmarks /benchmarks_gallery, 24 units.
 Every answer must equal the same request's answer alone (its answer text or table); an error other than the
 queue's own "busy" answer counts as one. Printed: latency p50 / p95 per kind and overall, busy answers, errors,
-and the server's memory after warm-up, after the crowd, and every `--every` requests (growth per 1,000).
+and the server's memory after warm-up, after the crowd, and every `--every` requests (growth per 1,000, fitted
+after the first sample: the first answers fill each session's state and the caches once).
 """
 
 from __future__ import annotations
@@ -151,10 +152,11 @@ def crowd(url: str, pid: int, visitors: int, total: int, every: int = 100) -> di
     memory["after the crowd"] = rss_mb(pid)
     every_latency = [s for kind in KINDS for s in latencies[kind]]
     growth = 0.0
-    if len(samples) >= 3:  # MB per 1,000 requests, fitted over the run's samples
-        xs, ys = [x for x, _ in samples], [y for _, y in samples]
+    steady = samples[1:]  # the first `every` answers fill per-session state and caches once: the slope is after them
+    if len(steady) >= 3:  # MB per 1,000 requests, fitted by least squares
+        xs, ys = [x for x, _ in steady], [y for _, y in steady]
         mx, my = statistics.mean(xs), statistics.mean(ys)
-        growth = 1000 * sum((x - mx) * (y - my) for x, y in samples) / sum((x - mx) ** 2 for x in xs)
+        growth = 1000 * sum((x - mx) * (y - my) for x, y in steady) / sum((x - mx) ** 2 for x in xs)
     return {"visitors": visitors, "requests": total, "answered": len(every_latency), "wall": wall,
             "latencies": latencies, "all": every_latency, "busy": busy, "errors": errors, "mismatches": mismatches,
             "memory": memory, "samples": samples, "growth_per_1000": growth}
@@ -178,8 +180,8 @@ def report(result: dict) -> str:
     lines += [f"busy answers (queue full): {len(result['busy'])}; errors: {len(result['errors'])}; answers unlike the "
               f"same request alone: {len(result['mismatches'])}",
               f"server memory: {memory['after warm-up']:.0f} MB after warm-up, {memory['after the crowd']:.0f} MB after "
-              f"the crowd ({memory['after the crowd'] - memory['after warm-up']:+.0f} MB); fitted growth "
-              f"{result['growth_per_1000']:+.1f} MB per 1,000 requests",
+              f"the crowd ({memory['after the crowd'] - memory['after warm-up']:+.0f} MB); growth after the first "
+              f"samples {result['growth_per_1000']:+.1f} MB per 1,000 requests (least squares)",
               "memory by requests answered: " + ", ".join(f"{n}: {mb:.0f}" for n, mb in result["samples"])]
     lines += [f"  error: {e}" for e in result["errors"][:5]]
     return "\n".join(lines)

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
+import sys
 
 import gradio as gr
 
@@ -18,11 +20,12 @@ from .model import LoadedModel, is_embedded, load_model
 from .tabs import benchmarks, semantic, text, visual, wild
 
 # The queue, sized on purpose (docs/BENCHMARKS.md "A crowd"): one model worker answers the model's requests one at
-# a time (its lock makes that so anyway), in 0.05-0.6 s each on 2 CPU cores; at most QUEUE_SIZE wait, so the last
-# in line waits ~QUEUE_SIZE x the mean service time (~15 s at 64). Beyond it a request is answered at once with
-# Gradio's "This application is currently busy. Please try again." (HTTP 503; gradio_client raises QueueError
-# "Queue is full") instead of piling up. $KPTLLM_QUEUE_SIZE overrides it (a Space on a GPU can take more).
-QUEUE_SIZE = 64
+# a time (its lock makes that so anyway); under a crowd a mixed request takes ~0.75 s of it on 2 CPU cores, so
+# the last of QUEUE_SIZE waiting waits ~30 s. 30 visitors at once fit (each waits for its answer before asking
+# again). Beyond QUEUE_SIZE a request is answered at once with Gradio's "This application is currently busy.
+# Please try again." (HTTP 503; gradio_client raises QueueError "Queue is full") instead of piling up.
+# $KPTLLM_QUEUE_SIZE overrides it (a Space on a GPU serves faster and can hold more).
+QUEUE_SIZE = 40
 MODEL_CONCURRENCY = 1
 # Gradio keeps every output file (annotated images, downloads) in its cache: hourly, drop those older than a
 # day (a shared deep link older than that loses its images)
@@ -143,8 +146,25 @@ def log_refusals() -> None:
         logger.setLevel(logging.INFO)
 
 
+MALLOC_ARENAS = 2  # glibc's arenas for the server's threads (docs/BENCHMARKS.md "A crowd": 8 per core grew RSS)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """glibc's M_ARENA_MAX, as MALLOC_ARENA_MAX would set it, for the threads made from now on: a server with
+    dozens of handler threads otherwise keeps ~8 malloc arenas per core (measured: +234 MB after 800 crowd
+    requests, +59 MB with 2). An explicit MALLOC_ARENA_MAX wins; elsewhere than glibc this does nothing."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, arenas))  # -8: M_ARENA_MAX in glibc's malloc.h
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    limit_malloc_arenas()
     log_refusals()
     loaded = load_model(args.model, device=args.device)
     detectors = default_detectors(loaded, args.detector or os.environ.get("KPTLLM_DETECTOR"))

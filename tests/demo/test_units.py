@@ -540,3 +540,27 @@ def test_the_share_icon_is_offered_only_on_spaces(monkeypatch):
     assert "share" not in image_buttons() and "download" in image_buttons()
     monkeypatch.setenv("SPACE_ID", "someone/kptllm")
     assert "share" in image_buttons()
+
+
+def test_the_queue_size_comes_from_the_environment_or_the_documented_default(monkeypatch):
+    from demo.app import QUEUE_SIZE, queue_size_from_env
+
+    monkeypatch.delenv("KPTLLM_QUEUE_SIZE", raising=False)
+    assert queue_size_from_env() == QUEUE_SIZE
+    monkeypatch.setenv("KPTLLM_QUEUE_SIZE", "5")
+    assert queue_size_from_env() == 5
+    for bad in ("0", "-3", "many"):
+        monkeypatch.setenv("KPTLLM_QUEUE_SIZE", bad)
+        with pytest.raises(SystemExit, match="KPTLLM_QUEUE_SIZE"):
+            queue_size_from_env()
+
+
+def test_the_server_limits_glibc_s_malloc_arenas_unless_told_otherwise(monkeypatch):
+    import sys
+
+    from demo.app import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is sys.platform.startswith("linux")
