@@ -147,12 +147,19 @@ def check_rescoring(run: Run, metric: str) -> float:
     return rebuilt
 
 
-def resamples(keys: list[str], samples: int, seed: int):
-    """The bootstrap's resamples of `keys` (module docstring): `default_rng(seed)`, one `integers(0, n, n)`
-    draw per resample; `kptllm compare` and `evaluation.intervals` both draw here."""
+def draws(n: int, samples: int, seed: int):
+    """The bootstrap's draws over `n` units (module docstring): `default_rng(seed)`, one `integers(0, n, n)`
+    array of unit indices per resample; every resample of this package is drawn here."""
     rng = np.random.default_rng(seed)
     for _ in range(samples):
-        yield [keys[i] for i in rng.integers(0, len(keys), len(keys))]
+        yield rng.integers(0, n, n)
+
+
+def resamples(keys: list[str], samples: int, seed: int):
+    """The bootstrap's resamples of `keys` (`draws` as keys); `kptllm compare` and `evaluation.intervals` both
+    draw here."""
+    for drawn in draws(len(keys), samples, seed):
+        yield [keys[i] for i in drawn]
 
 
 CHECKED_RESAMPLES = 3  # resamples scored the slow way too before the fast path is trusted
@@ -170,9 +177,7 @@ def unit_weights(run: Run, keys: list[str], metric: str) -> tuple[np.ndarray, np
         if value is not None and np.isfinite(value):  # else nothing of this unit counts: weight 0 (checked below)
             values[n], scored_at_all[n] = value, 1.0
             counted[n] = scored.get("counts", {}).get("keypoints", 0)
-    checks = [list(range(len(keys)))]
-    rng = np.random.default_rng(0)
-    checks += [list(rng.integers(0, len(keys), len(keys))) for _ in range(CHECKED_RESAMPLES)]
+    checks = [np.arange(len(keys)), *draws(len(keys), CHECKED_RESAMPLES, 0)]
     for weights in (counted, scored_at_all):  # pooled over keypoints, or a mean per unit
         if all(weights[idx].sum() > 0 and np.isclose((weights[idx] * values[idx]).sum() / weights[idx].sum(),
                                                     run.metric([keys[i] for i in idx], metric), rtol=0, atol=1e-9)
@@ -184,10 +189,9 @@ def unit_weights(run: Run, keys: list[str], metric: str) -> tuple[np.ndarray, np
 def _fast_differences(a, b, keys: list[str], samples: int, seed: int) -> np.ndarray:
     """B - A on each resample from (values, weights) pairs: the draws of `resamples`, as index counts."""
     (va, wa), (vb, wb) = a, b
-    rng = np.random.default_rng(seed)
     out = np.empty(samples)
-    for s in range(samples):
-        drawn = np.bincount(rng.integers(0, len(keys), len(keys)), minlength=len(keys))
+    for s, indices in enumerate(draws(len(keys), samples, seed)):
+        drawn = np.bincount(indices, minlength=len(keys))
         out[s] = (drawn * wb * vb).sum() / (drawn * wb).sum() - (drawn * wa * va).sum() / (drawn * wa).sum()
     return out
 

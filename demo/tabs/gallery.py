@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from evaluation.compare import as_json as compare_json
 from evaluation.compare import compare as paired_bootstrap
 from evaluation.compare import load_run
 from evaluation.gallery import ORDERS, PAIRED_ORDERS, load_gallery, select
@@ -96,9 +97,7 @@ def paired_summary(record: str | None, against: str | None) -> dict | None:
         return None
     if isinstance(c, str):
         return {"error": c}
-    return {"metric": c.metric, "a": c.a, "b": c.b, "difference": c.difference, "low": c.low, "high": c.high,
-            "units": c.units, "resamples": c.samples, "seed": c.seed, "verdict": c.verdict,
-            "how": "B - A, paired bootstrap over units, 95 % interval (kptllm compare)"}
+    return {**json.loads(compare_json(c)), "how": "B - A, paired bootstrap over units, 95 % interval (kptllm compare)"}
 
 
 def filters(record: str | None, category: str | None = None):
