@@ -32,6 +32,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import keypointworld
 from .keypointworld import describe, parse_description, write_dataset
 
 
@@ -42,22 +43,36 @@ class KeypointWorldSet:
     images: int | None  # None: drawn scene by scene until enough objects (validation)
     job: str
 
-    def description(self, offcentre: bool = False) -> str:
-        """The annotation file's description (`keypointworld.describe`): what a record of this set keeps."""
+    def description(self, offcentre: bool = False, version: int | None = None) -> str:
+        """The annotation file's description (`keypointworld.describe`): what a record of this set keeps.
+        `version`: the KeypointWorld version drawn (default `keypointworld.DEFAULT_VERSION`)."""
         if self.images is None:
             raise ValueError(f"the {self.name} set is drawn object by object; it has no files")
-        return describe(self.images, self.seed, offcentre)
+        return describe(self.images, self.seed, offcentre, _version(version))
 
-    def write(self, out, offcentre: bool = False) -> Path:
-        """`out/annotations.json` + `out/images/` of this set (off-centre copy with `offcentre`), rendered
-        unless `out` already holds exactly these files (same description); returns the annotation file."""
+    def write(self, out, offcentre: bool = False, version: int | None = None) -> Path:
+        """`out/annotations.json` + `out/images/` of this set (off-centre copy with `offcentre`) as world
+        `version` draws it, rendered unless `out` already holds exactly these files (same description);
+        returns the annotation file."""
         path = Path(out) / "annotations.json"
         try:
-            if json.loads(path.read_text())["info"]["description"] == self.description(offcentre):
+            if json.loads(path.read_text())["info"]["description"] == self.description(offcentre, version):
                 return path
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        return write_dataset(out, self.images, self.seed, offcentre=offcentre)
+        return write_dataset(out, self.images, self.seed, offcentre=offcentre, version=_version(version))
+
+    def folder_name(self, offcentre: bool = False, version: int | None = None) -> str:
+        """The files' folder name under a data root: `test`, `test-offcentre`, and `test-v2[-offcentre]` for a
+        later world version (versions never share a folder, so neither re-renders over the other)."""
+        version = _version(version)
+        return self.name + (f"-v{version}" if version != 1 else "") + ("-offcentre" if offcentre else "")
+
+
+def _version(version: int | None) -> int:
+    """The world version asked for, or the current default (read when called: tests and a flip of the
+    default take effect without re-importing this module)."""
+    return keypointworld.DEFAULT_VERSION if version is None else int(version)
 
 
 VALIDATION = KeypointWorldSet("validation", 900_001, None, "chooses a checkpoint during training")

@@ -6,8 +6,8 @@
     bash evaluation/training/score_records.sh MODEL OUT                                  # the same, as before
 
 For each set named (`evaluation.data.keypointworld_sets`: decision, then test) the set's files are rendered
-under DATA (default /tmp/kw-sets/<set>[-offcentre]) when missing (deterministic: same files for the same
-seed), then six `kptllm eval` records are written, OUT/<set>/keypointworld-<run>: text, visual (1-shot),
+under DATA (default /tmp/kw-sets/<set>[-v<version>][-offcentre]) when missing (deterministic: same files for the
+same seed and world version; `--world-version`, default `keypointworld.DEFAULT_VERSION`), then six `kptllm eval` records are written, OUT/<set>/keypointworld-<run>: text, visual (1-shot),
 semantic, and the same three on the off-centre copies (offcentre-text, offcentre-visual,
 offcentre-semantic). Each record says its set (`set` field, from the file's description), and gets its
 95 % interval, overall and per category, beside it (`interval.json`, `evaluation.intervals`).
@@ -29,6 +29,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.keypointworld import VERSIONS
 from ..data.keypointworld_sets import SETS
 
 TASKS = ("text", "visual", "semantic")
@@ -64,10 +65,11 @@ def detector_folder(out, set_name: str, task: str, offcentre: bool = False) -> P
 
 def score_records(model: str | None, out, sets=SCORED_SETS, data=DEFAULT_DATA, samples: int = 1000, batch: int = 16,
                   limit: int | None = None, predictor=None, progress: bool = True,
-                  detector: str | None = None) -> dict[str, dict]:
+                  detector: str | None = None, world_version: int | None = None) -> dict[str, dict]:
     """Render (when missing) and score the named sets; {record folder: its interval} (module docstring; a
     detector's box-AP records have no interval). `limit`: only the first N units of each record (tests);
-    `predictor`: an already loaded one; `detector`: add the detector's records."""
+    `predictor`: an already loaded one; `detector`: add the detector's records; `world_version`: the
+    KeypointWorld version of the sets' files (default: the current default)."""
     from ..compare import load_run
     from ..intervals import interval, write_interval
     from ..runner import run_benchmark
@@ -85,7 +87,7 @@ def score_records(model: str | None, out, sets=SCORED_SETS, data=DEFAULT_DATA, s
         if set_name not in sets:
             continue
         kw_set = SETS[set_name]
-        files = {off: kw_set.write(Path(data) / f"{set_name}{'-offcentre' if off else ''}", offcentre=off)
+        files = {off: kw_set.write(Path(data) / kw_set.folder_name(off, world_version), off, world_version)
                  for off in (False, True)}
         chain = [(task, False, detector) for task in TASKS] if detector is not None else []
         for task, off, boxes_from in [(task, off, None) for task, off in RUNS] + chain:
@@ -121,12 +123,14 @@ def main(argv=None) -> None:
                         help="which sets (default: decision test; a candidate: decision)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples of the intervals")
     parser.add_argument("--detector", help="also the detector's box AP and the chain with its boxes ('embedded' or a folder)")
+    parser.add_argument("--world-version", type=int, choices=VERSIONS,
+                        help="KeypointWorld version of the sets' files (default: keypointworld.DEFAULT_VERSION)")
     args = parser.parse_args(argv)
     out = args.out or args.out_arg
     if not out:
         parser.error("give the output folder (OUT or --out)")
     done = score_records(args.model or args.model_arg, out, args.sets, args.data or args.data_arg or DEFAULT_DATA,
-                         args.samples, detector=args.detector)
+                         args.samples, detector=args.detector, world_version=args.world_version)
     for folder, result in done.items():
         spread = [round(result["low"], 4), round(result["high"], 4)] if result["low"] is not None else None
         print(json.dumps({"record": folder, "set": result["set"], "metric": result["metric"],

@@ -158,7 +158,7 @@ def test_one_command_scores_the_sets_with_intervals_and_keeps_the_test_set_for_l
     out, data = tmp_path / "out", tmp_path / "data"
     main(["--model", str(tiny_dir), "--out", str(out), "--data", str(data), "--sets", "decision", "--samples", "20"])
     assert sorted(p.name for p in out.iterdir()) == ["decision"]  # a candidate: no test-set record made
-    assert sorted(p.name for p in data.iterdir()) == ["decision", "decision-offcentre"]
+    assert sorted(p.name for p in data.iterdir()) == sorted(SETS["decision"].folder_name(off) for off in (False, True))
     done = score_records(str(tiny_dir), out, data=data, samples=20, progress=False)
     folders = [record_folder(out, s, task, off) for s in ("decision", "test") for task, off in RUNS]
     assert list(done) == [str(f) for f in folders]  # decision first: the test set comes after the decision
@@ -171,3 +171,22 @@ def test_one_command_scores_the_sets_with_intervals_and_keeps_the_test_set_for_l
         assert read_interval(folder, record) == done[str(folder)]
         if set_name == "decision":
             assert record["chunks_reused"] == record["chunks"]  # made by the first call, reused
+
+
+def test_a_world_version_gets_its_own_files_and_records_name_it(tiny_dir, tmp_path, monkeypatch):
+    """--world-version: the sets drawn by another KeypointWorld version go to their own folders (the other
+    version's files are neither re-rendered nor reused), and the records' descriptions name the version."""
+    from evaluation.data.keypointworld import description_version
+    from evaluation.training.score_records import main, record_folder
+
+    monkeypatch.setitem(SETS, "decision", KeypointWorldSet("decision", SETS["decision"].seed, 2, SETS["decision"].job))
+    data = tmp_path / "data"
+    for version in (1, 2):
+        main(["--model", str(tiny_dir), "--out", str(tmp_path / f"v{version}"), "--data", str(data), "--sets", "decision",
+              "--samples", "5", "--world-version", str(version)])
+    assert sorted(p.name for p in data.iterdir()) == ["decision", "decision-offcentre", "decision-v2", "decision-v2-offcentre"]
+    for version in (1, 2):
+        files = json.loads((data / SETS["decision"].folder_name(False, version) / "annotations.json").read_text())
+        assert description_version(files["info"]["description"]) == version
+        record = json.loads((record_folder(tmp_path / f"v{version}", "decision", "text") / "record.json").read_text())
+        assert description_version(record["annotations_description"]) == version and record["set"] == "decision"
