@@ -167,14 +167,47 @@ class CocoSource:
         return instances[0], instances[1:]
 
 
-def _jitter_box(bbox, rng, amount: float) -> tuple[float, float, float, float]:
+@dataclass(frozen=True)
+class BoxJitter:
+    """How a training box is disturbed, as a detector's box would be (fractions of the box's size).
+
+    `scale`: log-scale drawn uniformly in [-scale, scale], once for both sides (`independent` False: the
+    aspect kept) or for width and height apart (True: the aspect changes, as a detector's box does);
+    `shift`: the centre moves uniformly in [-shift, shift] x half the side. A config gives a number (both
+    scale and shift, aspect kept: stages 1-13) or a mapping of these fields."""
+
+    scale: float = 0.1
+    shift: float = 0.1
+    independent: bool = False
+
+    @classmethod
+    def of(cls, spec) -> "BoxJitter":
+        if isinstance(spec, BoxJitter):
+            return spec
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"scale", "shift", "independent"}
+            if unknown:
+                raise ValueError(f"box_jitter takes scale, shift, independent; not {sorted(unknown)}")
+            jitter = cls(float(spec.get("scale", 0.0)), float(spec.get("shift", 0.0)), bool(spec.get("independent", False)))
+        else:
+            jitter = cls(float(spec), float(spec))
+        if jitter.scale < 0 or jitter.shift < 0:
+            raise ValueError(f"box_jitter must not be negative: {spec!r}")
+        return jitter
+
+
+def _jitter_box(bbox, rng, jitter) -> tuple[float, float, float, float]:
+    """`bbox` (xywh, pixels) disturbed by `jitter` (a BoxJitter, or a number: the same in scale and shift)."""
+    jitter = BoxJitter.of(jitter)
     x, y, w, h = bbox
-    if amount <= 0:
+    if jitter.scale <= 0 and jitter.shift <= 0:
         return bbox
-    scale = float(np.exp(rng.uniform(-amount, amount)))
-    cx = x + w / 2 + rng.uniform(-amount, amount) * w / 2
-    cy = y + h / 2 + rng.uniform(-amount, amount) * h / 2
-    return (cx - w * scale / 2, cy - h * scale / 2, w * scale, h * scale)
+    # the draw order of stages 1-13 (one scale, then the centre) is kept for a number
+    scale_w = float(np.exp(rng.uniform(-jitter.scale, jitter.scale)))
+    cx = x + w / 2 + rng.uniform(-jitter.shift, jitter.shift) * w / 2
+    cy = y + h / 2 + rng.uniform(-jitter.shift, jitter.shift) * h / 2
+    scale_h = float(np.exp(rng.uniform(-jitter.scale, jitter.scale))) if jitter.independent else scale_w
+    return (cx - w * scale_w / 2, cy - h * scale_h / 2, w * scale_w, h * scale_h)
 
 
 DEFAULT_TASK_WEIGHTS = {"text": 0.35, "visual": 0.25, "semantic": 0.25, "visual_text": 0.15}
@@ -185,7 +218,7 @@ class TrainingMixture:
 
     def __init__(self, processor: KptLLMProcessor, sources, weights=None, seed: int = 0, questions_per_image: int = 8,
                  task_weights: dict | None = None, questions_per_keypoint: int = 1, description_prob: float = 0.2, flip_prob: float = 0.5,
-                 box_jitter: float = 0.1, max_shots: int = 3, length: int = 10 ** 12):
+                 box_jitter: float | dict | BoxJitter = 0.1, max_shots: int = 3, length: int = 10 ** 12):
         self.processor = processor
         self.sources = list(sources)
         weights = np.ones(len(self.sources)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -205,7 +238,8 @@ class TrainingMixture:
             raise ValueError(f"questions_per_keypoint must be 1..{active} (one per task with a non-zero weight), "
                              f"got {questions_per_keypoint}")
         self.questions_per_keypoint = questions_per_keypoint
-        self.description_prob, self.flip_prob, self.box_jitter = description_prob, flip_prob, box_jitter
+        self.description_prob, self.flip_prob = description_prob, flip_prob
+        self.box_jitter = BoxJitter.of(box_jitter)
         self.max_shots, self.length = max_shots, length
 
     def __len__(self) -> int:

@@ -174,7 +174,7 @@ def build_mixture(config: TrainConfig, processor) -> TrainingMixture:
                            questions_per_image=int(data.get("questions_per_image", 8)),
                            questions_per_keypoint=int(data.get("questions_per_keypoint", 1)),
                            task_weights=data.get("tasks"), description_prob=float(data.get("description_prob", 0.2)),
-                           flip_prob=float(data.get("flip_prob", 0.5)), box_jitter=float(data.get("box_jitter", 0.1)),
+                           flip_prob=float(data.get("flip_prob", 0.5)), box_jitter=data.get("box_jitter", 0.1),
                            max_shots=int(data.get("max_shots", 3)))
 
 

@@ -573,3 +573,34 @@ def test_off_centre_scenes_move_the_object_with_its_keypoints():
         assert np.array_equal(np.asarray(moved.image)[y + int(dy):y + int(dy) + h, x + int(dx):x + int(dx) + w], region)
         compared += 1
     assert compared >= 2
+
+
+def test_box_jitter_as_a_number_keeps_the_old_draws_and_a_mapping_changes_the_aspect():
+    """A number disturbs scale and centre as stages 1-13 did (aspect kept, same draws); {independent: true}
+    scales width and height apart with the spread asked (the embedded detector's boxes: sd ~0.15 in log size)."""
+    import numpy as np
+
+    from evaluation.training.data import BoxJitter, _jitter_box
+
+    def old(bbox, rng, amount):  # stages 1-13's formula, written out
+        x, y, w, h = bbox
+        scale = float(np.exp(rng.uniform(-amount, amount)))
+        cx = x + w / 2 + rng.uniform(-amount, amount) * w / 2
+        cy = y + h / 2 + rng.uniform(-amount, amount) * h / 2
+        return (cx - w * scale / 2, cy - h * scale / 2, w * scale, h * scale)
+
+    box = (10.0, 20.0, 80.0, 40.0)
+    for i in range(20):
+        assert _jitter_box(box, np.random.default_rng(i), 0.1) == pytest.approx(old(box, np.random.default_rng(i), 0.1))
+        x, y, w, h = _jitter_box(box, np.random.default_rng(i), 0.1)
+        assert w / h == pytest.approx(2.0)
+    jitter = BoxJitter.of({"scale": 0.25, "shift": 0.25, "independent": True})
+    boxes = np.array([_jitter_box(box, np.random.default_rng(i), jitter) for i in range(2000)])
+    log_w, log_h = np.log(boxes[:, 2] / 80), np.log(boxes[:, 3] / 40)
+    assert 0.12 < log_w.std() < 0.17 and 0.12 < log_h.std() < 0.17 and abs(np.corrcoef(log_w, log_h)[0, 1]) < 0.1
+    centre_x = (boxes[:, 0] + boxes[:, 2] / 2 - 50) / 80
+    assert 0.06 < centre_x.std() < 0.085
+    assert _jitter_box(box, np.random.default_rng(0), 0.0) == box
+    for bad in ({"scale": -1}, {"sizes": 0.2}, -0.1):
+        with pytest.raises(ValueError, match="box_jitter"):
+            BoxJitter.of(bad)
