@@ -8,10 +8,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from kptllm.detection import Detection
 from kptllm.image import square_crop
 
 from .. import clickbox
-from ..boxes import Detectors, as_box, box_holding, found_note
+from ..boxes import CLICK_BOX_THRESHOLD, EMBEDDED, MAX_CLICK_BOXES, Detectors, as_box, boxes_holding, found_note
 from ..inputs import BOX_LABEL, ImageInput, check_point, image_name, load_image, parse_box, refuse
 from ..model import LoadedModel, run_describe
 from ..views import Outcome, box_note, escape_markdown, image_buttons, present
@@ -32,24 +33,38 @@ def clicked(mode, value, box_text, corner, evt: gr.SelectData):
     return float(x), float(y), gr.skip(), gr.skip(), gr.skip()
 
 
-def box_for_click(detectors: Detectors | None, source, image, point, name: str = "semantic-box.png"):
-    """No box given: the smallest detected box that holds the click. -> (box or None, box field, image shown,
-    note); nothing found: an empty field and the image without a box (the model looks at all of it)."""
+def boxes_for_click(detectors: Detectors | None, image, point) -> tuple[str | None, list[Detection]]:
+    """No box given: (the detector asked, the boxes that hold the click, smallest first, at most
+    `MAX_CLICK_BOXES`); (None, []) without a detector."""
     which = detectors.choose() if detectors is not None else None
     if which is None:
-        return None, gr.skip(), gr.skip(), box_note(None)
-    found = box_holding(detectors.find(image, None, which), [point])
-    note = found_note(which, detectors, "object under the click", found)
-    if found is None:
-        return None, "", clickbox.show_boxes(source, [], name), note
+        return None, []
+    threshold = CLICK_BOX_THRESHOLD if which == EMBEDDED else None
+    return which, boxes_holding(detectors.find(image, None, which, box_threshold=threshold), [point])[:MAX_CLICK_BOXES]
+
+
+def answer_in_found_box(loaded: LoadedModel, detectors: Detectors | None, source, image, point,
+                        name: str = "semantic-box.png"):
+    """Task (a) with no box: the answer in the box where the model is most confident (module docstring of
+    demo.boxes), or on the whole image when none holds the click. -> (result, box or None, box field, image
+    shown, note); nothing found: an empty field and the image without a box."""
+    which, candidates = boxes_for_click(detectors, image, point)
+    if not candidates:
+        result = run_describe(loaded, image, None, [point])[0]
+        if which is None:
+            return result, None, gr.skip(), gr.skip(), box_note(None)
+        return result, None, "", clickbox.show_boxes(source, [], name), found_note(which, detectors, "object under the click", None)
+    answers = [(run_describe(loaded, image, as_box(det), [point])[0], det) for det in candidates]
+    result, found = max(answers, key=lambda answer: answer[0]["score"])  # max keeps the first (smallest) of ties
     box = as_box(found)
-    return box, clickbox.format_boxes([box]), clickbox.show_boxes(source, [box], name), note
+    return (result, box, clickbox.format_boxes([box]), clickbox.show_boxes(source, [box], name),
+            found_note(which, detectors, "object under the click", found, among=len(candidates)))
 
 
 def describe(loaded: LoadedModel, detectors: Detectors | None, image, x=None, y=None, box=""):
     """Task (a). `image`: the image file; `x`, `y`: the point in its pixels; `box`: the object's box
-    'x, y, width, height' in pixels, or empty: then the detector's smallest box that holds the point (the
-    whole image when it finds none). Returns the result, and the box used (field text, image with it drawn)."""
+    'x, y, width, height' in pixels, or empty: then of the detector's boxes that hold the point, the one where
+    the model is most confident (the whole image when none does). Returns the result, and the box used (field text, image with it drawn)."""
     source = image
     image = load_image(image)
     if x is None or y is None:
@@ -62,8 +77,9 @@ def describe(loaded: LoadedModel, detectors: Detectors | None, image, x=None, y=
             image.size, bbox, processor.image_size, processor.crop_padding).contains(point):
         bbox = None  # a click beyond the box (e.g. one found for an earlier click on another object): find anew
     if bbox is None:
-        bbox, box_text, shown, note = box_for_click(detectors, source, image, point)
-    result = run_describe(loaded, image, bbox, [point])[0]
+        result, bbox, box_text, shown, note = answer_in_found_box(loaded, detectors, source, image, point)
+    else:
+        result = run_describe(loaded, image, bbox, [point])[0]
     result = {**result, "xy": point}  # draw and export the asked point itself
     answer = result["text"] if result["parsed"] else f"(no parsable answer: {result['error']})"
     outcome = Outcome("semantic", image, [{"bbox": bbox, "results": [{**result, "query": None}]}], [answer], (),

@@ -25,7 +25,7 @@ def _drawn_differs(shown, original):
     return drawn.shape == plain.shape and (np.abs(drawn - plain).sum(-1) > 60).mean() > 0.002
 
 
-def test_describe_without_a_box_uses_the_smallest_box_that_holds_the_click(client, examples):
+def test_describe_without_a_box_uses_a_detected_box_that_holds_the_click(client, examples):
     truth = examples[0][QUERY]
     x, y, _ = truth["keypoints"][5]  # left shoulder
     _, answer, _, js, box, shown = client.predict(image=handle_file(str(EXAMPLES / QUERY)), x=x, y=y,
@@ -184,3 +184,57 @@ def test_in_the_wild_gives_each_object_its_own_categorys_keypoints(client, tmp_p
     with pytest.raises(Exception, match="clear the typed boxes"):
         client.predict(image=handle_file(str(path)), objects="", preset=EACH, keypoints="", boxes="1,1,20,20",
                        api_name="/detect_wild")
+
+
+class _ConfidentIn:
+    """A predictor stand-in whose answer names the box it was given, with a confidence set per box."""
+
+    def __init__(self, scores):
+        self.scores, self.asked, self.box = scores, [], None
+
+    def set_image(self, image, bbox=None):
+        self.box = tuple(bbox) if bbox is not None else None
+
+    def reset_image(self):
+        self.box = None
+
+    def describe(self, points):
+        from kptllm.decoding.answers import KeypointResult
+
+        self.asked.append(self.box)
+        return [KeypointResult(index=0, task="semantic", query=None, text=f"in {self.box}", xy=None, xy_normalized=None,
+                               score=self.scores.get(self.box, 0.0), parsed=True, raw="", error=None)]
+
+
+def test_a_click_in_overlapping_boxes_takes_the_one_where_the_model_is_most_confident(tmp_path):
+    """Objects overlap: the smallest box holding a click is another object's one time in ten. Every box that
+    holds the click (the embedded detector's down to CLICK_BOX_THRESHOLD) is asked; the most confident answer
+    wins, its box is the one returned; a tie keeps the smallest; a box that does not hold the click is not asked."""
+    from demo.boxes import CLICK_BOX_THRESHOLD, Detectors
+    from demo.model import LoadedModel
+    from demo.tabs.semantic import answer_in_found_box
+
+    image_file = tmp_path / "scene.png"
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(image_file)
+    image = Image.open(image_file)
+    person, chair, car = (_det("person", (20, 20, 120, 180), 0.8), _det("chair", (60, 100, 110, 150), 0.25),
+                          _det("car", (150, 0, 200, 40), 0.9))
+    fake = _FakeDetector([person, chair, car])
+    thresholds = []
+    fake_detect = fake.detect
+    fake.detect = lambda image, text=None, box_threshold=0.3, **kw: thresholds.append(box_threshold) or \
+        [d for d in fake_detect(image, text, box_threshold, **kw) if d.score >= box_threshold]
+    detectors = Detectors(fake)
+    person_box, chair_box = (20.0, 20.0, 100.0, 160.0), (60.0, 100.0, 50.0, 50.0)
+    predictor = _ConfidentIn({person_box: 0.9, chair_box: 0.6})
+    loaded = LoadedModel(predictor, "fake", "")
+    result, box, field, shown, note = answer_in_found_box(loaded, detectors, str(image_file), image, (80.0, 120.0))
+    assert thresholds == [CLICK_BOX_THRESHOLD]
+    assert predictor.asked == [chair_box, person_box]  # smallest first; the car's box does not hold the click
+    assert box == person_box and result["text"] == f"in {person_box}" and _box(field) == person_box
+    assert "of the 2 boxes that hold it" in note and "found the person" in note
+    predictor.scores[chair_box] = 0.9  # a tie: the smallest box
+    result, box, *_ = answer_in_found_box(loaded, detectors, str(image_file), image, (80.0, 120.0))
+    assert box == chair_box
+    result, box, field, _, note = answer_in_found_box(loaded, detectors, str(image_file), image, (140.0, 190.0))
+    assert box is None and field == "" and "whole image" in note and predictor.asked[-1] is None
