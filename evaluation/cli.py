@@ -385,5 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_full_parser().parse_args(argv))
 
 
+def _exit_worker(code: int) -> None:
+    """End a torchrun worker (WORLD_SIZE > 1) without the interpreter's teardown: with torch 2.13's gloo, a
+    finished worker aborted in its C++ static destructors now and then ("terminate called without an active
+    exception", exit -6, one run in ~10 after its weights and final state were written), failing the whole
+    run. Everything is written and the process group destroyed by then (evaluation.training.train)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _exit_worker(code if isinstance(code, int) else 0 if code is None else 1)
+    sys.exit(code)

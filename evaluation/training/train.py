@@ -476,6 +476,11 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     checksums = accelerator.gather(local).tolist()
     if accelerator.is_main_process:
         (output / "final_state.json").write_text(json.dumps({"step": step, "weight_checksums": checksums}))
+    # the process group goes before the interpreter does: left to exit, gloo's threads aborted a process now and
+    # then ("terminate called without an active exception", exit -6, after the weights were saved)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if step == start:  # nothing ran (already finished): keep the files as they are
         return {"step": step, "loss": None, "output": str(output)}
     return {"step": step, "loss": last_loss, "output": str(output)}
