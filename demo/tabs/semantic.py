@@ -53,7 +53,8 @@ def answer_in_found_box(loaded: LoadedModel, detectors: Detectors | None, source
         result = run_describe(loaded, image, None, [point])[0]
         if which is None:
             return result, None, gr.skip(), gr.skip(), box_note(None)
-        return result, None, "", clickbox.show_boxes(source, [], name), found_note(which, detectors, "object under the click", None)
+        note = found_note(which, detectors, "object under the click", None)
+        return result, None, "", clickbox.show_boxes(source, [], name), note
     answers = [(run_describe(loaded, image, as_box(det), [point])[0], det) for det in candidates]
     result, found = max(answers, key=lambda answer: answer[0]["score"])  # max keeps the first (smallest) of ties
     box = as_box(found)
@@ -64,7 +65,8 @@ def answer_in_found_box(loaded: LoadedModel, detectors: Detectors | None, source
 def describe(loaded: LoadedModel, detectors: Detectors | None, image, x=None, y=None, box=""):
     """Task (a). `image`: the image file; `x`, `y`: the point in its pixels; `box`: the object's box
     'x, y, width, height' in pixels, or empty: then of the detector's boxes that hold the point, the one where
-    the model is most confident (the whole image when none does). Returns the result, and the box used (field text, image with it drawn)."""
+    the model is most confident (the whole image when none does). Returns the result, and the box used (field
+    text, image with it drawn)."""
     source = image
     image = load_image(image)
     if x is None or y is None:
