@@ -398,5 +398,5 @@ def _exit_worker(code: int) -> None:
 if __name__ == "__main__":
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        _exit_worker(code if isinstance(code, int) else 0 if code is None else 1)
+        _exit_worker(code)
     sys.exit(code)

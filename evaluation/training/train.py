@@ -476,8 +476,8 @@ def train(config: TrainConfig, output, resume: bool = False, progress: bool = Tr
     checksums = accelerator.gather(local).tolist()
     if accelerator.is_main_process:
         (output / "final_state.json").write_text(json.dumps({"step": step, "weight_checksums": checksums}))
-    # the process group goes before the interpreter does: left to exit, gloo's threads aborted a process now and
-    # then ("terminate called without an active exception", exit -6, after the weights were saved)
+    # the process group goes before the process does (a worker still ends with os._exit: evaluation.cli, where
+    # gloo's abort at interpreter exit is described; destroying the group alone did not stop it)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
