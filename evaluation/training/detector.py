@@ -56,6 +56,11 @@ class DetectorSpec:
     num_queries: int = 30
     num_denoising: int = 30
 
+    def __post_init__(self):
+        if self.image_size <= 0 or self.image_size % 32:
+            raise ValueError(f"detector image_size must be a positive multiple of 32 (the backbone's stride: its "
+                             f"feature maps must halve evenly), not {self.image_size}")
+
 
 @dataclass
 class DetectorTrainSettings:
@@ -226,6 +231,10 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
             from kptllm.detection import load_detector
 
             detector = load_detector(config.init, device=device)
+            # the input size may change between stages: the network reads any size (RT-DETR's sine positions and
+            # anchors are made per image size when anchor_image_size is None), only the image processor resizes
+            size = config.detector.image_size
+            detector.image_processor.size = {"height": size, "width": size}
         else:
             detector = build_detector(config.detector)
             detector.model.to(device)

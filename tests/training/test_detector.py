@@ -133,3 +133,31 @@ def test_a_new_run_can_start_from_shipped_weights(tmp_path):
     scratch = dict(build_detector(DetectorSpec(**TINY)).model.named_parameters())
     assert not all(torch.equal(scratch[k], initial[k]) for k in initial)  # the check can tell other weights apart
     assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == str(start)
+
+
+def test_a_run_from_shipped_weights_may_change_the_input_size(tmp_path):
+    """The config's image_size wins over the loaded detector's (stage 3 reads 256 px from stage 2's 192 px weights):
+    the saved checkpoint resizes to the new size, and its boxes still come back in the input image's pixels."""
+    torch.manual_seed(2)
+    start = tmp_path / "start"
+    build_detector(DetectorSpec(**TINY)).save_pretrained(start)  # 64 px
+    settings = {"steps": 1, "batch_size": 2, "warmup_steps": 1, "log_every": 1, "save_every": 1, "validate_every": 0,
+                "seed": 3, "lr": 0.0}
+    config = tmp_path / "det.yaml"
+    config.write_text(json.dumps({"detector": {**TINY, "image_size": 96}, "train": settings, "init": str(start)}))
+    assert main(["train-detector", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
+    saved = ClosedSetDetector.from_pretrained(tmp_path / "run" / "checkpoint" / "model")
+    assert saved.image_processor.size["height"] == saved.image_processor.size["width"] == 96
+    assert ClosedSetDetector.from_pretrained(start).image_processor.size["height"] == 64
+    image = training_scene(11, 0, 1.0).image
+    found = saved.detect(image, None, box_threshold=0.0, max_detections=100)
+    assert found and all(0 <= x1 <= x2 <= image.width and 0 <= y1 <= y2 <= image.height
+                         for x1, y1, x2, y2 in (d.xyxy for d in found))
+
+
+def test_an_input_size_the_backbone_cannot_halve_evenly_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        DetectorSpec(**{**TINY, "image_size": 80})
+    config = _config(tmp_path)
+    config.write_text(json.dumps({**json.loads(config.read_text()), "detector": {**TINY, "image_size": 100}}))
+    assert main(["train-detector", "--config", str(config), "--output", str(tmp_path / "run")]) == 2
