@@ -42,18 +42,20 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     return out
 
 
-def export_detector(run, out, dtype: str = "float16") -> Path:
+def export_detector(run, out, dtype: str = "float16", metrics=None) -> Path:
     """The box detector (`evaluation.training.detector`): `RUN` is a run folder (its best/ is taken) or a model
-    folder; weights cast to `dtype`, the image processor, and the run's metrics.jsonl beside them."""
+    folder; weights cast to `dtype`, the image processor, and the training curve beside them: the `metrics`
+    files of successive stages joined (`join_stages`), else the run's metrics.jsonl."""
     from kptllm.detection import ClosedSetDetector
 
     run, out = Path(run), Path(out)
     folder = run / "best" if (run / "best" / "config.json").is_file() else run
     ClosedSetDetector.from_pretrained(folder).save_pretrained(out, dtype=getattr(torch, dtype))
-    for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl"):
-        if log.is_file():
-            (out / "metrics.jsonl").write_text(log.read_text())
-            break
+    logs = [Path(m) for m in metrics] if metrics else \
+        [next((log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl") if log.is_file()), run / "metrics.jsonl")]
+    rows = join_stages([log for log in logs if log.is_file()])
+    if rows:
+        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     if (folder / "validation.json").is_file():
         (out / "validation.json").write_text((folder / "validation.json").read_text())
     return out
@@ -98,7 +100,7 @@ def main(argv=None) -> None:
     parser.add_argument("--metrics", nargs="*", help="metrics.jsonl files of successive stages, joined into one curve")
     parser.add_argument("--detector", action="store_true", help="export the box detector (train-detector's run)")
     args = parser.parse_args(argv)
-    print(export_detector(args.run, args.out, args.dtype) if args.detector else export(args.run, args.out, args.dtype, args.metrics))
+    print(export_detector(args.run, args.out, args.dtype, args.metrics) if args.detector else export(args.run, args.out, args.dtype, args.metrics))
 
 
 if __name__ == "__main__":

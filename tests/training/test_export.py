@@ -42,3 +42,29 @@ def test_stages_join_into_one_curve(tmp_path):
     assert rows[-2:] == [{"step": last["step"] + 10, "loss": 0.5, "elapsed": round(last["elapsed"] + 3.0, 2), "stage": last["stage"] + 1},
                          {"step": last["step"] + 20, "loss": 0.4, "elapsed": round(last["elapsed"] + 6.5, 2), "stage": last["stage"] + 1}]
     assert join_stages([new]) == [json.loads(line) for line in new.read_text().splitlines()]  # one file: as it is
+
+
+def test_the_detector_exports_with_its_stages_joined(tmp_path):
+    """`export --detector --metrics SHIPPED NEW`: the curve of every stage (it was the new run's alone), weights that
+    load and answer; without --metrics the run's own curve."""
+    import torch
+
+    from evaluation.training.detector import DetectorSpec, build_detector
+    from evaluation.training.export import main as export_main
+    from kptllm.detection import ClosedSetDetector
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    build_detector(DetectorSpec(image_size=64, embedding_size=8, hidden_sizes=[8, 16, 16, 32], d_model=16, ffn_dim=32,
+                                heads=2, decoder_layers=1, num_queries=10, num_denoising=4)).save_pretrained(run / "best")
+    (run / "metrics.jsonl").write_text('{"step": 5, "loss": 9.0, "elapsed": 2.0}\n')
+    shipped = tmp_path / "shipped.jsonl"
+    shipped.write_text('{"step": 100, "loss": 10.0, "elapsed": 50.0, "stage": 1}\n')
+    export_main(["--detector", "--run", str(run), "--out", str(tmp_path / "joined"), "--metrics", str(shipped),
+                 str(run / "metrics.jsonl")])
+    rows = [json.loads(line) for line in (tmp_path / "joined" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [{"step": 100, "loss": 10.0, "elapsed": 50.0, "stage": 1},
+                    {"step": 105, "loss": 9.0, "elapsed": 52.0, "stage": 2}]
+    assert ClosedSetDetector.from_pretrained(tmp_path / "joined").categories[0] == "person"
+    export_main(["--detector", "--run", str(run), "--out", str(tmp_path / "alone")])
+    assert (tmp_path / "alone" / "metrics.jsonl").read_text() == '{"step": 5, "loss": 9.0, "elapsed": 2.0}\n'
