@@ -51,8 +51,10 @@ def export_detector(run, out, dtype: str = "float16", metrics=None) -> Path:
     run, out = Path(run), Path(out)
     folder = run / "best" if (run / "best" / "config.json").is_file() else run
     ClosedSetDetector.from_pretrained(folder).save_pretrained(out, dtype=getattr(torch, dtype))
-    logs = [Path(m) for m in metrics] if metrics else \
-        [next((log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl") if log.is_file()), run / "metrics.jsonl")]
+    if metrics:
+        logs = [Path(m) for m in metrics]
+    else:  # the run's own curve (RUN is the run folder, or a model folder inside it)
+        logs = [log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl") if log.is_file()][:1]
     rows = join_stages([log for log in logs if log.is_file()])
     if rows:
         (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
