@@ -32,10 +32,7 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     model.to(getattr(torch, dtype)).save_pretrained(out)
     processor.save_pretrained(out)
     _drop_load_time_keys(out / "tokenizer_config.json")
-    curves = [Path(m) for m in metrics] if metrics else [run / "metrics.jsonl"]
-    rows = join_stages([c for c in curves if c.is_file()])
-    if rows:  # written afresh: exporting twice gives the same file
-        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if write_curve(out, [Path(m) for m in metrics] if metrics else [run / "metrics.jsonl"]):
         plot_loss(out / "metrics.jsonl", out / "loss.png")  # the joined curve, every stage
     elif (run / "loss.png").is_file():
         (out / "loss.png").write_bytes((run / "loss.png").read_bytes())
@@ -51,16 +48,21 @@ def export_detector(run, out, dtype: str = "float16", metrics=None) -> Path:
     run, out = Path(run), Path(out)
     folder = run / "best" if (run / "best" / "config.json").is_file() else run
     ClosedSetDetector.from_pretrained(folder).save_pretrained(out, dtype=getattr(torch, dtype))
-    if metrics:
-        logs = [Path(m) for m in metrics]
-    else:  # the run's own curve (RUN is the run folder, or a model folder inside it)
-        logs = [log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl") if log.is_file()][:1]
-    rows = join_stages([log for log in logs if log.is_file()])
-    if rows:
-        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # the stages' curves, else the run's own (RUN is the run folder, or a model folder inside it)
+    write_curve(out, [Path(m) for m in metrics] if metrics else
+                [log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl") if log.is_file()][:1])
     if (folder / "validation.json").is_file():
         (out / "validation.json").write_text((folder / "validation.json").read_text())
     return out
+
+
+def write_curve(out: Path, curves) -> bool:
+    """OUT/metrics.jsonl: the existing `curves` files joined as successive stages (`join_stages`), written afresh
+    (exporting twice gives the same file); False, and nothing written, when there is no row."""
+    rows = join_stages([c for c in curves if c.is_file()])
+    if rows:
+        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return bool(rows)
 
 
 def join_stages(paths) -> list[dict]:
