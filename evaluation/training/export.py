@@ -25,6 +25,7 @@ from .train import plot_loss
 
 def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     run, out = Path(run), Path(out)
+    curves = _given_curves(metrics) or [run / "metrics.jsonl"]
     model_dir = run / "model" if (run / "model" / "config.json").is_file() else run
     model = KptLLMForKeypoints.from_pretrained(model_dir, dtype=torch.float32)
     processor = KptLLMProcessor.from_pretrained(model_dir, config=model.config)
@@ -32,7 +33,7 @@ def export(run, out, dtype: str = "float16", metrics=None) -> Path:
     model.to(getattr(torch, dtype)).save_pretrained(out)
     processor.save_pretrained(out)
     _drop_load_time_keys(out / "tokenizer_config.json")
-    if write_curve(out, [Path(m) for m in metrics] if metrics else [run / "metrics.jsonl"]):
+    if write_curve(out, curves):
         plot_loss(out / "metrics.jsonl", out / "loss.png")  # the joined curve, every stage
     elif (run / "loss.png").is_file():
         (out / "loss.png").write_bytes((run / "loss.png").read_bytes())
@@ -46,14 +47,25 @@ def export_detector(run, out, dtype: str = "float16", metrics=None) -> Path:
     from kptllm.detection import ClosedSetDetector
 
     run, out = Path(run), Path(out)
+    curves = _given_curves(metrics) or [log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl")
+                                        if log.is_file()][:1]
     folder = run / "best" if (run / "best" / "config.json").is_file() else run
     ClosedSetDetector.from_pretrained(folder).save_pretrained(out, dtype=getattr(torch, dtype))
     # the stages' curves, else the run's own (RUN is the run folder, or a model folder inside it)
-    write_curve(out, [Path(m) for m in metrics] if metrics else
-                [log for log in (run / "metrics.jsonl", run.parent / "metrics.jsonl") if log.is_file()][:1])
+    write_curve(out, curves)
     if (folder / "validation.json").is_file():
         (out / "validation.json").write_text((folder / "validation.json").read_text())
     return out
+
+
+def _given_curves(metrics) -> list[Path]:
+    """The `--metrics` files, every one of which must exist: a mistyped path would silently drop its stage from
+    the joined curve. Checked before anything is written."""
+    paths = [Path(m) for m in metrics or ()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"export: training curve(s) given with --metrics not found: {', '.join(missing)}")
+    return paths
 
 
 def write_curve(out: Path, curves) -> bool:
@@ -104,6 +116,10 @@ def main(argv=None) -> None:
     parser.add_argument("--metrics", nargs="*", help="metrics.jsonl files of successive stages, joined into one curve")
     parser.add_argument("--detector", action="store_true", help="export the box detector (train-detector's run)")
     args = parser.parse_args(argv)
+    try:
+        _given_curves(args.metrics)
+    except FileNotFoundError as error:
+        parser.error(str(error))  # exit 2, nothing written
     print(export_detector(args.run, args.out, args.dtype, args.metrics) if args.detector else export(args.run, args.out, args.dtype, args.metrics))
 
 

@@ -68,3 +68,21 @@ def test_the_detector_exports_with_its_stages_joined(tmp_path):
     assert ClosedSetDetector.from_pretrained(tmp_path / "joined").categories[0] == "person"
     export_main(["--detector", "--run", str(run), "--out", str(tmp_path / "alone")])
     assert (tmp_path / "alone" / "metrics.jsonl").read_text() == '{"step": 5, "loss": 9.0, "elapsed": 2.0}\n'
+
+
+def test_a_missing_stage_curve_is_refused_before_anything_is_written(tmp_path, capsys):
+    """`--metrics` with a mistyped path used to drop that stage from the joined curve without a word: now the export
+    stops (exit 2, the path named) and writes nothing, for the model and the detector alike."""
+    import pytest
+
+    from evaluation.training.export import main as export_main
+
+    (tmp_path / "there.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    for flags in ([], ["--detector"]):
+        out = tmp_path / ("out" + "".join(flags))
+        with pytest.raises(SystemExit) as stop:
+            export_main([*flags, "--run", str(tmp_path / "no-run"), "--out", str(out),
+                         "--metrics", str(tmp_path / "there.jsonl"), str(tmp_path / "typo.jsonl")])
+        assert stop.value.code == 2
+        assert "typo.jsonl" in capsys.readouterr().err
+        assert not out.exists()
