@@ -61,7 +61,11 @@ def main(argv=None) -> None:
     if not args.record and not (args.annotations and args.detections):
         parser.error("give a record folder, or --annotations and --detections")
     detections = Path(args.detections) if args.detections else Path(args.record) / "detections.json"
-    annotations = args.annotations or json.loads((Path(args.record) / "record.json").read_text())["annotations"]
+    record = Path(args.record or ".") / "record.json"
+    if not detections.is_file() or not (args.annotations or record.is_file()):
+        parser.error(f"{detections if not detections.is_file() else record} not found (a detection record's folder "
+                     "has detections.json and record.json)")
+    annotations = args.annotations or json.loads(record.read_text())["annotations"]
     if not Path(annotations).is_file():
         parser.error(f"annotation file {annotations} not found (render the set, or give --annotations)")
     print(table(operating_points(json.loads(Path(annotations).read_text()), json.loads(detections.read_text()))))

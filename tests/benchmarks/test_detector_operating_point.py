@@ -40,3 +40,11 @@ def test_the_command_reads_the_two_files(tmp_path, capsys):
     main(["--annotations", str(tmp_path / "a.json"), "--detections", str(tmp_path / "d.json")])
     out = capsys.readouterr().out
     assert "| 0.2 | 2 of 3 | 0.667 | 1.00 |" in out and "| 0.3 | 1 of 3 | 0.333 | 1.00 |" in out
+
+
+def test_a_folder_without_a_record_is_refused_plainly(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path)])
+    assert stop.value.code == 2 and "detections.json not found" in capsys.readouterr().err
