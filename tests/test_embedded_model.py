@@ -126,10 +126,10 @@ def demo_examples_answered(predictor) -> dict:
 
 
 def test_the_demo_examples_are_answered_as_measured(embedded):
-    """The demo's own examples with their boxes (issue 18): the shipped model (stage 12) finds every text-prompt
-    keypoint (67 of 67) and 29 of the 30 visual-prompt ones, and names all 5 semantics examples (stage 10: 67,
-    28, 5; stage 9: 67, 29, 5 of 5; stage 8: 67, 30, 4; stage 7: 67, 29, 4; stage 6: 27 of 30 and 3 of 5).
-    Held with one keypoint / one example of margin."""
+    """The demo's own examples with their boxes (issue 18): the shipped model (stage 16) finds every text-prompt
+    keypoint (67 of 67) and 28 of the 30 visual-prompt ones, and names all 5 semantics examples (stage 12: 67,
+    29, 5; stage 10: 67, 28, 5; stage 9: 67, 29, 5 of 5; stage 8: 67, 30, 4; stage 7: 67, 29, 4; stage 6: 27 of 30 and 3 of 5).
+    Floors set with one keypoint / one example of margin under stage 12; stage 16 sits on the visual floor."""
     answered = demo_examples_answered(embedded)
     assert answered["n"] == {"semantic": 5, "visual": 30, "text": 67}
     assert answered["text"] >= 66 / 67, answered

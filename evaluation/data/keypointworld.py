@@ -15,13 +15,14 @@ and the background use any colour. So left and right can be told apart from one 
 does from a face or a car's shape. A mirrored *image* breaks that rule, which is why training on
 KeypointWorld uses no horizontal-flip augmentation (mirrored *objects* are drawn with the rule kept).
 
-Versions (`version=`; files and records say which): **1**, the world every shipped model and record so far
-was made with; **2** (issue 28) draws a quadruped's hind legs as a real animal's (a thick thigh, the stifle
+Versions (`version=`; files and records say which): **1**, the world of every shipped model and record up to
+stage 15 of the embedded model; **2** (issue 28) draws a quadruped's hind legs as a real animal's (a thick thigh, the stifle
 forward and the hock back) and its tail thicker at the root, so that front and back legs differ in the
 picture itself and not only by which end the head is at: with v1, a quadruped whose head is cut off or
 covered has front and back legs that nothing tells apart. Everything else, and every random draw before
 the first quadruped, is the same in both. `DEFAULT_VERSION` is what files, training and the benchmarks render
-unless told otherwise (1 until a model trained on v2 ships).
+unless told otherwise: 2 since the embedded model's stage 16 (trained on v2) shipped and the records were re-scored
+on v2 files; `version=1` still renders the old files byte for byte.
 
 Coordinates: continuous pixels, pixel (i, j) covers [i, i+1) x [j, j+1); boxes are COCO xywh.
 Visibility follows COCO: 2 visible, 1 labelled but occluded, 0 not labelled (outside the image, or the
@@ -399,7 +400,7 @@ def make_chair(rng) -> ObjectSpec:
 
 MAKERS = {"person": make_person, "quadruped": make_quadruped, "face": make_face, "car": make_car, "chair": make_chair}
 VERSIONS = (1, 2)
-DEFAULT_VERSION = 1  # what files, training and the benchmarks render unless told otherwise (module docstring)
+DEFAULT_VERSION = 2  # what files, training and the benchmarks render unless told otherwise (module docstring)
 
 
 def make_object(name: str, rng, version: int = DEFAULT_VERSION) -> ObjectSpec:
@@ -618,9 +619,10 @@ def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = F
 OFFCENTRE_NOTE = ", off-centre in larger canvases"
 
 
-def describe(n: int, seed: int, offcentre: bool = False, version: int = 1) -> str:
-    """The annotation file's `info.description` (records keep it as `annotations_description`); version 1 is
-    unnamed, as in every file made before versions existed."""
+def describe(n: int, seed: int, offcentre: bool = False, version: int = DEFAULT_VERSION) -> str:
+    """The annotation file's `info.description` (records keep it as `annotations_description`) of world `version`
+    (default: the default world, as `write_dataset`); version 1 is unnamed, as in every file made before versions
+    existed."""
     world = "KeypointWorld" if version == 1 else f"KeypointWorld v{version}"
     return f"{world}, {n} images, seed {seed}" + (OFFCENTRE_NOTE if offcentre else "")
 

@@ -4,7 +4,7 @@
     det.detect(image, "person. quadruped.")      # -> [Detection, ...], labels are the categories' names
     det.detect(image)                            # every category it knows
 
-The embedded KeypointWorld detector is one (about 0.7 M parameters, 256 px): it makes "no box" and the
+The embedded KeypointWorld detector is one (about 0.7 M parameters, 320 px): it makes "no box" and the
 In-the-wild tab work offline, where GroundingDINO would need the hub. Its phrases are its category names
 (`categories`), their plurals, and the aliases its config lists (`phrase_aliases`, e.g. "dog" ->
 "quadruped"); any other phrase is refused with the list of what it knows, never silently dropped.

@@ -64,7 +64,7 @@ def _two_disc_spec(cover: str | None):
         shapes.append(kw.Shape("disc", [(0.02, 0.0)], right if cover == "right" else body, 0.06))
     labelled = np.zeros(17, bool)
     labelled[:3] = True
-    return lambda rng: kw.ObjectSpec(kw.CATEGORIES["quadruped"], points, labelled, kw._mark_sides(shapes, left, right))
+    return lambda rng, version=1: kw.ObjectSpec(kw.CATEGORIES["quadruped"], points, labelled, kw._mark_sides(shapes, left, right))
 
 
 def test_a_keypoint_behind_its_own_objects_other_side_is_occluded(monkeypatch):

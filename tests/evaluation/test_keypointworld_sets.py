@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from evaluation.data import keypointworld_sets as sets
-from evaluation.data.keypointworld import describe, off_centre, render_scene, write_dataset
+from evaluation.data.keypointworld import DEFAULT_VERSION, describe, off_centre, render_scene, write_dataset
 from evaluation.data.keypointworld_sets import DECISION, SETS, TEST, VALIDATION, KeypointWorldSet, set_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ def test_set_of_names_a_file_by_seed_and_size():
     assert set_of(describe(TEST.images + 1, TEST.seed)) is None
     assert set_of(describe(300, 1111)) is None
     assert set_of("my own file") is None and set_of(None) is None
-    assert DECISION.description(offcentre=True) == describe(300, 424242, offcentre=True)
+    assert DECISION.description(offcentre=True) == describe(300, 424242, offcentre=True, version=DEFAULT_VERSION)
     with pytest.raises(ValueError, match="no files"):
         VALIDATION.description()
 
@@ -142,8 +142,8 @@ def test_a_record_says_its_set(tiny_dir, tmp_path, monkeypatch):
     table = load_records(tmp_path / "runs").drop_duplicates("record")
     by_folder = table.set_index(table["record"].map(lambda p: Path(p).parent.name))
     assert by_folder.loc["rt", "set"] == "test"
-    assert by_folder.loc["rt", "dataset"] == f"KeypointWorld test set, seed {TEST.seed}"
-    assert pd.isna(by_folder.loc["ro", "set"]) and by_folder.loc["ro", "dataset"] == "KeypointWorld seed 7"
+    assert by_folder.loc["rt", "dataset"] == f"KeypointWorld v2 test set, seed {TEST.seed}"  # the default world, v2
+    assert pd.isna(by_folder.loc["ro", "set"]) and by_folder.loc["ro", "dataset"] == "KeypointWorld v2 seed 7"
 
 
 def test_one_command_scores_the_sets_with_intervals_and_keeps_the_test_set_for_last(tiny_dir, tmp_path, monkeypatch):

@@ -41,7 +41,8 @@ def test_keypointworld_files_are_made_again_with_the_same_hash(small, tmp_path):
     _, path, record = small
     gone = {**record, "annotations": "/nowhere/annotations.json", "images": "/nowhere/images"}
     files = locate(gone, cache=tmp_path)
-    assert files.regenerated and files.annotations == tmp_path / "keypointworld" / "n3-seed7-offcentre" / "annotations.json"
+    # the default world (v2) has its own cache folder
+    assert files.regenerated and files.annotations == tmp_path / "keypointworld-v2" / "n3-seed7-offcentre" / "annotations.json"
     assert file_sha256(files.annotations) == record["annotations_sha256"]
     assert sorted(p.name for p in files.images.iterdir()) == [f"kw_7_{i:06d}.jpg" for i in range(3)]
     made = files.annotations.stat().st_mtime_ns

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evaluation.cli import main
-from evaluation.data.keypointworld import (QUADRUPED, describe, description_version, make_quadruped, parse_description,
+from evaluation.data.keypointworld import (DEFAULT_VERSION, QUADRUPED, describe, description_version, make_quadruped, parse_description,
                                            render_scene, write_dataset)
 from evaluation.results import keypointworld_dataset
 from evaluation.training.data import KeypointWorldSource, list_sources
@@ -20,12 +20,19 @@ def _sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_version_1_files_are_the_ones_the_records_were_scored_on(tmp_path):
+# the decision set's plain annotation file as version 1 draws it: what every record up to stage 15 was scored on
+# (results/decision/*/record.json before stage 16 shipped with version 2)
+V1_DECISION_SHA256 = "6b9a1fae0aaee84f51c67f7d22164b03c441967750b91450776898f405ec9cee"
+
+
+def test_the_records_were_scored_on_the_default_version_and_version_1_is_unchanged(tmp_path):
+    """The records name their world version, and it is the default one: rendering the set again with the default
+    gives their file byte for byte; version 1 still renders the file the earlier records were scored on."""
     record = json.loads((RESULTS / "decision" / "keypointworld-text" / "record.json").read_text())
     n, seed, offcentre = parse_description(record["annotations_description"])
-    assert description_version(record["annotations_description"]) == 1  # records made before versions existed
-    path = write_dataset(tmp_path / "v1", n, seed, offcentre=offcentre)
-    assert _sha(path) == record["annotations_sha256"]
+    assert description_version(record["annotations_description"]) == DEFAULT_VERSION == 2
+    assert _sha(write_dataset(tmp_path / "default", n, seed, offcentre=offcentre)) == record["annotations_sha256"]
+    assert _sha(write_dataset(tmp_path / "v1", n, seed, offcentre=offcentre, version=1)) == V1_DECISION_SHA256
 
 
 def test_version_2_renders_deterministically_and_names_itself(tmp_path):
@@ -37,7 +44,7 @@ def test_version_2_renders_deterministically_and_names_itself(tmp_path):
     assert text == describe(8, 4242, False, 2) == "KeypointWorld v2, 8 images, seed 4242"
     assert parse_description(text) == (8, 4242, False) and description_version(text) == 2
     assert keypointworld_dataset({"annotations_description": text}) == "KeypointWorld v2 seed 4242"
-    assert keypointworld_dataset({"annotations_description": describe(8, 4242)}) == "KeypointWorld seed 4242"
+    assert keypointworld_dataset({"annotations_description": describe(8, 4242, version=1)}) == "KeypointWorld seed 4242"
     with pytest.raises(ValueError, match="versions 1, 2"):
         render_scene(np.random.default_rng(0), version=3)
     assert main(["synth", "--out", str(tmp_path / "c"), "--n", "1", "--seed", "1", "--world-version", "7"]) == 2
