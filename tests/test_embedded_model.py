@@ -57,8 +57,10 @@ def test_main_job_prints_parsed_answers_without_a_model_argument():
 def test_held_out_accuracy_and_no_loss_off_centre(embedded):
     from evaluation.training.validate import validate
 
-    # 60 objects of the checkpoint-choosing seed (900001). The shipped model (stage 12, 240 CPU steps on stage
-    # 10, a third of its scenes off-centre) measures 0.961 / 0.872 / 0.898 here (stage 10: 0.955 / 0.857 /
+    # 60 objects of the checkpoint-choosing seed (900001). The shipped model (stage 16, on the v2 scenes the seed
+    # draws since v2 became the default) measures 0.969 / 0.851 / 0.912 here, off-centre 0.967 / 0.852 / 0.910; the
+    # visual floor moved 0.845 -> 0.825 with the world's version to keep its margin. On v1 scenes: stage 12, 240
+    # CPU steps on stage 10, a third of its scenes off-centre, 0.961 / 0.872 / 0.898 (stage 10: 0.955 / 0.857 /
     # 0.878; stage 9, the pixel read added: 0.958 / 0.836 / 0.863; stage 8: 0.954 / 0.813 / 0.809; stage 7:
     # 0.967 / 0.797 / 0.787; stage 6: 0.932 / 0.780 / 0.721; stage 5: 0.933 / 0.625 / 0.609); held with a
     # margin of 0.025-0.03 for other CPUs' rounding. The reported numbers are the test set's
@@ -66,7 +68,7 @@ def test_held_out_accuracy_and_no_loss_off_centre(embedded):
     plain = validate(embedded, objects=60)
     shifted = validate(embedded, objects=60, shift=True, neutral_canvas=True)
     assert plain["text_pck@0.2"] >= 0.93, plain
-    assert plain["visual_pck@0.2"] >= 0.845, plain
+    assert plain["visual_pck@0.2"] >= 0.825, plain
     assert plain["semantic_accuracy"] >= 0.87, plain
     assert shifted["text_pck@0.2"] >= plain["text_pck@0.2"] - 0.03, (plain, shifted)
     assert shifted["visual_pck@0.2"] >= plain["visual_pck@0.2"] - 0.03, (plain, shifted)
