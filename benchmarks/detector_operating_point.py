@@ -36,8 +36,8 @@ def operating_points(ground_truth: dict, detections: list[dict], thresholds=THRE
     images = max(len(dataset.images), 1)
     rows = []
     for threshold in thresholds:
+        found = sum(box is not None for box in match_objects(dataset, detections, box_threshold=threshold).values())
         kept = [d for d in detections if d["score"] >= threshold]
-        found = sum(box is not None for box in match_objects(dataset, kept, box_threshold=threshold).values())
         unmatched = sum(not any(box_iou(d["bbox"], b) >= 0.5 for b in objects_of.get((d["image_id"], d["category_id"]), ()))
                         for d in kept)
         rows.append({"threshold": threshold, "found": found, "objects": len(dataset.annotations),
