@@ -161,3 +161,18 @@ def test_an_input_size_the_backbone_cannot_halve_evenly_is_refused(tmp_path):
     config = _config(tmp_path)
     config.write_text(json.dumps({**json.loads(config.read_text()), "detector": {**TINY, "image_size": 100}}))
     assert main(["train-detector", "--config", str(config), "--output", str(tmp_path / "run")]) == 2
+
+
+def test_crowded_items_have_two_or_three_objects_and_zero_keeps_the_old_items():
+    from evaluation.data.keypointworld import render_scene
+
+    for index in range(3):  # crowded_prob 0: item i is the scene runs made before the option drew
+        old = render_scene(np.random.default_rng([11, index]))
+        assert np.array_equal(np.asarray(training_scene(11, index, 0.0, 0.0).image), np.asarray(old.image))
+    plain = [len(training_scene(11, i, 0.0).objects) for i in range(40)]
+    crowded = [len(training_scene(11, i, 0.0, 1.0).objects) for i in range(40)]
+    # an object with fewer than 3 keypoints in view is dropped, so a few crowded items may keep one
+    assert sum(n >= 2 for n in crowded) >= 34 > sum(n >= 2 for n in plain)
+    assert max(crowded) == 3
+    # the same item again is the same scene (a resumed run sees the same data)
+    assert np.array_equal(np.asarray(training_scene(11, 5, 0.3, 0.5).image), np.asarray(training_scene(11, 5, 0.3, 0.5).image))
