@@ -585,7 +585,23 @@ def off_centre(scene: Scene, rng, fill=None) -> Scene:
     return moved
 
 
-def write_dataset(out, n: int, seed: int, quality: int = 95, offcentre: bool = False,
+FILE_QUALITY = 95  # the JPEG quality of every set's files (`write_dataset`)
+
+
+def as_file(image: Image.Image, quality: int = FILE_QUALITY) -> Image.Image:
+    """`image` as a set's file holds it: saved as JPEG at `quality` (as `write_dataset` saves) and read back, in
+    memory. Validation in memory sees what the records read from the files: JPEG's 4:2:0 chroma halves the
+    colour resolution, and the world tells left (warm) from right (cool) by colour."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def write_dataset(out, n: int, seed: int, quality: int = FILE_QUALITY, offcentre: bool = False,
                   version: int = DEFAULT_VERSION) -> Path:
     """Render `n` images with seed `seed` to `out/images/` and write `out/annotations.json` (COCO keypoints).
 

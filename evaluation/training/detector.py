@@ -34,9 +34,10 @@ import yaml
 from kptllm.detection import ClosedSetDetector
 
 from ..data.keypointworld import ALIASES as KEYPOINTWORLD_ALIASES
-from ..data.keypointworld import CATEGORY_NAMES, coco_categories, off_centre, render_scene
+from ..data.keypointworld import CATEGORY_NAMES, FILE_QUALITY, as_file, coco_categories, off_centre, render_scene
 from ..detected_boxes import coco_detections
 from ..metrics import box_ap
+from .data import JpegAugment
 from .validate import HELD_OUT_SEED
 
 
@@ -78,6 +79,7 @@ class DetectorTrainSettings:
     # share of items drawn with 2-3 objects whatever the world's own draw (1, 1, 2, 2, 3); 0 keeps the world's.
     # The chain's misses are in crowded scenes (benchmarks/detector_operating_point.py)
     crowded_prob: float = 0.0
+    jpeg: dict | None = None  # {prob, quality: [lo, hi]}: items passed through JPEG (evaluation.training.data.JpegAugment)
     log_every: int = 50
     save_every: int = 500
     validate_every: int = 2000
@@ -106,10 +108,11 @@ def build_detector(spec: DetectorSpec, categories=CATEGORY_NAMES, aliases=None) 
 
 
 # ----------------------------------------------------------------------------------------- data
-def training_scene(seed: int, index: int, off_centre_prob: float, crowded_prob: float = 0.0):
+def training_scene(seed: int, index: int, off_centre_prob: float, crowded_prob: float = 0.0, jpeg=None):
     """Item `index` of a run: a KeypointWorld scene, pasted off-centre with probability `off_centre_prob`; with
-    probability `crowded_prob` it has 2 or 3 objects (drawn from its own stream [seed, index, 2], so that with 0
-    the items are those of runs made before the option)."""
+    probability `crowded_prob` it has 2 or 3 objects, and `jpeg` (a `JpegAugment` or its mapping) may pass it
+    through JPEG (each drawn from its own stream, [seed, index, 2] and [seed, index, 3], so that without them the
+    items are those of runs made before the options)."""
     count = None
     if crowded_prob > 0:
         crowd = np.random.default_rng([seed, index, 2])
@@ -119,6 +122,9 @@ def training_scene(seed: int, index: int, off_centre_prob: float, crowded_prob: 
     scene = render_scene(rng, num_objects=count)
     if rng.random() < off_centre_prob:
         scene = off_centre(scene, rng)
+    augment = JpegAugment.of(jpeg)
+    if augment.prob > 0:
+        scene.image = augment(scene.image, np.random.default_rng([seed, index, 3]))
     return scene
 
 
@@ -150,11 +156,16 @@ def scenes_as_coco(scenes) -> dict:
     return {"images": images, "annotations": annotations, "categories": coco_categories()}
 
 
-def validate_detector(detector: ClosedSetDetector, images: int, seed: int = HELD_OUT_SEED) -> dict:
-    """Box AP / AP50 on `images` held-out scenes, plain and off-centre (the same scenes pasted)."""
+def validate_detector(detector: ClosedSetDetector, images: int, seed: int = HELD_OUT_SEED,
+                      jpeg_quality: int | None = FILE_QUALITY) -> dict:
+    """Box AP / AP50 on `images` held-out scenes, plain and off-centre (the same scenes pasted), each image as a
+    set's file holds it (JPEG at `jpeg_quality`; None: lossless)."""
     row = {}
     for kind, offcentre in (("plain", False), ("offcentre", True)):
         scenes = held_out_scenes(images, seed, offcentre)
+        if jpeg_quality is not None:
+            for scene in scenes:
+                scene.image = as_file(scene.image, jpeg_quality)
         ids = {c["name"]: c["id"] for c in coco_categories()}
         found = coco_detections(detector, [s.image for s in scenes], list(range(1, len(scenes) + 1)), ids)
         stats = box_ap(scenes_as_coco(scenes), found)
@@ -264,6 +275,7 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
         kept = [line for line in metrics.read_text().splitlines(keepends=True) if json.loads(line).get("step", 0) <= start]
         metrics.write_text("".join(kept))
 
+    jpeg = JpegAugment.of(settings.jpeg)  # checked before the first step
     stop = {"requested": False}
     previous = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     began, window, step, loss_value = clock(), [], start, math.nan
@@ -279,7 +291,7 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * _lr_factor(step, spent, settings)
             first = step * settings.batch_size
-            scenes = [training_scene(settings.seed, first + k, settings.off_centre_prob, settings.crowded_prob)
+            scenes = [training_scene(settings.seed, first + k, settings.off_centre_prob, settings.crowded_prob, jpeg)
                       for k in range(settings.batch_size)]
             pixels = detector.image_processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
             labels = [{k: v.to(device) for k, v in targets(s).items()} for s in scenes]
@@ -301,7 +313,8 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
                 paused = clock()
                 model.eval()
                 row = {"step": step, "elapsed": round(trained(), 1),
-                       "validation": validate_detector(detector, settings.validate_images)}
+                       "validation": validate_detector(detector, settings.validate_images),
+                       "jpeg_quality": FILE_QUALITY}
                 _log(output, row)
                 if selection_score(row["validation"]) > _best_score(output):
                     detector.save_pretrained(output / "best")

@@ -175,7 +175,7 @@ def build_mixture(config: TrainConfig, processor) -> TrainingMixture:
                            questions_per_keypoint=int(data.get("questions_per_keypoint", 1)),
                            task_weights=data.get("tasks"), description_prob=float(data.get("description_prob", 0.2)),
                            flip_prob=float(data.get("flip_prob", 0.5)), box_jitter=data.get("box_jitter", 0.1),
-                           max_shots=int(data.get("max_shots", 3)))
+                           max_shots=int(data.get("max_shots", 3)), jpeg=data.get("jpeg"))
 
 
 def plot_loss(metrics_file: Path, out: Path) -> None:
@@ -231,6 +231,7 @@ def validation_row(model, processor, step: int, objects: int, elapsed: float, ve
     accuracy on KeypointWorld scenes of a seed training never draws). The model is left in train mode."""
     from kptllm import KeypointPredictor
 
+    from ..data.keypointworld import FILE_QUALITY
     from .validate import HELD_OUT_SEED, validate
 
     with torch.no_grad():
@@ -238,6 +239,7 @@ def validation_row(model, processor, step: int, objects: int, elapsed: float, ve
     model.train()
     return {"step": step, "elapsed": round(elapsed, 2), "validation": {
         "seed": HELD_OUT_SEED, "objects": objects, **({"world_version": version} if version else {}),
+        "jpeg_quality": FILE_QUALITY,
         **{k: v for k, v in scores.items() if k != "keypoints"},
         "keypoints": scores["keypoints"]}}
 

@@ -18,7 +18,7 @@ import json
 
 import numpy as np
 
-from ..data.keypointworld import DEFAULT_VERSION, Scene, render_scene
+from ..data.keypointworld import DEFAULT_VERSION, FILE_QUALITY, Scene, as_file, render_scene
 from ..data.keypointworld import off_centre as off_centre_scene
 from ..data.keypointworld_sets import VALIDATION
 
@@ -50,19 +50,25 @@ def off_centre(image, obj, rng, fill=None):
 
 
 def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold: float = 0.2,
-             shift: bool = False, neutral_canvas: bool = False, version: int | None = None) -> dict:
+             shift: bool = False, neutral_canvas: bool = False, version: int | None = None,
+             jpeg_quality: int | None = FILE_QUALITY) -> dict:
     """PCK (text, visual) and semantic accuracy over `objects` held-out objects.
 
     `shift`: the same objects, each pasted off-centre into a larger non-square canvas (a crop or
     inverse-map bug shows up as a drop against `shift=False`); `neutral_canvas` fills the canvas with
     the processor's fill colour, so only the frames change, not the pixels the model sees. `version`: the
-    KeypointWorld version of the scenes (default `DEFAULT_VERSION`).
+    KeypointWorld version of the scenes (default `DEFAULT_VERSION`). `jpeg_quality`: each image (after any
+    shift) as a set's file holds it, JPEG at this quality (`keypointworld.as_file`), so that validation sees what
+    the decision and test files give; None: the lossless render (a frame check with `neutral_canvas` wants it:
+    JPEG's 8 x 8 blocks fall elsewhere on a shifted canvas).
     """
     pool = held_out_objects(objects * 2, seed, version)
     if shift:
         rng = np.random.default_rng([seed, 1])
         fill = predictor.processor.fill if neutral_canvas else None
         pool = [off_centre(image, obj, rng, fill) for image, obj in pool]
+    if jpeg_quality is not None:
+        pool = [(as_file(image, jpeg_quality), obj) for image, obj in pool]
     queries, supports = pool[:objects], pool[objects:]
     hits = {"text": [], "visual": [], "semantic": []}
     for n, (image, obj) in enumerate(queries):

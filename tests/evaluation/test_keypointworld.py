@@ -205,3 +205,17 @@ def test_a_source_with_a_label_set_trains_the_names_evaluation_asks_for(tmp_path
     expected = semantic_labels.builtin().labels_for("some_animal_body", raw)
     assert names[:3] == ["left eye", "right eye", "left front paw"] == expected[:3]
     assert names[3:] == [expected[k] or raw[k] for k in range(3, 17)]
+
+
+def test_as_file_is_what_write_dataset_saves(tmp_path):
+    """Validation in memory (`as_file`) sees the very pixels the records read from a set's files."""
+    from PIL import Image
+
+    from evaluation.data.keypointworld import as_file
+
+    write_dataset(tmp_path, 2, 31337)
+    for i in range(2):
+        saved = np.asarray(Image.open(tmp_path / "images" / f"kw_31337_{i:06d}.jpg").convert("RGB"))
+        rendered = render_scene(np.random.default_rng([31337, i])).image
+        assert np.array_equal(np.asarray(as_file(rendered)), saved)
+        assert not np.array_equal(np.asarray(rendered), saved)  # JPEG loses something: the test can fail

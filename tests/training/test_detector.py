@@ -176,3 +176,11 @@ def test_crowded_items_have_two_or_three_objects_and_zero_keeps_the_old_items():
     assert max(crowded) == 3
     # the same item again is the same scene (a resumed run sees the same data)
     assert np.array_equal(np.asarray(training_scene(11, 5, 0.3, 0.5).image), np.asarray(training_scene(11, 5, 0.3, 0.5).image))
+
+
+def test_jpeg_items_keep_their_objects_and_lose_what_a_file_loses():
+    plain, lossy = training_scene(11, 4, 0.3, 0.4), training_scene(11, 4, 0.3, 0.4, {"prob": 1.0, "quality": [50, 50]})
+    assert [(o.category.name, o.bbox) for o in plain.objects] == [(o.category.name, o.bbox) for o in lossy.objects]
+    diff = np.abs(np.asarray(plain.image, np.float32) - np.asarray(lossy.image, np.float32)).mean()
+    assert 0.3 < diff < 8
+    assert np.array_equal(np.asarray(training_scene(11, 4, 0.3, 0.4, {"prob": 0.0}).image), np.asarray(plain.image))

@@ -604,3 +604,36 @@ def test_box_jitter_as_a_number_keeps_the_old_draws_and_a_mapping_changes_the_as
     for bad in ({"scale": -1}, {"sizes": 0.2}, -0.1):
         with pytest.raises(ValueError, match="box_jitter"):
             BoxJitter.of(bad)
+
+
+def test_jpeg_passes_images_as_a_file_would_and_leaves_the_questions_alone(tiny_config):
+    """`jpeg:` gives the crops JPEG's losses (what the sets' files and a visitor's photos hold) from its own
+    random stream: the questions, boxes and answers of every item are those drawn without it."""
+    import numpy as np
+
+    from evaluation.training.data import JpegAugment
+
+    config = TrainConfig.load(tiny_config)
+    _, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
+    kwargs = dict(questions_per_image=4, flip_prob=0.0, box_jitter={"scale": 0.25, "shift": 0.25, "independent": True})
+    plain = TrainingMixture(processor, [KeypointWorldSource()], **kwargs)
+    lossy = TrainingMixture(processor, [KeypointWorldSource()], jpeg={"prob": 1.0, "quality": [40, 40]}, **kwargs)
+    changed = 0
+    for index in range(4):
+        a, b = plain[index], lossy[index]
+        assert [(s.task, s.semantics, s.xy, s.text, s.support_points) for s in a] == \
+            [(s.task, s.semantics, s.xy, s.text, s.support_points) for s in b]
+        for x, y in zip(a, b):
+            assert x.query.crop == y.query.crop  # the same box and frame, other pixels
+            diff = (x.query.pixel_values - y.query.pixel_values).abs().mean().item()
+            assert diff < 0.15  # the same picture (normalised pixels), with JPEG's losses
+            changed += diff > 0.005
+    assert changed >= 4
+    # prob 0 draws nothing: the stream is untouched and the image is the very object given
+    from PIL import Image
+
+    rng, image = np.random.default_rng(3), Image.new("RGB", (8, 8))
+    assert JpegAugment.of({"prob": 0.0})(image, rng) is image and rng.random() == np.random.default_rng(3).random()
+    for bad in ({"prob": 1.5}, {"quality": [90, 80]}, {"quality": [0, 50]}, {"level": 3}, 0.5):
+        with pytest.raises(ValueError, match="jpeg"):
+            JpegAugment.of(bad)
