@@ -7,7 +7,8 @@ Training draws item i from `default_rng([train_seed, i])`; this check draws scen
 that chooses checkpoints (how many objects: training's `validate_objects`). Metrics: PCK@0.2 of
 max(w, h) of the object box for text- and visual-prompt detection (support = the same category in
 another held-out scene), accuracy of the named keypoint for semantic understanding (visible keypoints:
-an occluded one's pixel shows something else, as in the benchmark). The benchmark
+an occluded one's pixel shows something else, as in the benchmark). Images are seen as the sets' files
+hold them (JPEG 95, `keypointworld.as_file`; `--lossless` for the renders). The benchmark
 of record is `kptllm eval --benchmark keypointworld`; this is its fast, dependency-free cousin.
 """
 
@@ -107,6 +108,8 @@ def main(argv=None) -> None:
     parser.add_argument("--objects", type=int, default=40)
     parser.add_argument("--shift", action="store_true", help="objects off-centre in larger canvases")
     parser.add_argument("--world-version", type=int, help="KeypointWorld version (default: DEFAULT_VERSION)")
+    parser.add_argument("--lossless", action="store_true",
+                        help=f"the lossless renders (default: as the sets' files hold them, JPEG {FILE_QUALITY})")
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
@@ -114,7 +117,8 @@ def main(argv=None) -> None:
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     predictor = KeypointPredictor.from_pretrained(args.model, device=args.device, dtype=dtype)
-    print(json.dumps(validate(predictor, args.objects, shift=args.shift, version=args.world_version)))
+    print(json.dumps(validate(predictor, args.objects, shift=args.shift, version=args.world_version,
+                              jpeg_quality=None if args.lossless else FILE_QUALITY)))
 
 
 if __name__ == "__main__":
