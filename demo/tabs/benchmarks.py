@@ -89,11 +89,13 @@ def validation_chart(curve: pd.DataFrame):
     for _, row in curve[curve["validation"].notna()].iterrows():
         for key, label in VALIDATION_SERIES.items():
             if row["validation"].get(key) is not None:
+                quality = row["validation"].get("jpeg_quality")  # rows before 2026-12-08: lossless renders
                 rows.append({"step": row["step"], "value": row["validation"][key], "metric": label,
-                             "seed": row["validation"].get("seed")})
+                             "seed": row["validation"].get("seed"),
+                             "images": f"JPEG {quality}" if quality else "lossless"})
     if not rows:
         return px.line(title="No held-out validation in the training log")
-    figure = px.line(pd.DataFrame(rows), x="step", y="value", color="metric", markers=True, hover_data=["seed"],
+    figure = px.line(pd.DataFrame(rows), x="step", y="value", color="metric", markers=True, hover_data=["seed", "images"],
                      title="Held-out validation during training (KeypointWorld, the checkpoint-choosing seed)")
     figure.update_layout(height=340, yaxis_range=[0, 1])
     return figure

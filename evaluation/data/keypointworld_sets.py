@@ -21,9 +21,10 @@ disappoints is reported, not fixed on the test set.
 
 The sets cannot share a scene with each other or with training: scene i of a set comes from
 `default_rng([seed, i])` (its off-centre copy from `[seed, i, 1]`); training draws item i from
-`default_rng([train_seed, i])` with train seeds 0-20 (configs/) or 1,000,000-1,999,999 (gpu_run.sh); the
-box detector's training likewise. Different seeds, different streams (tests/evaluation/test_keypointworld_sets.py
-checks the seeds and the rendered pixels).
+`default_rng([train_seed, i])` (its crowding and JPEG from `[train_seed, i, 2]` and `[train_seed, i, 3]`,
+`evaluation.training.augment`) with the configs' small train seeds (0-24 so far; the test checks 1-30) or
+1,000,000-1,999,999 (gpu_run.sh); the box detector's training likewise. Different seeds, different streams
+(tests/evaluation/test_keypointworld_sets.py checks the seeds and the rendered pixels).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from kptllm.image import load_image
 from kptllm.processor import KptLLMProcessor, PreparedImage
 from kptllm.protocols.protocol import Task
 
+from .augment import JPEG_STREAM, JpegAugment
 from ..data.keypointworld import CATEGORIES, CATEGORY_NAMES, DEFAULT_VERSION, VERSIONS, off_centre, render_scene
 
 TASKS = (Task.TEXT, Task.VISUAL, Task.SEMANTIC, Task.VISUAL_TEXT)
@@ -211,40 +212,6 @@ def _jitter_box(bbox, rng, jitter) -> tuple[float, float, float, float]:
     return (cx - w * scale_w / 2, cy - h * scale_h / 2, w * scale_w, h * scale_h)
 
 
-@dataclass(frozen=True)
-class JpegAugment:
-    """Images passed through JPEG with probability `prob`, at a quality drawn uniformly from `quality` (lo, hi).
-
-    Rendered scenes are lossless in memory, but every file a set, a visitor or a camera gives is JPEG: the stage-16
-    model lost 0.016 / 0.008 / 0.030 (text / visual / semantic) and the detector 0.07 AP on the validation scenes
-    saved at quality 95. A config gives a mapping {prob, quality: [lo, hi]}; none (the default) leaves images alone."""
-
-    prob: float = 0.0
-    quality: tuple[int, int] = (75, 95)
-
-    @classmethod
-    def of(cls, spec) -> "JpegAugment":
-        if isinstance(spec, JpegAugment):
-            return spec
-        if spec is None:
-            return cls()
-        if not isinstance(spec, dict) or set(spec) - {"prob", "quality"}:
-            raise ValueError(f"jpeg takes a mapping of prob and quality: [lo, hi], not {spec!r}")
-        quality = tuple(int(q) for q in spec.get("quality", cls.quality))
-        augment = cls(float(spec.get("prob", 0.0)), quality)
-        if not 0 <= augment.prob <= 1 or len(quality) != 2 or not 1 <= quality[0] <= quality[1] <= 100:
-            raise ValueError(f"jpeg: prob in [0, 1] and quality [lo, hi] with 1 <= lo <= hi <= 100, not {spec!r}")
-        return augment
-
-    def __call__(self, image: Image.Image, rng) -> Image.Image:
-        """`image`, or its JPEG copy; draws from `rng` only when `prob` > 0 (earlier runs' streams stay as they were)."""
-        if self.prob <= 0 or rng.random() >= self.prob:
-            return image
-        from ..data.keypointworld import as_file
-
-        return as_file(image, int(rng.integers(self.quality[0], self.quality[1] + 1)))
-
-
 DEFAULT_TASK_WEIGHTS = {"text": 0.35, "visual": 0.25, "semantic": 0.25, "visual_text": 0.15}
 
 
@@ -282,8 +249,8 @@ class TrainingMixture:
     def __len__(self) -> int:
         return self.length
 
-    def _prepare(self, instance: Instance, rng, lossy=None) -> PreparedImage:
-        image = self.jpeg(instance.image, lossy) if lossy is not None else instance.image
+    def _prepare(self, instance: Instance, rng, jpeg_rng) -> PreparedImage:
+        image = self.jpeg(instance.image, jpeg_rng)
         return self.processor.prepare_image(image, _jitter_box(instance.bbox, rng, self.box_jitter))
 
     def __getitem__(self, index: int) -> list[KeypointSample]:
@@ -293,9 +260,9 @@ class TrainingMixture:
         query, supports = source.sample(rng, shots)
         if source.allows_flip and rng.random() < self.flip_prob:
             query = query.flipped()
-        lossy = np.random.default_rng([self.seed, int(index), 3])  # its own stream: without jpeg, items are as before
-        q_prep = self._prepare(query, rng, lossy)
-        s_preps = [self._prepare(s, rng, lossy) for s in supports]
+        jpeg_rng = np.random.default_rng([self.seed, int(index), JPEG_STREAM])  # without jpeg, items are as before
+        q_prep = self._prepare(query, rng, jpeg_rng)
+        s_preps = [self._prepare(s, rng, jpeg_rng) for s in supports]
         usable = [k for k in range(len(query.names))
                   if query.keypoints[k, 2] > 0 and q_prep.crop.contains(query.keypoints[k, :2])]
         rng.shuffle(usable)

@@ -6,13 +6,13 @@
 Read it top to bottom: build the detector from the config's `detector` section (`build_detector`; or load the
 weights named by `init:`, e.g. the shipped detector, to go on training it in a new run), then for
 each step render `batch_size` scenes (item i of the run is `render_scene(default_rng([seed, i]))`, pasted
-off-centre with probability `off_centre_prob` and made of 2-3 objects with probability `crowded_prob`, so a
-resumed run sees the same data), the model's own loss
+off-centre with probability `off_centre_prob`, made of 2-3 objects with probability `crowded_prob` and passed
+through JPEG as `jpeg` says, so a resumed run sees the same data), the model's own loss
 (Hungarian matching, focal/VFL + L1 + GIoU, with RT-DETR's denoising queries), AdamW, warmup + cosine over
 `time_budget` seconds of training. Every `log_every` steps a line goes to OUTPUT/metrics.jsonl; every
 `save_every` steps OUTPUT/checkpoint/ gets model, optimizer, step and trained seconds (a resumed run goes on
 from there and counts the seconds already trained); every `validate_every` steps box AP (pycocotools) on
-held-out scenes of the validation seed (plain and off-centre) goes into the log and the best model so far
+held-out scenes of the validation seed (plain and off-centre, JPEG as the sets' files) goes into the log and the best model so far
 into OUTPUT/best (chosen on the validation set only). Ctrl-C saves after the step.
 
 The detector sees every image stretched to `image_size` squared (its image processor), as at inference.
@@ -37,7 +37,7 @@ from ..data.keypointworld import ALIASES as KEYPOINTWORLD_ALIASES
 from ..data.keypointworld import CATEGORY_NAMES, FILE_QUALITY, as_file, coco_categories, off_centre, render_scene
 from ..detected_boxes import coco_detections
 from ..metrics import box_ap
-from .data import JpegAugment
+from .augment import CROWD_STREAM, JPEG_STREAM, JpegAugment
 from .validate import HELD_OUT_SEED
 
 
@@ -79,12 +79,19 @@ class DetectorTrainSettings:
     # share of items drawn with 2-3 objects whatever the world's own draw (1, 1, 2, 2, 3); 0 keeps the world's.
     # The chain's misses are in crowded scenes (benchmarks/detector_operating_point.py)
     crowded_prob: float = 0.0
-    jpeg: dict | None = None  # {prob, quality: [lo, hi]}: items passed through JPEG (evaluation.training.data.JpegAugment)
+    jpeg: dict | None = None  # {prob, quality: [lo, hi]}: items passed through JPEG (evaluation.training.augment)
     log_every: int = 50
     save_every: int = 500
     validate_every: int = 2000
     validate_images: int = 100  # per kind (plain and off-centre), of the validation seed
     threads: int | None = 1  # torch threads (a background run on a 2-core machine takes one)
+
+    def __post_init__(self):  # a bad config is refused when it is read, before a run folder is made
+        for name in ("off_centre_prob", "crowded_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], not {value!r}")
+        JpegAugment.of(self.jpeg)
 
 
 def build_detector(spec: DetectorSpec, categories=CATEGORY_NAMES, aliases=None) -> ClosedSetDetector:
@@ -111,11 +118,11 @@ def build_detector(spec: DetectorSpec, categories=CATEGORY_NAMES, aliases=None) 
 def training_scene(seed: int, index: int, off_centre_prob: float, crowded_prob: float = 0.0, jpeg=None):
     """Item `index` of a run: a KeypointWorld scene, pasted off-centre with probability `off_centre_prob`; with
     probability `crowded_prob` it has 2 or 3 objects, and `jpeg` (a `JpegAugment` or its mapping) may pass it
-    through JPEG (each drawn from its own stream, [seed, index, 2] and [seed, index, 3], so that without them the
-    items are those of runs made before the options)."""
+    through JPEG (each from its own stream, `augment.CROWD_STREAM` and `augment.JPEG_STREAM`, so that without them
+    the items are those of runs made before the options)."""
     count = None
     if crowded_prob > 0:
-        crowd = np.random.default_rng([seed, index, 2])
+        crowd = np.random.default_rng([seed, index, CROWD_STREAM])
         if crowd.random() < crowded_prob:
             count = int(crowd.choice([2, 3]))
     rng = np.random.default_rng([seed, index])
@@ -124,7 +131,7 @@ def training_scene(seed: int, index: int, off_centre_prob: float, crowded_prob: 
         scene = off_centre(scene, rng)
     augment = JpegAugment.of(jpeg)
     if augment.prob > 0:
-        scene.image = augment(scene.image, np.random.default_rng([seed, index, 3]))
+        scene.image = augment(scene.image, np.random.default_rng([seed, index, JPEG_STREAM]))
     return scene
 
 
@@ -159,7 +166,8 @@ def scenes_as_coco(scenes) -> dict:
 def validate_detector(detector: ClosedSetDetector, images: int, seed: int = HELD_OUT_SEED,
                       jpeg_quality: int | None = FILE_QUALITY) -> dict:
     """Box AP / AP50 on `images` held-out scenes, plain and off-centre (the same scenes pasted), each image as a
-    set's file holds it (JPEG at `jpeg_quality`; None: lossless)."""
+    set's file holds it (JPEG at `jpeg_quality`; None: lossless): {"plain": {AP, AP50}, "offcentre": {...},
+    "jpeg_quality": ...}."""
     row = {}
     for kind, offcentre in (("plain", False), ("offcentre", True)):
         scenes = held_out_scenes(images, seed, offcentre)
@@ -170,7 +178,7 @@ def validate_detector(detector: ClosedSetDetector, images: int, seed: int = HELD
         found = coco_detections(detector, [s.image for s in scenes], list(range(1, len(scenes) + 1)), ids)
         stats = box_ap(scenes_as_coco(scenes), found)
         row[kind] = {"AP": round(stats["AP"], 4), "AP50": round(stats["AP50"], 4)}
-    return row
+    return row | {"jpeg_quality": jpeg_quality}
 
 
 def selection_score(validation: dict) -> float:
@@ -226,9 +234,15 @@ def _log(output: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _best_score(output: Path) -> float:
+def _best_score(output: Path, jpeg_quality: int | None = FILE_QUALITY) -> float:
+    """The selection score of OUTPUT/best; -1 without one, or when it was validated on other images (a run begun
+    before validation saw JPEG files scored lossless renders, ~0.02-0.06 higher: not comparable)."""
     best = output / "best" / "validation.json"
-    return selection_score(json.loads(best.read_text())["validation"]) if best.is_file() else -1.0
+    if not best.is_file():
+        return -1.0
+    row = json.loads(best.read_text())
+    seen = row["validation"].get("jpeg_quality", row.get("jpeg_quality"))  # stage 5's first rows kept it outside
+    return selection_score(row["validation"]) if seen == jpeg_quality else -1.0
 
 
 def train_detector(config: DetectorTrainConfig, output, resume: bool = False, clock=time.time) -> dict:
@@ -313,8 +327,7 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
                 paused = clock()
                 model.eval()
                 row = {"step": step, "elapsed": round(trained(), 1),
-                       "validation": validate_detector(detector, settings.validate_images),
-                       "jpeg_quality": FILE_QUALITY}
+                       "validation": validate_detector(detector, settings.validate_images)}
                 _log(output, row)
                 if selection_score(row["validation"]) > _best_score(output):
                     detector.save_pretrained(output / "best")

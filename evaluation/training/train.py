@@ -45,7 +45,8 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch.utils.data import DataLoader, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
-from ..data.keypointworld import DEFAULT_VERSION
+from ..data.keypointworld import DEFAULT_VERSION, FILE_QUALITY
+from .augment import JpegAugment
 from .data import TrainingMixture, list_sources, tokenizer_corpus
 from .model import build_model, check_model_spec, count_parameters
 
@@ -101,6 +102,10 @@ class TrainConfig:
             raise ValueError(f"{path}: {err}") from None
         if not isinstance(raw["data"], dict):
             raise ValueError(f"{path}: the 'data' section must be a mapping")
+        try:
+            JpegAugment.of(raw["data"].get("jpeg"))
+        except ValueError as err:
+            raise ValueError(f"{path}: data.{err}") from None
         settings = raw.get("train", {}) or {}
         if not isinstance(settings, dict):
             raise ValueError(f"{path}: the 'train' section must be a mapping")
@@ -231,7 +236,6 @@ def validation_row(model, processor, step: int, objects: int, elapsed: float, ve
     accuracy on KeypointWorld scenes of a seed training never draws). The model is left in train mode."""
     from kptllm import KeypointPredictor
 
-    from ..data.keypointworld import FILE_QUALITY
     from .validate import HELD_OUT_SEED, validate
 
     with torch.no_grad():
@@ -239,7 +243,6 @@ def validation_row(model, processor, step: int, objects: int, elapsed: float, ve
     model.train()
     return {"step": step, "elapsed": round(elapsed, 2), "validation": {
         "seed": HELD_OUT_SEED, "objects": objects, **({"world_version": version} if version else {}),
-        "jpeg_quality": FILE_QUALITY,
         **{k: v for k, v in scores.items() if k != "keypoints"},
         "keypoints": scores["keypoints"]}}
 
@@ -262,11 +265,16 @@ def selection_score(validation: dict) -> float:
     return sum(values) / len(values) if values else float("-inf")
 
 
-def _best_so_far(output: Path) -> float:
-    """The selection score of OUTPUT/best (the best validated model of this run so far; -inf if none)."""
+def _best_so_far(output: Path, jpeg_quality: int | None = FILE_QUALITY) -> float:
+    """The selection score of OUTPUT/best (the best validated model of this run so far; -inf if none, or if it was
+    validated on other images: a run begun before validation saw JPEG files scored the lossless renders, ~0.02-0.03
+    higher, and its best would never be replaced)."""
     try:
-        return float(json.loads((output / "best" / "best.json").read_text())["score"])
-    except (OSError, ValueError, KeyError, TypeError):
+        best = json.loads((output / "best" / "best.json").read_text())
+        if best["validation"].get("jpeg_quality") != jpeg_quality:
+            return float("-inf")
+        return float(best["score"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return float("-inf")
 
 

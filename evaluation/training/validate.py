@@ -69,7 +69,14 @@ def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold:
         fill = predictor.processor.fill if neutral_canvas else None
         pool = [off_centre(image, obj, rng, fill) for image, obj in pool]
     if jpeg_quality is not None:
-        pool = [(as_file(image, jpeg_quality), obj) for image, obj in pool]
+        encoded = {}  # objects of one scene share its image (alive in `pool`, so ids are unique): encode it once
+
+        def as_saved(image):
+            if id(image) not in encoded:
+                encoded[id(image)] = as_file(image, jpeg_quality)
+            return encoded[id(image)]
+
+        pool = [(as_saved(image), obj) for image, obj in pool]
     queries, supports = pool[:objects], pool[objects:]
     hits = {"text": [], "visual": [], "semantic": []}
     for n, (image, obj) in enumerate(queries):
@@ -97,7 +104,7 @@ def validate(predictor, objects: int = 40, seed: int = HELD_OUT_SEED, threshold:
                     ok = result.xy is not None and np.hypot(*(np.array(result.xy) - obj.keypoints[k, :2])) < norm
                     hits["visual"].append(bool(ok))
     return {f"{task}_{'accuracy' if task == 'semantic' else f'pck@{threshold}'}": (float(np.mean(v)) if v else None)
-            for task, v in hits.items()} | {"keypoints": {t: len(v) for t, v in hits.items()}}
+            for task, v in hits.items()} | {"keypoints": {t: len(v) for t, v in hits.items()}, "jpeg_quality": jpeg_quality}
 
 
 def main(argv=None) -> None:

@@ -382,6 +382,10 @@ def test_training_charts_keep_loss_and_validation_rows_apart():
     validation = validation_chart(curve)
     assert {trace.name: list(trace.y) for trace in validation.data} == {
         "text PCK@0.2": [0.9], "visual 1-shot PCK@0.2": [0.7], "semantic accuracy": [0.6]}
+    assert [list(c) for c in validation.data[0].customdata] == [[900001, "lossless"]]  # rows before JPEG validation
+    jpeg = curve.copy()
+    jpeg.at[2, "validation"] = {**curve.at[2, "validation"], "jpeg_quality": 95}
+    assert [list(c) for c in validation_chart(jpeg).data[0].customdata] == [[900001, "JPEG 95"]]
     assert "No held-out" in validation_chart(curve.drop(columns="validation")).layout.title.text
 
 

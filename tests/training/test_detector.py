@@ -184,3 +184,26 @@ def test_jpeg_items_keep_their_objects_and_lose_what_a_file_loses():
     diff = np.abs(np.asarray(plain.image, np.float32) - np.asarray(lossy.image, np.float32)).mean()
     assert 0.3 < diff < 8
     assert np.array_equal(np.asarray(training_scene(11, 4, 0.3, 0.4, {"prob": 0.0}).image), np.asarray(plain.image))
+
+
+def test_a_bad_augmentation_setting_is_refused_when_the_config_is_read(tmp_path, capsys):
+    for bad in ({"crowded_prob": 1.5}, {"off_centre_prob": -0.1}, {"jpeg": {"prob": 0.5, "quality": 90}},
+                {"jpeg": {"prob": None}}):
+        config = _config(tmp_path, **bad)
+        assert main(["train-detector", "--config", str(config), "--output", str(tmp_path / "never")]) == 2, bad
+        assert not (tmp_path / "never").exists()
+    assert "jpeg takes a mapping" in capsys.readouterr().err
+
+
+def test_a_best_validated_on_other_images_is_not_compared(tmp_path):
+    """A run begun before validation saw JPEG files kept a best scored on lossless renders (higher): it would
+    never be replaced by a JPEG row; it counts as no best."""
+    from evaluation.training.detector import _best_score
+
+    (tmp_path / "best").mkdir()
+    row = {"validation": {"plain": {"AP": 0.8, "AP50": 0.9}, "offcentre": {"AP": 0.6, "AP50": 0.9}}}
+    (tmp_path / "best" / "validation.json").write_text(json.dumps(row))
+    assert _best_score(tmp_path) == -1.0
+    row["validation"]["jpeg_quality"] = 95
+    (tmp_path / "best" / "validation.json").write_text(json.dumps(row))
+    assert _best_score(tmp_path) == pytest.approx(0.7)

@@ -220,6 +220,7 @@ def test_a_config_folder_and_a_negative_synth_seed_are_named(tmp_path, capsys):
     ("model: {type: checkpoint}\ndata: {}\n", "needs model.path"),
     ("model: {type: checkpoint, path: x}\ndata: [1]\n", "'data' section must be a mapping"),
     ("model: {type: checkpoint, path: x}\ndata: {}\ntrain: 3\n", "'train' section must be a mapping"),
+    ("model: {type: checkpoint, path: x}\ndata: {jpeg: {prob: 2}}\n", "data.jpeg takes a mapping"),
 ])
 def test_bad_configs_exit_2_with_one_line(tmp_path, capsys, text, message):
     config = tmp_path / "bad.yaml"
@@ -500,11 +501,17 @@ def test_the_best_model_is_replaced_only_by_a_better_one(tmp_path):
     from kptllm.build import build_tiny
 
     model, processor = build_tiny(seed=0)
-    row = {"step": 60, "validation": {"text_pck@0.2": 0.9, "visual_pck@0.2": 0.6, "semantic_accuracy": None}}
+    row = {"step": 60, "validation": {"text_pck@0.2": 0.9, "visual_pck@0.2": 0.6, "semantic_accuracy": None,
+                                      "jpeg_quality": 95}}
     assert selection_score(row["validation"]) == pytest.approx(0.75) and _best_so_far(tmp_path) == float("-inf")
     _save_best(model, processor, tmp_path, row)
     assert _best_so_far(tmp_path) == pytest.approx(0.75)
     assert not (tmp_path / ".best.tmp").exists() and (tmp_path / "best" / "model.safetensors").is_file()
+    # a best validated on other images (a run begun before validation saw JPEG files: lossless, higher) is no best
+    assert _best_so_far(tmp_path, jpeg_quality=None) == float("-inf")
+    del row["validation"]["jpeg_quality"]
+    _save_best(model, processor, tmp_path, row)
+    assert _best_so_far(tmp_path) == float("-inf")
 
 
 def test_auto_resume_starts_a_run_then_continues_it(tiny_config, tmp_path):
@@ -611,7 +618,7 @@ def test_jpeg_passes_images_as_a_file_would_and_leaves_the_questions_alone(tiny_
     random stream: the questions, boxes and answers of every item are those drawn without it."""
     import numpy as np
 
-    from evaluation.training.data import JpegAugment
+    from evaluation.training.augment import JpegAugment
 
     config = TrainConfig.load(tiny_config)
     _, processor = build_model(config.model, tokenizer_text=tokenizer_corpus())
