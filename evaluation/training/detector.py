@@ -15,7 +15,9 @@ from there and counts the seconds already trained); every `validate_every` steps
 held-out scenes of the validation seed (plain and off-centre, JPEG as the sets' files) goes into the log and the best model so far
 into OUTPUT/best (chosen on the validation set only). Ctrl-C saves after the step.
 
-The detector sees every image stretched to `image_size` squared (its image processor), as at inference.
+The detector sees every image as at inference (`ClosedSetDetector.encode`): stretched to `image_size` squared, or,
+with `max_size`, at its own aspect (shorter side `image_size`, longer at most `max_size`), a batch zero-padded to its
+largest image and the boxes normalized to the padded frame.
 """
 
 from __future__ import annotations
@@ -57,11 +59,24 @@ class DetectorSpec:
     decoder_layers: int = 3
     num_queries: int = 30
     num_denoising: int = 30
+    # None: every image stretched to image_size squared; a number: the image's aspect kept, its shorter side at
+    # image_size and its longer at most max_size (a wide off-centre canvas is read wide, its objects unsqueezed)
+    max_size: int | None = None
 
     def __post_init__(self):
         if self.image_size <= 0 or self.image_size % 32:
             raise ValueError(f"detector image_size must be a positive multiple of 32 (the backbone's stride: its "
                              f"feature maps must halve evenly), not {self.image_size}")
+        if self.max_size is not None and (isinstance(self.max_size, bool) or not isinstance(self.max_size, int)
+                                          or self.max_size < self.image_size):
+            raise ValueError(f"detector max_size is a whole number of pixels >= image_size ({self.image_size}), "
+                             f"or null to stretch every image to a square, not {self.max_size!r}")
+
+    def processor_size(self) -> dict:
+        """The image processor's `size` for this spec (see `ClosedSetDetector.encode`)."""
+        if self.max_size is None:
+            return {"height": self.image_size, "width": self.image_size}
+        return {"shortest_edge": self.image_size, "longest_edge": self.max_size}
 
 
 @dataclass
@@ -110,7 +125,7 @@ def build_detector(spec: DetectorSpec, categories=CATEGORY_NAMES, aliases=None) 
         anchor_image_size=None, eval_size=None)
     config.phrase_aliases = dict(KEYPOINTWORLD_ALIASES if aliases is None else aliases)
     model = RTDetrForObjectDetection(config)
-    image_processor = RTDetrImageProcessorPil(size={"height": spec.image_size, "width": spec.image_size})
+    image_processor = RTDetrImageProcessorPil(size=spec.processor_size())
     return ClosedSetDetector(model, image_processor, device="cpu")
 
 
@@ -135,9 +150,11 @@ def training_scene(seed: int, index: int, off_centre_prob: float, crowded_prob: 
     return scene
 
 
-def targets(scene) -> dict:
-    """RT-DETR's labels for one scene: class indices and boxes as normalized (cx, cy, w, h)."""
-    w, h = scene.image.size
+def targets(scene, span: tuple[float, float] | None = None) -> dict:
+    """RT-DETR's labels for one scene: class indices and boxes as normalized (cx, cy, w, h) of the frame the
+    network reads, which spans `span` = (width, height) of the scene's pixels (`ClosedSetDetector.encode`;
+    None: the image itself)."""
+    w, h = span or scene.image.size
     boxes = [((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h) for x, y, bw, bh in (o.bbox for o in scene.objects)]
     return {"class_labels": torch.tensor([CATEGORY_NAMES.index(o.category.name) for o in scene.objects], dtype=torch.long),
             "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)}
@@ -269,8 +286,7 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
             detector = load_detector(config.init, device=device)
             # the input size may change between stages: the network reads any size (RT-DETR's sine positions and
             # anchors are made per image size when anchor_image_size is None), only the image processor resizes
-            size = config.detector.image_size
-            detector.image_processor.size = {"height": size, "width": size}
+            detector.image_processor.size = config.detector.processor_size()
         else:
             detector = build_detector(config.detector)
             detector.model.to(device)
@@ -307,8 +323,8 @@ def train_detector(config: DetectorTrainConfig, output, resume: bool = False, cl
             first = step * settings.batch_size
             scenes = [training_scene(settings.seed, first + k, settings.off_centre_prob, settings.crowded_prob, jpeg)
                       for k in range(settings.batch_size)]
-            pixels = detector.image_processor(images=[s.image for s in scenes], return_tensors="pt")["pixel_values"]
-            labels = [{k: v.to(device) for k, v in targets(s).items()} for s in scenes]
+            pixels, spans = detector.encode([s.image for s in scenes])
+            labels = [{k: v.to(device) for k, v in targets(s, span).items()} for s, span in zip(scenes, spans)]
             model.train()
             loss = model(pixel_values=pixels.to(device), labels=labels).loss
             loss.backward()

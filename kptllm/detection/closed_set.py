@@ -9,8 +9,11 @@ In-the-wild tab work offline, where GroundingDINO would need the hub. Its phrase
 (`categories`), their plurals, and the aliases its config lists (`phrase_aliases`, e.g. "dog" ->
 "quadruped"); any other phrase is refused with the list of what it knows, never silently dropped.
 
-Images are resized (stretched) to `image_size` squared by the model's image processor, as in training;
-boxes come back in pixels of the input image. Overlapping boxes (IoU > `NMS_IOU`) are reduced to the best one by
+The network reads each image as its image processor's `size` says, in training as at inference (`encode`):
+{"height": S, "width": S} stretches every image to S squared (stages 1-5 of the embedded detector);
+{"shortest_edge": S, "longest_edge": L} keeps the image's aspect, its shorter side at S and its longer at most L,
+each side rounded to a multiple of 32 (a wide canvas is not squeezed: its objects keep their shape and size).
+Boxes come back in pixels of the input image. Overlapping boxes (IoU > `NMS_IOU`) are reduced to the best one by
 supervision's non-maximum suppression: a small DETR still proposes one object more than once. Per category at IoU 0.7 for
 scoring (`detect_batch`), across categories at 0.5 for the demo (`detect`: one box per object).
 """
@@ -25,6 +28,7 @@ from ..image import load_image
 from .base import Detection, clip_box, split_phrases
 
 ARTICLES = ("a ", "an ", "the ")
+STRIDE = 32  # the backbone halves its maps five times: the input's sides are multiples of 32
 NMS_IOU = 0.7  # per category, for scoring
 OBJECT_NMS_IOU = 0.5  # across categories, for the demo: one box per object
 
@@ -65,7 +69,41 @@ class ClosedSetDetector:
 
     @property
     def image_size(self) -> int:
-        return int(self.image_processor.size["height"])
+        """The side the network reads: the square's, or the shorter side's when the aspect is kept."""
+        size = self.image_processor.size
+        return int(size["shortest_edge"] if self.keeps_aspect else size["height"])
+
+    @property
+    def keeps_aspect(self) -> bool:
+        return self.image_processor.size.get("shortest_edge") is not None
+
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) in pixels at which the network reads an image of `width` x `height` pixels."""
+        size = self.image_processor.size
+        if not self.keeps_aspect:
+            return int(size["height"]), int(size["width"])
+        shortest, longest = int(size["shortest_edge"]), int(size.get("longest_edge") or size["shortest_edge"] * 4)
+        scale = min(shortest / min(width, height), longest / max(width, height))
+        return tuple(max(STRIDE, STRIDE * round(side * scale / STRIDE)) for side in (height, width))
+
+    def encode(self, images) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+        """The network's input for PIL `images`: pixel_values (B, 3, H, W), each image resized to its
+        `input_size` and zero-padded at the right and bottom to the batch's largest, and per image the
+        (width, height), in its own pixels, that the padded frame spans: a box normalized by the network
+        (cx, cy, w, h in [0, 1] of the padded frame) is x * span_w, y * span_h in the image's pixels."""
+        sizes = [self.input_size(im.width, im.height) for im in images]
+        if len(set(sizes)) == 1:  # one size (always when stretching): one call
+            pixels = self.image_processor(images=images, size={"height": sizes[0][0], "width": sizes[0][1]},
+                                          return_tensors="pt")["pixel_values"]
+        else:
+            top, right = max(h for h, _ in sizes), max(w for _, w in sizes)
+            pixels = torch.zeros(len(images), 3, top, right)
+            for k, (im, (h, w)) in enumerate(zip(images, sizes)):
+                pixels[k, :, :h, :w] = self.image_processor(images=[im], size={"height": h, "width": w},
+                                                            return_tensors="pt")["pixel_values"][0]
+        frame_h, frame_w = pixels.shape[-2:]
+        spans = [(frame_w * im.width / w, frame_h * im.height / h) for im, (h, w) in zip(images, sizes)]
+        return pixels, spans
 
     def resolve(self, text: str | None) -> list[str]:
         """The category names a query asks for, in the query's order; None or an empty query: all of them.
@@ -107,10 +145,10 @@ class ClosedSetDetector:
         """All categories' boxes for several images in one forward pass; one best-first list per image, reduced by
         non-maximum suppression at `nms_iou` (None: none) within each category (`per_category`) or across them."""
         images = [load_image(image) for image in images]
-        inputs = self.image_processor(images=images, return_tensors="pt").to(self.device)
-        outputs = self.model(pixel_values=inputs["pixel_values"].to(next(self.model.parameters()).dtype))
+        pixels, spans = self.encode(images)
+        outputs = self.model(pixel_values=pixels.to(self.device, next(self.model.parameters()).dtype))
         results = self.image_processor.post_process_object_detection(
-            outputs, threshold=box_threshold, target_sizes=[(im.height, im.width) for im in images])
+            outputs, threshold=box_threshold, target_sizes=[(span_h, span_w) for span_w, span_h in spans])
         names = self.model.config.id2label
         found_per_image = []
         for image, result in zip(images, results):

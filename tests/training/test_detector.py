@@ -207,3 +207,107 @@ def test_a_best_validated_on_other_images_is_not_compared(tmp_path):
     row["validation"]["jpeg_quality"] = 95
     (tmp_path / "best" / "validation.json").write_text(json.dumps(row))
     assert _best_score(tmp_path) == pytest.approx(0.7)
+
+
+# ----------------------------------------------------------------------------------------- images read at their aspect
+ASPECT = {**TINY, "image_size": 64, "max_size": 128}
+
+
+def _with_rectangle(size, box, colour=(255, 0, 0)):
+    """A grey image of `size` (w, h) with a filled rectangle at xywh `box` (whole pixels)."""
+    image = Image.new("RGB", size, (128, 128, 128))
+    x, y, w, h = box
+    image.paste(Image.new("RGB", (w, h), colour), (x, y))
+    return image
+
+
+def test_an_image_keeps_its_aspect_its_sides_multiples_of_32_and_the_longer_capped():
+    detector = build_detector(DetectorSpec(**ASPECT))
+    assert detector.keeps_aspect and detector.image_size == 64
+    assert detector.input_size(300, 150) == (64, 128)    # (height, width): the shorter side at 64
+    assert detector.input_size(150, 300) == (128, 64)
+    assert detector.input_size(400, 100) == (32, 128)    # the longer side capped at 128 first
+    assert detector.input_size(90, 100) == (64, 64)      # 57.6 rounds to 64
+    assert detector.input_size(1, 1) == (64, 64) and detector.input_size(10_000, 1) == (32, 128)
+    square = build_detector(DetectorSpec(**TINY))
+    assert not square.keeps_aspect and square.input_size(300, 150) == (64, 64)
+    with pytest.raises(ValueError, match="max_size"):
+        DetectorSpec(**{**TINY, "max_size": 32})
+
+
+@pytest.mark.parametrize("spec", [TINY, ASPECT], ids=["stretched", "aspect"])
+def test_a_normalised_target_lands_on_its_object_in_the_padded_batch(spec):
+    """Each image of a batch is resized to its own input size and padded to the largest: the targets, normalized
+    to the padded frame by `targets(scene, span)`, must cover the object's pixels in the network's input (a span
+    taken from the image instead of the padded frame, or width and height swapped, would miss them)."""
+    detector = build_detector(DetectorSpec(**spec))
+    wide = _with_rectangle((300, 100), (200, 20, 60, 50))
+    tall = _with_rectangle((90, 240), (10, 150, 40, 60), colour=(0, 0, 255))
+    pixels, spans = detector.encode([wide, tall])
+    frame_h, frame_w = pixels.shape[-2:]
+    for k, (image, box, channel) in enumerate(((wide, (200, 20, 60, 50), 0), (tall, (10, 150, 40, 60), 2))):
+        scene = type("Scene", (), {"image": image, "objects": [type("O", (), {"bbox": box})]})
+        cx, cy, w, h = _boxes(scene, spans[k])
+        other = 2 - channel
+        ys, xs = torch.nonzero((pixels[k, channel] > 0.9) & (pixels[k, other] < 0.1), as_tuple=True)
+        found = (xs.min().item() / frame_w, ys.min().item() / frame_h, (xs.max().item() + 1) / frame_w,
+                 (ys.max().item() + 1) / frame_h)
+        expected = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        assert found == pytest.approx(expected, abs=1.5 / min(frame_w, frame_h))
+    if spec is ASPECT:  # the tall image sits in the padded frame's top left, the rest black
+        assert detector.input_size(90, 240) == (128, 64) and pixels.shape[-2:] == (128, 128)
+        assert float(pixels[1, :, :, 64:].abs().max()) == 0.0
+
+
+def _boxes(scene, span):
+    """`targets(scene, span)`'s one box, for a scene of one object of any category."""
+    scene.objects[0].category = type("C", (), {"name": "car"})
+    return targets(scene, span)["boxes"][0].tolist()
+
+
+class _Oracle(torch.nn.Module):
+    """A stand-in network that answers each image's `targets` (one query per object, sure of its class): the
+    detector's boxes must then come back as the objects' boxes in each image's own pixels."""
+
+    def __init__(self, config, answers):
+        super().__init__()
+        self.config, self.answers, self.weight = config, answers, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, pixel_values):
+        from transformers.models.rt_detr.modeling_rt_detr import RTDetrObjectDetectionOutput
+
+        queries, classes = 5, len(self.config.id2label)
+        logits = torch.full((len(self.answers), queries, classes), -20.0)
+        boxes = torch.full((len(self.answers), queries, 4), 0.5)
+        for k, answer in enumerate(self.answers):
+            for q, (label, box) in enumerate(zip(answer["class_labels"].tolist(), answer["boxes"])):
+                logits[k, q, label], boxes[k, q] = 20.0, box
+        return RTDetrObjectDetectionOutput(logits=logits, pred_boxes=boxes)
+
+
+@pytest.mark.parametrize("spec", [TINY, ASPECT], ids=["stretched", "aspect"])
+def test_boxes_the_network_gives_in_its_frame_come_back_in_each_images_pixels(spec):
+    detector = build_detector(DetectorSpec(**spec))
+    scenes = [training_scene(21, 2, 1.0), training_scene(21, 0, 0.0)]  # a wide off-centre canvas beside a tall scene
+    assert len({detector.input_size(*s.image.size) for s in scenes}) == 2 or spec is TINY
+    _, spans = detector.encode([s.image for s in scenes])
+    oracle = _Oracle(detector.model.config, [targets(s, span) for s, span in zip(scenes, spans)])
+    found = ClosedSetDetector(oracle, detector.image_processor).detect_batch([s.image for s in scenes], 0.5)
+    for scene, boxes in zip(scenes, found):
+        expected = sorted((o.category.name, tuple(round(v, 2) for v in o.bbox)) for o in scene.objects)
+        got = sorted((d.label, tuple(round(v, 2) for v in d.xywh)) for d in boxes)
+        assert [label for label, _ in got] == [label for label, _ in expected]
+        for (_, a), (_, b) in zip(got, expected):
+            assert a == pytest.approx(b, abs=0.05)
+
+
+def test_a_run_reading_images_at_their_aspect_saves_and_loads_so(tmp_path):
+    config = _config(tmp_path, steps=2, validate_every=2, validate_images=2, off_centre_prob=1.0)
+    config.write_text(json.dumps({**json.loads(config.read_text()), "detector": ASPECT}))
+    assert main(["train-detector", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
+    saved = ClosedSetDetector.from_pretrained(tmp_path / "run" / "checkpoint" / "model")
+    assert saved.keeps_aspect and saved.input_size(300, 150) == (64, 128)
+    image = training_scene(11, 0, 1.0).image
+    found = saved.detect(image, None, box_threshold=0.0, max_detections=100)
+    assert found and all(0 <= x1 <= x2 <= image.width and 0 <= y1 <= y2 <= image.height
+                         for x1, y1, x2, y2 in (d.xyxy for d in found))
