@@ -519,6 +519,10 @@ def _score_cape(bench, predictions):
                         np.array([i[4] for i in items]))
 
     per_category = {ds.categories[cid].name: cape(items) for cid, items in by_category.items()}
+    per_keypoint = {f"{name}/{ds.categories[cid].keypoint_names[k]}": hits / counted
+                    for cid, name in ((cid, ds.categories[cid].name) for cid in by_category)
+                    for k, (hits, counted) in enumerate(zip(per_category[name].keypoint_hits,
+                                                            per_category[name].keypoint_counted)) if counted}
     # categories differ in K, so cape_pck runs per category; the overall score is the mean over all
     # queries, as in the reference (per-category means weighted by their query counts)
     total = sum(s.num_queries for s in per_category.values())
@@ -531,7 +535,8 @@ def _score_cape(bench, predictions):
                        "categories": len(per_category), "prompted_keypoints": sum(len(p["parsed"]) for p in predictions),
                        "unparsed": sum(not ok for p in predictions for ok in p["parsed"])},
             "per_category": {name: {**{f"PCK@{t:g}": v for t, v in s.pck.items()}, "queries": s.num_queries}
-                             for name, s in per_category.items()}}
+                             for name, s in per_category.items()},
+            "per_keypoint": per_keypoint}
 
 
 def _score_generic(bench, predictions, with_ap: bool = True):

@@ -107,12 +107,16 @@ def _results(args) -> None:
 
 
 def _compare(args) -> None:
-    from .compare import as_json, compare, load_run, report
+    from .compare import as_json, compare, keypoint_changes, keypoint_report, load_run, report
 
     a = load_run(args.a, args.annotations_a, args.semantic_labels)
     b = load_run(args.b, args.annotations_b, args.semantic_labels)
     result = compare(a, b, args.metric, args.samples, args.seed)
-    print(as_json(result) if args.json else report(result, a, b))
+    changes = keypoint_changes(a, b, args.samples, args.seed) if args.by_keypoint else None
+    if args.json:
+        print(as_json(result, changes))
+    else:
+        print(report(result, a, b) + (keypoint_report(changes) if changes is not None else ""))
 
 
 def _interval(args) -> None:
@@ -301,6 +305,8 @@ def build_full_parser():
     comparing.add_argument("--annotations-b", help="B's annotation file, if not at the path its record names")
     comparing.add_argument("--semantic-labels", help="mp100 semantic runs made with their own label file")
     comparing.add_argument("--json", action="store_true")
+    comparing.add_argument("--by-keypoint", action="store_true",
+                           help="also each keypoint's share right in A and B with its interval, worst change first")
     comparing.set_defaults(run=_compare)
     spread = commands.add_parser("interval", help="95 %% interval of a record's headline metric, overall and per "
                                                   "category (bootstrap over its units, as compare resamples)")

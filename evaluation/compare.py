@@ -224,6 +224,83 @@ def compare(a: Run, b: Run, metric: str | None = None, samples: int = DEFAULT_SA
                       a.record["benchmark"], a.record["task"])
 
 
+# ----------------------------------------------------------------------------------------- which keypoints moved
+@dataclass
+class KeypointChange:
+    """One keypoint ("category/name") in both runs: its share right in each (pooled over the paired units that
+    count it), B - A, and the 95 % interval of B - A over the same unit resamples as `compare`."""
+
+    keypoint: str
+    a: float
+    b: float
+    difference: float
+    low: float
+    high: float
+    counted: int  # how many times the keypoint counts over the paired units
+
+    @property
+    def beyond(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def keypoint_table(run: Run, keys: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, values [U, G], counted [U, G]): each unit scored alone by the benchmark (its "per_keypoint"), so a
+    keypoint's share on any multiset of units is sum(c * v) / sum(c). Checked against the scoring of all `keys`
+    at once; a benchmark whose scoring has no per-keypoint breakdown, or whose units hold a keypoint more than
+    once, is refused."""
+    per_unit = []
+    for key in keys:
+        bench = copy.copy(run.bench)
+        bench.units = [run.units[key]]
+        per_unit.append(score(bench, [run.predictions[key]], with_ap=False).get("per_keypoint"))
+    if any(p is None for p in per_unit):
+        raise ValueError(f"{run.bench.name}/{run.bench.task} scores no per-keypoint breakdown")
+    names = sorted({name for p in per_unit for name in p})
+    column = {name: g for g, name in enumerate(names)}
+    values, counted = np.zeros((len(keys), len(names))), np.zeros((len(keys), len(names)))
+    for u, p in enumerate(per_unit):
+        for name, value in p.items():
+            values[u, column[name]], counted[u, column[name]] = value, 1.0
+    bench = copy.copy(run.bench)
+    bench.units = [run.units[k] for k in keys]
+    overall = score(bench, [run.predictions[k] for k in keys], with_ap=False)["per_keypoint"]
+    pooled = (values * counted).sum(0) / np.maximum(counted.sum(0), 1)
+    if set(overall) != set(names) or not np.allclose(pooled, [overall[n] for n in names], rtol=0, atol=1e-9):
+        raise ValueError(f"{run.folder}: a unit holds a keypoint more than once; no per-keypoint breakdown")
+    return names, values, counted
+
+
+def keypoint_changes(a: Run, b: Run, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[KeypointChange]:
+    """Every keypoint both runs count, worst change first: the paired units resampled as `compare` draws them
+    (`draws`), each keypoint's share recomputed on each resample for A and B."""
+    keys = [k for k in a.predictions if k in b.predictions]
+    if not keys:
+        raise ValueError("the two runs share no work units")
+    names_a, va, ca = keypoint_table(a, keys)
+    names_b, vb, cb = keypoint_table(b, keys)
+    if names_a != names_b or not np.array_equal(ca, cb):
+        raise ValueError("the two runs count different keypoints on the same units (different annotation files?)")
+    counts = np.stack([np.bincount(drawn, minlength=len(keys)) for drawn in draws(len(keys), samples, seed)])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a keypoint no resampled unit holds: NaN, left out
+        share_a = (counts @ (ca * va)) / (counts @ ca)
+        share_b = (counts @ (cb * vb)) / (counts @ cb)
+    low, high = np.nanpercentile(share_b - share_a, [2.5, 97.5], axis=0)
+    total = ca.sum(0)
+    full_a, full_b = (ca * va).sum(0) / total, (cb * vb).sum(0) / total
+    changes = [KeypointChange(name, float(full_a[g]), float(full_b[g]), float(full_b[g] - full_a[g]), float(low[g]),
+                              float(high[g]), int(total[g])) for g, name in enumerate(names_a)]
+    return sorted(changes, key=lambda c: (c.difference, c.keypoint))
+
+
+def keypoint_report(changes: list[KeypointChange]) -> str:
+    rows = ["", "per keypoint (pooled over the paired units that count it; * = the interval excludes 0), worst first:",
+            f"  {'keypoint':<36} {'n':>5} {'A':>7} {'B':>7} {'B - A':>8}  95 % interval"]
+    for c in changes:
+        rows.append(f"  {c.keypoint:<36} {c.counted:>5} {c.a:>7.3f} {c.b:>7.3f} {c.difference:>+8.3f}  "
+                    f"[{c.low:+.3f}, {c.high:+.3f}]{' *' if c.beyond else ''}")
+    return "\n".join(rows)
+
+
 def report(comparison: Comparison, a: Run, b: Run) -> str:
     c = comparison
     return "\n".join([
@@ -236,5 +313,8 @@ def report(comparison: Comparison, a: Run, b: Run) -> str:
     ])
 
 
-def as_json(comparison: Comparison) -> str:
-    return json.dumps({**asdict(comparison), "verdict": comparison.verdict}, indent=1)
+def as_json(comparison: Comparison, changes: list[KeypointChange] | None = None) -> str:
+    out = {**asdict(comparison), "verdict": comparison.verdict}
+    if changes is not None:
+        out["per_keypoint"] = [{**asdict(c), "beyond": c.beyond} for c in changes]
+    return json.dumps(out, indent=1)

@@ -100,6 +100,10 @@ class CapeScores:
     pck: dict[float, float]
     mean: float
     num_queries: int
+    # per keypoint index, pooled over the instances where it counts: hits at PCK@0.2 and how many counted
+    # (a diagnosis of which keypoints move; the protocol's score is the per-instance mean above)
+    keypoint_hits: tuple[int, ...] = ()
+    keypoint_counted: tuple[int, ...] = ()
 
 
 def cape_pck(pred, gt, query_visible, support_visible, bboxes, thresholds: Sequence[float] = CAPE_THRESHOLDS) -> CapeScores:
@@ -136,7 +140,9 @@ def cape_pck(pred, gt, query_visible, support_visible, bboxes, thresholds: Seque
         hits = ((distances < float(thr)) & valid).sum(axis=1)
         per_instance = np.where(counted > 0, hits / np.maximum(counted, 1), 0.0)
         scores[float(thr)] = float(np.mean(per_instance)) if len(per_instance) else 0.0
-    return CapeScores(scores, float(np.mean(list(scores.values()))) if scores else 0.0, int(len(pred)))
+    keypoint_hits = ((distances < 0.2) & valid).sum(axis=0)
+    return CapeScores(scores, float(np.mean(list(scores.values()))) if scores else 0.0, int(len(pred)),
+                      tuple(int(v) for v in keypoint_hits), tuple(int(v) for v in valid.sum(axis=0)))
 
 
 def keypoint_ap(ground_truth, results: list[dict], sigmas=None, use_area: bool = True) -> dict[str, float]:

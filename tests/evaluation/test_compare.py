@@ -1,5 +1,6 @@
 """`kptllm compare`: the paired bootstrap against an independent transcription, verdicts and refusals."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.cli import main
+from evaluation.benchmarks import score
 from evaluation.compare import compare, load_run
 from evaluation.intervals import interval, read_interval, write_interval
 from evaluation.runner import run_benchmark
@@ -232,3 +234,102 @@ def test_no_weighted_form_means_the_slow_path(runs):
         assert module.unit_weights(a, keys, metric) is None
     finally:
         module.score = saved
+
+
+# ----------------------------------------------------------------------------------------- --by-keypoint
+def _keypoint_shares(folder, annotations) -> dict[str, tuple[int, int]]:
+    """"category/name" -> (hits, labelled) of a text run, written from the protocol (PCK@0.2 of max(w, h))."""
+    data = json.loads(annotations.read_text())
+    anns, cats = {a["id"]: a for a in data["annotations"]}, {c["id"]: c for c in data["categories"]}
+    out: dict[str, list[int]] = {}
+    for chunk in sorted((folder / "chunks").glob("*.json")):
+        for p in json.loads(chunk.read_text())["predictions"]:
+            ann = anns[int(p["key"])]
+            side = max(ann["bbox"][2], ann["bbox"][3])
+            kp = np.asarray(ann["keypoints"], dtype=float).reshape(-1, 3)
+            pred = np.asarray(p["keypoints"], dtype=float)
+            for k, name in enumerate(cats[ann["category_id"]]["keypoints"]):
+                if kp[k, 2] > 0:
+                    tally = out.setdefault(f"{cats[ann['category_id']]['name']}/{name}", [0, 0])
+                    tally[0] += bool(pred[k, 2] > 0 and np.hypot(*(pred[k, :2] - kp[k, :2])) / side < 0.2)
+                    tally[1] += 1
+    return {name: (hits, n) for name, (hits, n) in out.items()}
+
+
+def test_each_keypoint_s_change_is_its_pooled_share_in_both_runs(runs):
+    """A against B_half (half the units answered with the truth): every keypoint's A and B equal an independent
+    count from the chunks and annotations, its interval is the same unit draws as compare's, and a keypoint that
+    A already finds everywhere cannot move."""
+    from evaluation.compare import draws, keypoint_changes
+
+    a_folder, b_folder, _, annotations = runs
+    a, b = load_run(a_folder), load_run(b_folder)
+    changes = keypoint_changes(a, b, samples=200, seed=3)
+    truth_a, truth_b = _keypoint_shares(a_folder, annotations), _keypoint_shares(b_folder, annotations)
+    assert {c.keypoint for c in changes} == set(truth_a)
+    assert [c.difference for c in changes] == sorted(c.difference for c in changes)  # worst first
+    for c in changes:
+        (hits_a, n), (hits_b, n_b) = truth_a[c.keypoint], truth_b[c.keypoint]
+        assert (c.counted, c.a, c.b) == (n, pytest.approx(hits_a / n), pytest.approx(hits_b / n_b))
+        assert c.low <= c.difference <= c.high and c.b >= c.a  # B only ever gained right answers
+        if hits_a == n:
+            assert (c.low, c.high, c.beyond) == (0.0, 0.0, False)
+    # the interval of one keypoint, transcribed: the same draws over the units in A's order
+    keys = [k for k in a.predictions if k in b.predictions]
+    moved = next(c for c in reversed(changes) if c.difference > 0)
+    held = []
+    for key in keys:
+        one = {}
+        for run in (a, b):
+            bench = copy.copy(run.bench)
+            bench.units = [run.units[key]]
+            one[run is b] = score(bench, [run.predictions[key]], with_ap=False)["per_keypoint"].get(moved.keypoint)
+        held.append(one)
+    differences = []
+    for drawn in draws(len(keys), 200, 3):
+        got = [held[i] for i in drawn if held[i][False] is not None]
+        if got:
+            differences.append(np.mean([g[True] for g in got]) - np.mean([g[False] for g in got]))
+    assert (moved.low, moved.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])), abs=1e-12)
+
+
+def test_visual_runs_break_down_by_keypoint_where_query_and_support_show_it():
+    """The visual (CAPE) scoring's per-keypoint shares: pooled over the instances where the keypoint counts (seen in
+    the query and the support; distances over max(w, h) of the protocol's sanitised query box), transcribed here
+    from the shipped decision record's chunks."""
+    from evaluation.compare import keypoint_table
+    from evaluation.data import clean_bbox
+
+    run = load_run(Path(__file__).resolve().parents[2] / "results" / "decision" / "keypointworld-visual")
+    keys = list(run.predictions)[:120]
+    names, values, counted = keypoint_table(run, keys)
+    ds = run.bench.dataset
+    tally: dict[str, list[int]] = {}
+    for key in keys:
+        unit, pred = run.units[key], np.asarray(run.predictions[key]["keypoints"], dtype=float)
+        query = ds.annotation(unit["query_id"])
+        shown = np.all([ds.annotation(i).visible for i in unit["support_ids"]], axis=0) & query.visible
+        image = ds.images[query.image_id]
+        box = clean_bbox(query.bbox, image.width, image.height) or query.bbox
+        side = max(box[2], box[3])
+        category = ds.category_of(query)
+        for k in np.flatnonzero(shown):
+            t = tally.setdefault(f"{category.name}/{category.keypoint_names[k]}", [0, 0])
+            t[0] += bool(np.hypot(*(pred[k, :2] - query.keypoints[k, :2])) / side < 0.2)
+            t[1] += 1
+    assert set(names) == set(tally)
+    for g, name in enumerate(names):
+        assert (values[:, g] * counted[:, g]).sum() == pytest.approx(tally[name][0])
+        assert counted[:, g].sum() == tally[name][1]
+
+
+def test_compare_by_keypoint_on_the_command_line(runs, capsys):
+    a, b, _, _ = runs
+    assert main(["compare", str(a), str(b), "--samples", "50", "--by-keypoint"]) == 0
+    out = capsys.readouterr().out
+    assert "per keypoint" in out and "person/" in out.split("per keypoint")[1]
+    assert main(["compare", str(a), str(b), "--samples", "50", "--by-keypoint", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["per_keypoint"]
+    assert rows and {"keypoint", "a", "b", "difference", "low", "high", "counted", "beyond"} <= set(rows[0])
+    assert main(["compare", str(a), str(b), "--samples", "50", "--json"]) == 0
+    assert "per_keypoint" not in json.loads(capsys.readouterr().out)
