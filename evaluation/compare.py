@@ -165,14 +165,19 @@ def resamples(keys: list[str], samples: int, seed: int):
 CHECKED_RESAMPLES = 3  # resamples scored the slow way too before the fast path is trusted
 
 
+def _each_unit_scored(run: Run, keys: list[str]):
+    """The benchmark's scoring of each unit of `keys` alone, in order (what the fast paths decompose)."""
+    for key in keys:
+        bench = copy.copy(run.bench)
+        bench.units = [run.units[key]]
+        yield score(bench, [run.predictions[key]], with_ap=False)
+
+
 def unit_weights(run: Run, keys: list[str], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(values, weights) per unit such that `metric` on any multiset of `keys` is sum(w * v) / sum(w), checked
     against the slow scoring on all keys and on the first resamples; None when no such form reproduces it."""
     values, counted, scored_at_all = np.zeros(len(keys)), np.zeros(len(keys)), np.zeros(len(keys))
-    for n, key in enumerate(keys):
-        bench = copy.copy(run.bench)
-        bench.units = [run.units[key]]
-        scored = score(bench, [run.predictions[key]], with_ap=False)
+    for n, scored in enumerate(_each_unit_scored(run, keys)):
         value = scored["metrics"].get(metric)
         if value is not None and np.isfinite(value):  # else nothing of this unit counts: weight 0 (checked below)
             values[n], scored_at_all[n] = value, 1.0
@@ -248,11 +253,7 @@ def keypoint_table(run: Run, keys: list[str]) -> tuple[list[str], np.ndarray, np
     keypoint's share on any multiset of units is sum(c * v) / sum(c). Checked against the scoring of all `keys`
     at once; a benchmark whose scoring has no per-keypoint breakdown, or whose units hold a keypoint more than
     once, is refused."""
-    per_unit = []
-    for key in keys:
-        bench = copy.copy(run.bench)
-        bench.units = [run.units[key]]
-        per_unit.append(score(bench, [run.predictions[key]], with_ap=False).get("per_keypoint"))
+    per_unit = [scored.get("per_keypoint") for scored in _each_unit_scored(run, keys)]
     if any(p is None for p in per_unit):
         raise ValueError(f"{run.bench.name}/{run.bench.task} scores no per-keypoint breakdown")
     names = sorted({name for p in per_unit for name in p})
